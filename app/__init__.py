@@ -1,0 +1,1 @@
+"""Gantry's control plane: API, pages, authentication, scheduling and central state."""

@@ -1,0 +1,97 @@
+"""Authentication middleware, guards, and CSRF that exempts Bearer-token requests.
+
+Every request needs an identity except health checks, static files and the login page. A Bearer
+token decides on its own (a cookie is ignored then); otherwise the session cookie does. A
+backend token is good only under /api/runner/v1; a person's credentials never are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.types import Receive, Scope, Send
+
+from app.auth.service import AuthService, Principal
+
+__all__ = (
+    "PUBLIC_PATHS",
+    "BearerExemptCSRFMiddleware",
+    "GantryAuthMiddleware",
+    "admin_guard",
+    "principal_of",
+)
+
+PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/static/", "^/login$", "^/favicon.ico$"]
+RUNNER_PREFIX = "/api/runner/v1"
+SESSION_KEY = "user"
+
+
+def bearer_token(headers: Any) -> str | None:
+    value = headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return ""  # present but not a usable bearer token: refuse, do not fall back to cookies
+    return token.strip()
+
+
+class GantryAuthMiddleware(AbstractAuthenticationMiddleware):
+    """Resolves the caller to a ``Principal`` on ``request.user``."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        auth: AuthService = connection.app.state.auth
+        token = bearer_token(connection.headers)
+        principal: Principal | None = None
+        if token is not None:
+            principal = await auth.by_token(token) if token else None
+        else:
+            session = connection.scope.get("session") or {}
+            username = session.get(SESSION_KEY) if isinstance(session, dict) else None
+            if username:
+                principal = await auth.by_session(username)
+        if principal is None:
+            raise NotAuthorizedException(
+                "Sign in, or send a valid token as 'Authorization: Bearer <token>'"
+            )
+        on_runner_api = connection.scope["path"].startswith(RUNNER_PREFIX)
+        if principal.kind == "backend" and not on_runner_api:
+            raise PermissionDeniedException("A backend token is only valid on the runner API")
+        if principal.kind == "user" and on_runner_api:
+            raise PermissionDeniedException("The runner API takes a backend token")
+        return AuthenticationResult(user=principal, auth=principal.via)
+
+
+class BearerExemptCSRFMiddleware(CSRFMiddleware):
+    """Litestar's CSRF check, skipped for requests authenticated by a Bearer token.
+
+    A Bearer token cannot be sent by a browser on its own, so such requests cannot be forged;
+    cookie-authenticated unsafe requests keep the check.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, _value in scope.get("headers", ()):
+                if name == b"authorization":
+                    await self.app(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    user = connection.scope.get("user")
+    if not isinstance(user, Principal):
+        raise NotAuthorizedException("Not signed in")
+    return user
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if not principal_of(connection).is_admin:
+        raise PermissionDeniedException("Only an admin may do this")

@@ -1,0 +1,239 @@
+"""The ``gantry`` command: dev, serve, runner, migrate, admin."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from app.settings import Settings, SettingsError
+
+__all__ = ("main",)
+
+log = logging.getLogger("gantry")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(f"gantry: {exc}") from None
+
+
+def _need_database(settings: Settings, command: str) -> str:
+    if not settings.database_url:
+        raise SystemExit(
+            f"gantry {command}: GANTRY_DATABASE_URL is not set. Point it at PostgreSQL, for "
+            "example postgresql://postgres@127.0.0.1:5432/gantry (only `gantry dev` starts an "
+            "embedded database)."
+        )
+    return settings.database_url
+
+
+# -- migrate ----------------------------------------------------------------------------------
+
+
+async def migrate(url: str) -> None:
+    """Apply Piccolo migrations, one process at a time (replicas may start together)."""
+    import asyncpg
+
+    os.environ["GANTRY_DATABASE_URL"] = url
+    os.environ.setdefault("PICCOLO_CONF", "app.piccolo_conf")
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    lock = await asyncpg.connect(url)
+    try:
+        await lock.execute("SELECT pg_advisory_lock(hashtext('gantry-migrate'))")
+        result = await run_forwards(app_name="gantry")
+        if not result.success:
+            raise SystemExit(f"gantry migrate: {result.message}")
+    finally:
+        await lock.close()
+
+
+async def pending_migrations(url: str) -> int:
+    """How many migrations this code has that the database has not run."""
+    import asyncpg
+
+    import migrations
+
+    ids = set()
+    from pathlib import Path
+
+    for path in Path(migrations.__file__).parent.glob("gantry_*.py"):
+        for line in path.read_text().splitlines():
+            if line.startswith("ID = "):
+                ids.add(line.split('"')[1])
+    conn = await asyncpg.connect(url)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('migration') IS NOT NULL")
+        done = (
+            set()
+            if not exists
+            else {
+                r["name"]
+                for r in await conn.fetch("SELECT name FROM migration WHERE app_name = 'gantry'")
+            }
+        )
+    finally:
+        await conn.close()
+    return len(ids - done)
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def serve(settings: Settings) -> None:
+    url = _need_database(settings, "serve")
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    from app.asgi import create_app
+
+    pending = asyncio.run(pending_migrations(url))
+    if pending:
+        raise SystemExit(
+            f"gantry serve: the database lacks {pending} migration(s); run `gantry migrate` first"
+        )
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.keep_alive_timeout = settings.keep_alive  # runners keep one connection open
+    config.graceful_timeout = 5
+    config.accesslog = None
+    config.errorlog = "-"
+    if settings.certfile:
+        config.certfile = settings.certfile
+        config.keyfile = settings.keyfile
+    app = create_app(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+# -- admin ------------------------------------------------------------------------------------
+
+
+async def _with_services(url: str, fn: Any) -> Any:
+    from app.auth.service import AuthService
+    from app.db import Database
+    from app.pools.service import PoolService
+
+    db = Database(url, pool_size=2)
+    await db.start()
+    try:
+        return await fn(AuthService(db), PoolService(db, 30.0))
+    finally:
+        await db.close()
+
+
+def admin(args: argparse.Namespace) -> None:
+    settings = _settings()
+    url = _need_database(settings, "admin")
+    from app.errors import DomainError
+
+    async def create_backend(auth: Any, pools: Any) -> None:
+        await pools.create_pool(args.pool, exist_ok=True)
+        token = await pools.create_backend(args.name, args.pool)
+        print(f"backend {args.name} created in pool {args.pool}")
+        print(f"runner token (shown once): {token}")
+
+    async def create_user(auth: Any, pools: Any) -> None:
+        password = None
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        elif sys.stdin.isatty():
+            password = getpass.getpass(f"password for {args.name} (empty: none): ") or None
+        await auth.ensure_user(args.name, ["admin"] if args.admin else ["user"], password)
+        print(f"user {args.name} ready")
+
+    async def create_token(auth: Any, pools: Any) -> None:
+        token = await auth.create_token(args.user, args.name)
+        print(f"token for {args.user} (shown once): {token}")
+
+    async def create_pool(auth: Any, pools: Any) -> None:
+        await pools.create_pool(args.name, args.description or "")
+        print(f"pool {args.name} created")
+
+    actions = {
+        "create-backend": create_backend,
+        "create-user": create_user,
+        "create-token": create_token,
+        "create-pool": create_pool,
+    }
+    try:
+        asyncio.run(_with_services(url, actions[args.admin_command]))
+    except DomainError as exc:
+        raise SystemExit(f"gantry admin {args.admin_command}: {exc.detail}") from None
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gantry", description="Gantry workflow platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="embedded Postgres, migrations, admin, control plane and a runner")
+    serve_p = sub.add_parser("serve", help="run the control plane (needs GANTRY_DATABASE_URL)")
+    serve_p.add_argument("--host")
+    serve_p.add_argument("--port", type=int)
+    sub.add_parser("runner", help="run a runner (GANTRY_SERVER_URL, GANTRY_BACKEND, ...)")
+    sub.add_parser("migrate", help="apply database migrations")
+    admin_p = sub.add_parser("admin", help="create backends, users, tokens and pools")
+    admin_sub = admin_p.add_subparsers(dest="admin_command", required=True)
+    b = admin_sub.add_parser(
+        "create-backend", help="create a backend; prints its runner token once"
+    )
+    b.add_argument("name")
+    b.add_argument("--pool", default="default")
+    u = admin_sub.add_parser("create-user", help="create a user (or add roles)")
+    u.add_argument("name")
+    u.add_argument("--admin", action="store_true")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    t = admin_sub.add_parser("create-token", help="create a personal API token; prints it once")
+    t.add_argument("user")
+    t.add_argument("--name", default="cli")
+    pl = admin_sub.add_parser("create-pool", help="create a pool")
+    pl.add_argument("name")
+    pl.add_argument("--description")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("GANTRY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        settings = _settings()
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+        if overrides:
+            from dataclasses import replace
+
+            settings = replace(settings, **overrides)
+        serve(settings)
+    elif args.command == "runner":
+        from runner.__main__ import main as runner_main
+
+        return runner_main()
+    elif args.command == "migrate":
+        asyncio.run(migrate(_need_database(_settings(), "migrate")))
+        print("migrations applied")
+    elif args.command == "admin":
+        admin(args)
+    elif args.command == "dev":
+        from app.dev import run_dev
+
+        return run_dev()
+    return 0

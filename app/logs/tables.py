@@ -1,0 +1,25 @@
+"""Task log chunks, stored by byte offset per stream."""
+
+from __future__ import annotations
+
+from piccolo.columns import BigInt, BigSerial, Bytea, ForeignKey, OnDelete, SmallInt, Timestamptz
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+from app.workflows.tables import Task
+
+__all__ = ("LogChunk",)
+
+
+class LogChunk(Table, tablename="log_chunk"):
+    """A piece of one attempt's stdout (stream 1) or stderr (stream 2) starting at ``start``.
+
+    ``id`` orders chunks by arrival, which is how stdout and stderr are interleaved.
+    """
+
+    id = BigSerial(primary_key=True)
+    task = ForeignKey(references=Task, on_delete=OnDelete.cascade, null=False)
+    stream = SmallInt()
+    start = BigInt()
+    data = Bytea()
+    received_at = Timestamptz(default=TimestamptzNow())

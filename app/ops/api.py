@@ -1,0 +1,64 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get
+from litestar.response import Response
+
+__all__ = ("healthz", "metrics", "readyz")
+
+
+@get("/healthz", summary="The process is up", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="The database, the hub and the loops work", tags=["operations"])
+async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    state = request.app.state
+    checks = {
+        "database": await state.db.ping(),
+        "hub": state.hub.connected.is_set(),
+        **{loop.name: loop.alive for loop in state.loops},
+    }
+    ok = all(checks.values())
+    return Response({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+@get("/metrics", summary="Prometheus metrics", tags=["operations"], media_type="text/plain")
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    db = request.app.state.db
+    async with db.connection() as conn:
+        workflows = await conn.fetch("SELECT status, count(*) AS n FROM workflow GROUP BY status")
+        tasks = await conn.fetch(
+            "SELECT status, count(*) AS n FROM task WHERE status IN ('PROCESSING', 'SCHEDULING', "
+            "'INITIALIZING', 'RUNNING', 'WAITING') GROUP BY status"
+        )
+        backends = await conn.fetch(
+            """
+            SELECT b.name, (s.id IS NOT NULL AND b.last_heartbeat > now() - make_interval(secs => $1))
+                   AS connected
+            FROM backend b LEFT JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
+            """,
+            request.app.state.settings.lease_ttl,
+        )
+    lines = [
+        "# HELP gantry_workflows Workflows by status.",
+        "# TYPE gantry_workflows gauge",
+        *(f'gantry_workflows{{status="{r["status"]}"}} {r["n"]}' for r in workflows),
+        "# HELP gantry_tasks_alive Alive task attempts by status.",
+        "# TYPE gantry_tasks_alive gauge",
+        *(f'gantry_tasks_alive{{status="{r["status"]}"}} {r["n"]}' for r in tasks),
+        "# HELP gantry_backend_connected 1 while a runner session of the backend is live.",
+        "# TYPE gantry_backend_connected gauge",
+        *(
+            f'gantry_backend_connected{{backend="{r["name"]}"}} {int(r["connected"])}'
+            for r in backends
+        ),
+    ]
+    from prometheus_client import REGISTRY, generate_latest
+
+    body = "\n".join(lines).encode() + b"\n" + generate_latest(REGISTRY)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,109 @@
+"""JSON controllers for pools, backends and personal API tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+
+from app.auth.middleware import admin_guard, principal_of
+from app.auth.service import AuthService
+from app.errors import NotFound
+from app.pools.service import PoolService
+
+__all__ = ("BackendController", "PoolController", "TokenController")
+
+
+class PoolIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    description: str = ""
+    platforms: list[str] = msgspec.field(default_factory=list)
+
+
+class BackendIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    pool: str
+
+
+class BackendCreated(msgspec.Struct):
+    name: str
+    pool: str
+    token: str
+
+
+class BackendOut(msgspec.Struct):
+    name: str
+    pool: str
+    connected: bool
+    last_heartbeat: datetime | None
+    capacity: dict[str, Any]
+
+
+class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+def _pools(request: Request[Any, Any, Any]) -> PoolService:
+    return request.app.state.pools
+
+
+class PoolController(Controller):
+    path = "/api/v1/pools"
+    tags = ["pools"]
+
+    @get("/", summary="Pools you may use")
+    async def list_pools(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return {"items": await _pools(request).summaries(principal_of(request))}
+
+    @post("/", status_code=201, guards=[admin_guard], summary="Create a pool (admin)")
+    async def create_pool(self, request: Request[Any, Any, Any], data: PoolIn) -> dict[str, Any]:
+        return await _pools(request).create_pool(
+            data.name, data.description, platforms=data.platforms
+        )
+
+
+class BackendController(Controller):
+    path = "/api/v1/backends"
+    tags = ["backends"]
+
+    @get("/", summary="Backends of the pools you may use, and whether a runner is connected")
+    async def list_backends(self, request: Request[Any, Any, Any]) -> dict[str, list[BackendOut]]:
+        pools = await _pools(request).accessible(principal_of(request))
+        rows = await _pools(request).backends(pools)
+        return {"items": [msgspec.convert(r, BackendOut, strict=False) for r in rows]}
+
+    @post(
+        "/",
+        status_code=201,
+        guards=[admin_guard],
+        summary="Create a backend; its token is shown once",
+    )
+    async def create_backend(
+        self, request: Request[Any, Any, Any], data: BackendIn
+    ) -> BackendCreated:
+        token = await _pools(request).create_backend(data.name, data.pool)
+        return BackendCreated(name=data.name, pool=data.pool, token=token)
+
+
+class TokenController(Controller):
+    path = "/api/v1/tokens"
+    tags = ["tokens"]
+
+    @get("/", summary="Your personal API tokens (never the tokens themselves)")
+    async def list_tokens(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        auth: AuthService = request.app.state.auth
+        return {"items": await auth.list_tokens(principal_of(request).name)}
+
+    @post("/", status_code=201, summary="Create a personal API token; it is shown once")
+    async def create_token(self, request: Request[Any, Any, Any], data: TokenIn) -> dict[str, str]:
+        auth: AuthService = request.app.state.auth
+        token = await auth.create_token(principal_of(request).name, data.name)
+        return {"name": data.name, "token": token}
+
+    @delete("/{token_id:int}", status_code=204, summary="Revoke one of your tokens")
+    async def revoke(self, request: Request[Any, Any, Any], token_id: int) -> None:
+        auth: AuthService = request.app.state.auth
+        if not await auth.revoke_token(principal_of(request).name, token_id):
+            raise NotFound(f"you have no token {token_id}")

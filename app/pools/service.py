@@ -1,0 +1,178 @@
+"""Pools and backends: who may use a pool, what its backends can hold, creating them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from app.auth.service import BACKEND_TOKEN_PREFIX, Principal, hash_token, new_token
+from app.db import Database, notify
+from app.errors import Conflict, Invalid, NotFound
+from app.spec.validate import NAME_RE
+
+__all__ = ("PoolService",)
+
+
+class PoolService:
+    def __init__(self, db: Database, lease_ttl: float) -> None:
+        self.db = db
+        self.lease_ttl = lease_ttl
+
+    async def accessible(self, principal: Principal) -> list[str]:
+        """Names of the pools ``principal`` may use: pools with no roles are open to all users."""
+        async with self.db.connection() as conn:
+            rows = await conn.fetch("SELECT name, roles FROM pool ORDER BY name")
+        return [
+            r["name"]
+            for r in rows
+            if principal.is_admin or not r["roles"] or set(r["roles"]) & principal.roles
+        ]
+
+    async def get(self, name: str) -> dict[str, Any] | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT name, description, roles, platforms, defaults FROM pool WHERE name = $1",
+                name,
+            )
+        if row is None:
+            return None
+        out = dict(row)
+        out["defaults"] = msgspec.json.decode(row["defaults"] or "{}")
+        return out
+
+    async def summaries(self, principal: Principal) -> list[dict[str, Any]]:
+        names = await self.accessible(principal)
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT p.name, p.description, p.platforms,
+                       (SELECT array_agg(b.name ORDER BY b.name) FROM backend b
+                        WHERE b.pool = p.name) AS backends,
+                       (SELECT count(*) FROM task_group g JOIN workflow w ON w.id = g.workflow
+                        WHERE w.pool = p.name AND g.status = 'PROCESSING') AS queued_groups
+                FROM pool p WHERE p.name = ANY($1::text[]) ORDER BY p.name
+                """,
+                names,
+            )
+        return [
+            {
+                "name": r["name"],
+                "description": r["description"],
+                "platforms": list(r["platforms"] or []),
+                "backends": list(r["backends"] or []),
+                "queued_groups": r["queued_groups"],
+            }
+            for r in rows
+        ]
+
+    async def create_pool(
+        self,
+        name: str,
+        description: str = "",
+        *,
+        platforms: list[str] | None = None,
+        defaults: dict[str, Any] | None = None,
+        exist_ok: bool = False,
+    ) -> dict[str, Any]:
+        if not NAME_RE.match(name):
+            raise Invalid(f"pool name {name!r} is not valid: use letters, digits, '-' or '_'")
+        async with self.db.transaction() as conn:
+            created = await conn.fetchval(
+                """
+                INSERT INTO pool (name, description, roles, platforms, defaults, created_at)
+                VALUES ($1, $2, '{}', $3, $4::jsonb, now())
+                ON CONFLICT (name) DO NOTHING RETURNING name
+                """,
+                name,
+                description,
+                platforms or [],
+                msgspec.json.encode(defaults or {}).decode(),
+            )
+            if created is None and not exist_ok:
+                raise Conflict(f"pool '{name}' already exists")
+        return {"name": name, "description": description, "platforms": platforms or []}
+
+    async def create_backend(self, name: str, pool: str, token: str | None = None) -> str:
+        """Create a backend and return its runner token (shown once)."""
+        if not NAME_RE.match(name):
+            raise Invalid(f"backend name {name!r} is not valid: use letters, digits, '-' or '_'")
+        token = token or new_token(BACKEND_TOKEN_PREFIX)
+        async with self.db.transaction() as conn:
+            if await conn.fetchval("SELECT 1 FROM pool WHERE name = $1", pool) is None:
+                raise NotFound(f"pool '{pool}' does not exist")
+            created = await conn.fetchval(
+                """
+                INSERT INTO backend (name, pool, token_hash, cluster_id, epoch, capacity,
+                                     created_at)
+                VALUES ($1, $2, $3, '', 0, '{}'::jsonb, now())
+                ON CONFLICT (name) DO NOTHING RETURNING name
+                """,
+                name,
+                pool,
+                hash_token(token),
+            )
+            if created is None:
+                raise Conflict(f"backend '{name}' already exists")
+            await notify(conn, "backends")
+        return token
+
+    async def set_backend_token(self, name: str, pool: str, token: str) -> None:
+        """Create the backend if needed and make ``token`` its runner token (for `gantry dev`)."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                """
+                INSERT INTO backend (name, pool, token_hash, cluster_id, epoch, capacity,
+                                     created_at)
+                VALUES ($1, $2, $3, '', 0, '{}'::jsonb, now())
+                ON CONFLICT (name) DO UPDATE SET token_hash = EXCLUDED.token_hash
+                """,
+                name,
+                pool,
+                hash_token(token),
+            )
+
+    async def backends(self, pools: list[str] | None = None) -> list[dict[str, Any]]:
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT b.name, b.pool, b.last_heartbeat, b.capacity, b.cluster_id,
+                       s.id AS session_id, s.runner_version, s.connected_at,
+                       (SELECT count(*) FROM task t WHERE t.backend = b.name
+                          AND t.runner_ended_at IS NULL AND t.launch_seq IS NOT NULL
+                          AND t.status IN ('SCHEDULING', 'INITIALIZING', 'RUNNING'))
+                          AS running,
+                       (SELECT coalesce(sum(t.cpu), 0) FROM task t WHERE t.backend = b.name
+                          AND t.runner_ended_at IS NULL AND t.launch_seq IS NOT NULL)
+                          AS cpu_used
+                FROM backend b
+                LEFT JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
+                WHERE $1::text[] IS NULL OR b.pool = ANY($1::text[])
+                ORDER BY b.name
+                """,
+                pools,
+            )
+        now = datetime.now(UTC)
+        ttl = timedelta(seconds=self.lease_ttl)
+        out = []
+        for r in rows:
+            connected = (
+                r["session_id"] is not None
+                and r["last_heartbeat"] is not None
+                and now - r["last_heartbeat"] < ttl
+            )
+            out.append(
+                {
+                    "name": r["name"],
+                    "pool": r["pool"],
+                    "connected": connected,
+                    "last_heartbeat": r["last_heartbeat"],
+                    "capacity": msgspec.json.decode(r["capacity"] or "{}"),
+                    "runner_version": r["runner_version"],
+                    "connected_at": r["connected_at"] if connected else None,
+                    "running": r["running"],
+                    "cpu_used": float(r["cpu_used"]),
+                }
+            )
+        return out

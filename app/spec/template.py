@@ -1,0 +1,259 @@
+"""Sandboxed Jinja rendering of specs, in child processes capped in time and memory.
+
+Gantry's own tokens (``{{output}}``, ``{{input:N}}``, ``{{workflow_id}}``, ``{{uuid}}``,
+``{{host:<task>}}``) are not valid Jinja, so they are shielded behind placeholders before
+rendering and put back afterwards. A hostile template (``{% for %}`` nested four deep, huge
+strings) must not take the server down: rendering runs in a worker process with an address
+space limit, and a render that exceeds its time is killed and its worker replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import pickle
+import queue
+import re
+import secrets
+import select
+import struct
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = (
+    "TOKEN_RE",
+    "RenderFailure",
+    "Shielded",
+    "TemplateRenderer",
+    "has_jinja",
+    "shield",
+)
+
+TOKEN_RE = re.compile(
+    r"\{\{\s*(output|workflow_id|uuid|input:\s*([0-9]+)|host:\s*([A-Za-z0-9][\w.-]*))\s*\}\}"
+)
+_JINJA_MARK = re.compile(r"\{\{|\{%|\{#")
+MAX_RENDERED = 16 * 1024 * 1024
+
+
+def _canonical(match: re.Match[str]) -> str:
+    if match.group(2) is not None:
+        return f"{{{{input:{int(match.group(2))}}}}}"
+    if match.group(3) is not None:
+        return f"{{{{host:{match.group(3)}}}}}"
+    return f"{{{{{match.group(1)}}}}}"
+
+
+@dataclass(slots=True)
+class Shielded:
+    """Text with tokens replaced by placeholders; ``restore`` puts canonical tokens back."""
+
+    text: str
+    nonce: str
+    tokens: list[str]
+
+    def restore(self, value: str) -> str:
+        if self.nonce not in value:
+            return value
+        return re.sub(rf"GT{self.nonce}N([0-9]+)Z", lambda m: self.tokens[int(m.group(1))], value)
+
+
+def shield(text: str) -> Shielded:
+    """Replace Gantry's tokens with placeholders that survive Jinja and YAML unchanged."""
+    nonce = secrets.token_hex(4)
+    tokens: list[str] = []
+
+    def repl(match: re.Match[str]) -> str:
+        tokens.append(_canonical(match))
+        return f"GT{nonce}N{len(tokens) - 1}Z"
+
+    return Shielded(TOKEN_RE.sub(repl, text), nonce, tokens)
+
+
+def has_jinja(text: str) -> bool:
+    return _JINJA_MARK.search(text) is not None
+
+
+class RenderFailure(Exception):
+    """Rendering failed; ``line`` is the template line when Jinja knows it."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+def _render_in_worker(template: str, variables: dict[str, Any]) -> tuple[str, str, int | None]:
+    """Runs in the worker: returns ("ok", text, None) or ("error", message, line)."""
+    from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
+    from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+    try:
+        text = env.from_string(template).render(**variables)
+    except TemplateSyntaxError as exc:
+        return "error", f"template syntax error: {exc.message}", exc.lineno
+    except SecurityError as exc:
+        return "error", f"the template does something the sandbox forbids: {exc}", _line_of(exc)
+    except UndefinedError as exc:
+        return (
+            "error",
+            f"template variable is undefined: {exc.message}; give it a value in "
+            "`default-values` or in the submission's `set`",
+            _line_of(exc),
+        )
+    except TemplateError as exc:
+        return "error", f"template error: {exc}", _line_of(exc)
+    except MemoryError:
+        return "error", "the template needs more memory than a spec may use (256 MiB)", None
+    except Exception as exc:  # a filter or operation failed on the given values
+        return "error", f"template error: {type(exc).__name__}: {exc}", _line_of(exc)
+    if len(text) > MAX_RENDERED:
+        return "error", "the rendered spec is larger than 16 MiB", None
+    return "ok", text, None
+
+
+def _line_of(exc: BaseException) -> int | None:
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == "<template>":
+            line = frame.lineno
+    return line
+
+
+def _read_frame(stream: Any) -> Any:
+    header = stream.read(4)
+    if len(header) < 4:
+        raise EOFError
+    size = struct.unpack(">I", header)[0]
+    body = stream.read(size)
+    if len(body) < size:
+        raise EOFError
+    return pickle.loads(body)  # noqa: S301 - frames come from our own worker process
+
+
+def _write_frame(stream: Any, value: Any) -> None:
+    body = pickle.dumps(value)
+    stream.write(struct.pack(">I", len(body)) + body)
+    stream.flush()
+
+
+def worker_main(memory_limit: int) -> None:
+    """The worker process: render requests from stdin, answers to stdout, forever."""
+    import resource
+
+    import jinja2.sandbox  # noqa: F401  (imported before the limit is set)
+
+    with open("/proc/self/statm") as f:
+        vsize = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = vsize + memory_limit
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            template, variables = _read_frame(stdin)
+        except EOFError:
+            return
+        try:
+            result = _render_in_worker(template, variables)
+        except MemoryError:
+            result = ("error", "the template needs more memory than a spec may use (256 MiB)", None)
+        _write_frame(stdout, result)
+
+
+class _Worker:
+    __slots__ = ("fresh", "process")
+
+    def __init__(self, memory_limit: int) -> None:
+        self.fresh = True
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.spec.render_worker", str(memory_limit)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _PYTHONPATH},
+        )
+
+    def send(self, request: Any) -> None:
+        _write_frame(self.process.stdin, request)
+
+    def wait_readable(self, timeout: float) -> bool:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        return bool(ready)
+
+    def receive(self) -> Any:
+        return _read_frame(self.process.stdout)
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):
+            self.process.kill()
+            self.process.wait(2)
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(Exception):
+                stream.close()  # type: ignore[union-attr]
+
+
+# The worker imports `app.spec`, wherever this copy of the package lives.
+_PYTHONPATH = str(pathlib.Path(__file__).resolve().parents[2])
+
+
+class TemplateRenderer:
+    """A small pool of render workers; thread-safe; call ``render`` from a worker thread."""
+
+    def __init__(self, timeout: float = 2.0, memory_limit: int = 256 * 2**20, size: int = 2):
+        self.timeout = timeout
+        self.memory_limit = memory_limit
+        self.size = size
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._lock = threading.Lock()
+        self._started = 0
+
+    def _acquire(self) -> _Worker:
+        with self._lock:
+            if self._idle.empty() and self._started < self.size:
+                self._started += 1
+                return _Worker(self.memory_limit)
+        return self._idle.get()
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        with self._lock:
+            self._started -= 1
+
+    def render(self, template: str, variables: dict[str, Any]) -> str:
+        worker = self._acquire()
+        try:
+            worker.send((template, variables))
+            # The first render of a fresh worker includes its start-up (about 0.2 s).
+            allowance = 1.0 if worker.fresh else 0.0
+            worker.fresh = False
+            if not worker.wait_readable(self.timeout + allowance):
+                self._replace(worker)
+                raise RenderFailure(
+                    f"rendering the template took longer than {self.timeout:g} s; "
+                    "simplify its loops"
+                )
+            status, text, line = worker.receive()
+        except (EOFError, OSError):
+            self._replace(worker)
+            raise RenderFailure(
+                "rendering the template exceeded the memory a spec may use (256 MiB)"
+            ) from None
+        except RenderFailure:
+            raise
+        except BaseException:
+            self._replace(worker)
+            raise
+        self._idle.put(worker)
+        if status != "ok":
+            raise RenderFailure(text, line)
+        return text
+
+    def close(self) -> None:
+        while not self._idle.empty():
+            self._idle.get_nowait().kill()

@@ -1,0 +1,84 @@
+"""The Jinja environment for pages and fragments, and rendering one named block of a template.
+
+One template is the source of a full page and of its fragments: a live update renders only
+the block it needs (``render_block``), which is what the SSE streams send.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+__all__ = ("environment", "render_block")
+
+_env: Environment | None = None
+
+
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    seconds = (datetime.now(UTC) - value).total_seconds()
+    return _span(seconds) + " ago" if seconds >= 1 else "just now"
+
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(max(seconds, 0))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def _duration(start: datetime | None, end: datetime | None = None) -> str:
+    if start is None:
+        return "—"
+    return _span(((end or datetime.now(UTC)) - start).total_seconds())
+
+
+def _ts(value: datetime | None) -> str:
+    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso(value: datetime | None) -> str:
+    return "" if value is None else value.astimezone(UTC).isoformat()
+
+
+def _status_class(status: str | None) -> str:
+    if not status:
+        return "st-unknown"
+    if status == "COMPLETED":
+        return "st-ok"
+    if status.startswith("FAILED"):
+        return "st-failed"
+    if status in ("RUNNING", "INITIALIZING"):
+        return "st-running"
+    return "st-waiting"
+
+
+def environment(directory: Path) -> Environment:
+    global _env
+    env = Environment(
+        loader=FileSystemLoader(directory),
+        autoescape=select_autoescape(["html", "xml"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(ago=_ago, duration=_duration, ts=_ts, iso=_iso, status_class=_status_class)
+    _env = env
+    return env
+
+
+def render_block(template: str, block: str, context: dict[str, Any]) -> str:
+    """Render one ``{% block %}`` of ``template`` with ``context``."""
+    assert _env is not None, "templating.environment() was not called"
+    tmpl = _env.get_template(template)
+    ctx = tmpl.new_context(context)
+    return "".join(tmpl.blocks[block](ctx))

@@ -1,0 +1,123 @@
+"""JSON controllers under /api/v1/workflows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+from litestar.response import Response, ServerSentEvent, Stream
+
+from app.auth.middleware import principal_of
+from app.live.events import workflow_events
+from app.logs.service import LogService
+from app.workflows.schemas import (
+    CancelRequest,
+    SubmitRequest,
+    WorkflowDetail,
+    WorkflowOut,
+    WorkflowPage,
+)
+from app.workflows.service import WorkflowService
+
+__all__ = ("WorkflowController",)
+
+
+class WorkflowController(Controller):
+    path = "/api/v1/workflows"
+    tags = ["workflows"]
+
+    @post("/", status_code=201, summary="Submit a workflow (or validate it with dry_run)")
+    async def submit(self, request: Request[Any, Any, Any], data: SubmitRequest) -> Response[Any]:
+        service: WorkflowService = request.app.state.workflows
+        result = await service.submit(
+            principal_of(request),
+            data.spec,
+            pool=data.pool,
+            set_values=data.set_values,
+            priority=data.priority,
+            dry_run=data.dry_run,
+        )
+        if data.dry_run:
+            return Response(result, status_code=200)
+        return Response(
+            msgspec.convert(result, WorkflowOut, from_attributes=False), status_code=201
+        )
+
+    @get("/", summary="List workflows, newest first (keyset pagination)")
+    async def list_workflows(
+        self,
+        request: Request[Any, Any, Any],
+        status: str | None = None,
+        pool: str | None = None,
+        name: str | None = None,
+        user: str | None = None,
+        limit: int = Parameter(default=50, ge=1, le=500),
+        cursor: str | None = None,
+    ) -> WorkflowPage:
+        service: WorkflowService = request.app.state.workflows
+        page = await service.search(
+            principal_of(request),
+            status=status,
+            pool=pool,
+            name=name,
+            user=user,
+            limit=limit,
+            cursor=cursor,
+        )
+        return msgspec.convert(page, WorkflowPage)
+
+    @get("/{workflow_id:str}", summary="A workflow with its groups and tasks")
+    async def get_workflow(
+        self, request: Request[Any, Any, Any], workflow_id: str
+    ) -> WorkflowDetail:
+        service: WorkflowService = request.app.state.workflows
+        return msgspec.convert(
+            await service.get(principal_of(request), workflow_id), WorkflowDetail
+        )
+
+    @get("/{workflow_id:str}/spec", summary="The spec as submitted and as rendered")
+    async def get_spec(self, request: Request[Any, Any, Any], workflow_id: str) -> dict[str, str]:
+        service: WorkflowService = request.app.state.workflows
+        return await service.spec_of(principal_of(request), workflow_id)
+
+    @post("/{workflow_id:str}/cancel", status_code=200, summary="Cancel a workflow")
+    async def cancel(
+        self, request: Request[Any, Any, Any], workflow_id: str, data: CancelRequest | None = None
+    ) -> WorkflowOut:
+        service: WorkflowService = request.app.state.workflows
+        body = data or CancelRequest()
+        result = await service.cancel(principal_of(request), workflow_id, body.reason, body.force)
+        return msgspec.convert(result, WorkflowOut)
+
+    @get(
+        "/{workflow_id:str}/tasks/{task:str}/logs",
+        summary="A task attempt's log as text (follow=true streams until the attempt ends)",
+        media_type="text/plain",
+    )
+    async def task_logs(
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str,
+        task: str,
+        retry: int | None = None,
+        follow: bool = False,
+    ) -> Stream:
+        logs: LogService = request.app.state.logs
+        attempt = await logs.attempt(principal_of(request), workflow_id, task, retry)
+        body = logs.follow_bytes(attempt) if follow else logs.all_bytes(attempt)
+        return Stream(
+            body,
+            media_type="text/plain; charset=utf-8",
+            headers={"x-accel-buffering": "no", "cache-control": "no-cache"},
+        )
+
+    @get(
+        "/{workflow_id:str}/events",
+        summary="Server-sent events: a snapshot, then workflow and task changes, then end",
+    )
+    async def events(self, request: Request[Any, Any, Any], workflow_id: str) -> ServerSentEvent:
+        service: WorkflowService = request.app.state.workflows
+        await service.get(principal_of(request), workflow_id, with_groups=False)  # visibility
+        return ServerSentEvent(workflow_events(request.app.state.watches, workflow_id))

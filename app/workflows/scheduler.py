@@ -1,0 +1,337 @@
+"""Background loops of every replica: the scheduler and the sweeper (leases and timeouts).
+
+Every replica runs them; each unit of work is done once. The scheduler works a pool only while
+it holds that pool's transaction-level advisory lock, claims ready groups with
+``FOR UPDATE SKIP LOCKED`` and dispatches to a connected backend whose last reported capacity,
+minus what is already dispatched there, fits the whole group. The sweeper runs under an
+advisory lock of its own. Both wake on NOTIFY hints and on a timer, back off with jitter after
+errors, and record when they last completed a pass (their liveness signal for /readyz).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from app.db import Database, Hub, notify
+from app.settings import Settings
+from app.workflows.states import DISPATCHED, Status
+from app.workflows.transitions import fail_group, finish_task, lock_group, record_events
+
+__all__ = ("Loop", "Scheduler", "Sweeper")
+
+log = logging.getLogger(__name__)
+_DISPATCHED = list(DISPATCHED)
+_BATCH = 2000
+
+
+class Loop:
+    """A background loop: wake on hints or every ``interval``, back off after errors."""
+
+    name = "loop"
+    topics: tuple[str, ...] = ()
+
+    def __init__(self, db: Database, hub: Hub, settings: Settings, interval: float) -> None:
+        self.db = db
+        self.hub = hub
+        self.settings = settings
+        self.interval = interval
+        self.last_ok = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    async def pass_once(self) -> bool:
+        """One pass; True when there may be more work right away."""
+        raise NotImplementedError
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_ok < max(30.0, self.interval * 10)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"gantry-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        failures = 0
+        with self.hub.subscribe(*self.topics) as sub:
+            while True:
+                try:
+                    async with asyncio.timeout(60):
+                        more = await self.pass_once()
+                    self.last_ok = time.monotonic()
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    failures += 1
+                    log.exception("%s: pass failed", self.name)
+                    await asyncio.sleep(min(30.0, 0.5 * 2**failures) * (0.5 + random.random()))
+                    continue
+                if more:
+                    continue
+                await sub.get(timeout=self.interval * (0.8 + 0.4 * random.random()))
+                sub.drain()
+
+
+@dataclass(slots=True)
+class _Backend:
+    name: str
+    epoch: int
+    slots: int
+    free: dict[str | None, list[float]] = field(default_factory=dict)  # platform -> [cpu, mem, gpu]
+
+
+class Scheduler(Loop):
+    name = "scheduler"
+    topics = ("sched", "backends")
+
+    async def pass_once(self) -> bool:
+        async with self.db.connection() as conn:
+            pools = await conn.fetch(
+                """
+                SELECT DISTINCT w.pool FROM task_group g JOIN workflow w ON w.id = g.workflow
+                WHERE g.status = 'PROCESSING'
+                """
+            )
+        more = False
+        for row in pools:
+            more |= await self._schedule_pool(row["pool"])
+        return more
+
+    async def _schedule_pool(self, pool: str) -> bool:
+        async with self.db.transaction() as conn:
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext('gantry-scheduler'), hashtext($1))", pool
+            ):
+                return False  # another replica is scheduling this pool right now
+            backends = await self._backends(conn, pool)
+            if not backends:
+                return False
+            groups = await conn.fetch(
+                """
+                SELECT g.id, g.workflow FROM task_group g JOIN workflow w ON w.id = g.workflow
+                WHERE g.status = 'PROCESSING' AND w.pool = $1
+                ORDER BY w.priority_rank, w.submitted_at, g.workflow, g.position
+                LIMIT $2 FOR UPDATE OF g SKIP LOCKED
+                """,
+                pool,
+                _BATCH,
+            )
+            if not groups:
+                return False
+            needs = await conn.fetch(
+                """
+                SELECT task_group, platform, sum(cpu)::float8 AS cpu,
+                       sum(memory)::float8 AS memory, sum(gpu)::float8 AS gpu, count(*) AS n
+                FROM task WHERE task_group = ANY($1::bigint[]) AND status = 'PROCESSING'
+                GROUP BY task_group, platform
+                """,
+                [g["id"] for g in groups],
+            )
+            need_of: dict[int, list[asyncpg.Record]] = defaultdict(list)
+            for n in needs:
+                need_of[n["task_group"]].append(n)
+            assigned: dict[str, list[int]] = defaultdict(list)
+            for g in groups:
+                target = _place(need_of[g["id"]], backends)
+                if target is not None:
+                    assigned[target.name].append(g["id"])
+            by_name = {b.name: b for b in backends}
+            for name, group_ids in assigned.items():
+                await self._dispatch(conn, by_name[name], group_ids)
+        return len(groups) == _BATCH and bool(assigned)
+
+    async def _backends(self, conn: asyncpg.Connection, pool: str) -> list[_Backend]:
+        rows = await conn.fetch(
+            """
+            SELECT b.name, b.epoch, b.capacity::text AS capacity FROM backend b
+            JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
+            WHERE b.pool = $1 AND b.last_heartbeat > now() - make_interval(secs => $2)
+            """,
+            pool,
+            self.settings.lease_ttl,
+        )
+        if not rows:
+            return []
+        used = await conn.fetch(
+            """
+            SELECT backend, platform, sum(cpu)::float8 AS cpu, sum(memory)::float8 AS memory,
+                   sum(gpu)::float8 AS gpu, count(*) AS n
+            FROM task WHERE backend = ANY($1::text[]) AND launch_seq IS NOT NULL
+              AND runner_ended_at IS NULL
+            GROUP BY backend, platform
+            """,
+            [r["name"] for r in rows],
+        )
+        out = []
+        for r in rows:
+            capacity: dict[str, Any] = msgspec.json.decode(r["capacity"] or "{}")
+            b = _Backend(r["name"], r["epoch"], int(capacity.get("slots", 0)))
+            for node in capacity.get("nodes", []):
+                free = b.free.setdefault(node.get("platform"), [0.0, 0.0, 0.0])
+                free[0] += node.get("cpu", 0)
+                free[1] += node.get("memory", 0)
+                free[2] += node.get("gpu", 0)
+            out.append(b)
+        by_name = {b.name: b for b in out}
+        for u in used:
+            b = by_name[u["backend"]]
+            b.slots -= u["n"]
+            free = b.free.setdefault(u["platform"], [0.0, 0.0, 0.0])
+            free[0] -= u["cpu"]
+            free[1] -= u["memory"]
+            free[2] -= u["gpu"]
+        return out
+
+    async def _dispatch(
+        self, conn: asyncpg.Connection, backend: _Backend, group_ids: list[int]
+    ) -> None:
+        rows = await conn.fetch(
+            """
+            UPDATE task SET status = 'SCHEDULING', scheduling_at = now(), backend = $2,
+                            epoch = $3, launch_seq = nextval('launch_seq'), launch_acked = false,
+                            lease_expires = now() + make_interval(secs => $4)
+            WHERE task_group = ANY($1::bigint[]) AND status = 'PROCESSING'
+            RETURNING id, workflow
+            """,
+            group_ids,
+            backend.name,
+            backend.epoch,
+            self.settings.lease_ttl,
+        )
+        await conn.execute(
+            """
+            UPDATE task_group SET status = 'SCHEDULING', scheduling_at = now(), backend = $2
+            WHERE id = ANY($1::bigint[]) AND status = 'PROCESSING'
+            """,
+            group_ids,
+            backend.name,
+        )
+        await record_events(
+            conn, [(r["id"], r["workflow"], "SCHEDULING", None, None) for r in rows], "scheduler"
+        )
+        workflows = {r["workflow"] for r in rows}
+        await notify(conn, f"dispatch:{backend.name}", "wfs", *(f"wf:{w}" for w in workflows))
+
+
+def _place(needs: list[asyncpg.Record], backends: list[_Backend]) -> _Backend | None:
+    """The backend with the most free slots that fits the whole group; reserves it there."""
+    count = sum(n["n"] for n in needs)
+    if count == 0:
+        return None
+    fitting = []
+    for b in backends:
+        if b.slots < count:
+            continue
+        if all(
+            n["platform"] in b.free
+            and n["cpu"] <= b.free[n["platform"]][0] + 1e-9
+            and n["memory"] <= b.free[n["platform"]][1]
+            and n["gpu"] <= b.free[n["platform"]][2]
+            for n in needs
+        ):
+            fitting.append(b)
+    if not fitting:
+        return None
+    best = max(fitting, key=lambda b: b.slots)
+    best.slots -= count
+    for n in needs:
+        free = best.free[n["platform"]]
+        free[0] -= n["cpu"]
+        free[1] -= n["memory"]
+        free[2] -= n["gpu"]
+    return best
+
+
+class Sweeper(Loop):
+    """Fails attempts whose leases expired beyond the grace, and groups past their timeouts."""
+
+    name = "sweeper"
+    topics = ()
+
+    async def pass_once(self) -> bool:
+        async with self.db.transaction() as conn:
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext('gantry-sweeper'))"
+            ):
+                return False
+            expired = await conn.fetch(
+                """
+                SELECT t.id, t.workflow, t.task_group, t.backend FROM task t
+                WHERE t.status = ANY($1::text[])
+                  AND t.lease_expires < now() - make_interval(secs => $2)
+                LIMIT 500
+                """,
+                _DISPATCHED,
+                self.settings.lease_grace,
+            )
+            for t in expired:
+                await lock_group(conn, t["workflow"], t["task_group"])
+                await finish_task(
+                    conn,
+                    t["id"],
+                    Status.FAILED_BACKEND_ERROR,
+                    await conn.fetchval("SELECT now()"),
+                    None,
+                    f"backend '{t['backend']}' stopped renewing the attempt's lease "
+                    "(its runner is gone or cut off)",
+                    "sweeper",
+                    runner_done=True,
+                )
+            # Stops the runner never confirmed, once its lease is long gone: it has none now.
+            await conn.execute(
+                """
+                UPDATE task SET runner_ended_at = now()
+                WHERE runner_ended_at IS NULL AND stop_requested_at IS NOT NULL
+                  AND lease_expires < now() - make_interval(secs => $1)
+                """,
+                self.settings.lease_grace,
+            )
+            timed_out = await conn.fetch(
+                """
+                SELECT id, workflow, 'exec' AS kind, exec_timeout AS limit_s FROM task_group
+                WHERE status = 'RUNNING'
+                  AND started_at + make_interval(secs => exec_timeout) < now()
+                UNION ALL
+                SELECT id, workflow, 'queue', queue_timeout FROM task_group
+                WHERE status IN ('PROCESSING', 'SCHEDULING', 'INITIALIZING')
+                  AND processing_at + make_interval(secs => queue_timeout) < now()
+                LIMIT 500
+                """
+            )
+            for g in timed_out:
+                await lock_group(conn, g["workflow"], g["id"])
+                if g["kind"] == "exec":
+                    status = Status.FAILED_EXEC_TIMEOUT
+                    reason = (
+                        f"the group ran longer than its exec_timeout ({_seconds(g['limit_s'])})"
+                    )
+                else:
+                    status = Status.FAILED_QUEUE_TIMEOUT
+                    reason = (
+                        f"the group waited longer than its queue_timeout ({_seconds(g['limit_s'])}) "
+                        "to start"
+                    )
+                await fail_group(conn, g["id"], status, reason, "sweeper")
+        return len(expired) == 500 or len(timed_out) == 500
+
+
+def _seconds(n: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}s"

@@ -1,0 +1,599 @@
+"""Workflows: submit (with dry run), read, list and cancel.
+
+The only layer that opens transactions for workflows; transitions live in ``transitions.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from app.auth.service import Principal
+from app.db import Database, notify
+from app.errors import Forbidden, Invalid, NotFound
+from app.pools.service import PoolService
+from app.spec.errors import SpecError, SpecIssue, format_path
+from app.spec.model import Resources
+from app.spec.parse import ParsedSpec, parse_spec
+from app.spec.plan import Plan, PlannedTask, substitute_tokens
+from app.spec.quantities import format_bytes
+from app.spec.template import TemplateRenderer
+from app.workflows.states import ALIVE, PRIORITIES, TERMINAL, Status
+from app.workflows.transitions import fail_group, lock_workflow, record_events
+
+__all__ = ("WorkflowService",)
+
+_json = msgspec.json.Encoder()
+
+
+class WorkflowService:
+    def __init__(
+        self,
+        db: Database,
+        pools: PoolService,
+        renderer: TemplateRenderer,
+        default_exec_timeout: int,
+        default_queue_timeout: int,
+    ) -> None:
+        self.db = db
+        self.pools = pools
+        self.renderer = renderer
+        self.default_exec_timeout = default_exec_timeout
+        self.default_queue_timeout = default_queue_timeout
+
+    # -- submit ---------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        principal: Principal,
+        spec_text: str,
+        *,
+        pool: str | None,
+        set_values: dict[str, Any] | None,
+        priority: str,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        if priority not in PRIORITIES:
+            raise Invalid(
+                f"priority {priority!r} is not one of HIGH, NORMAL, LOW",
+                [SpecIssue("priority", None, "use HIGH, NORMAL or LOW")],
+            )
+        try:
+            parsed = await asyncio.to_thread(parse_spec, spec_text, set_values, self.renderer)
+        except SpecError as exc:
+            raise Invalid(exc.detail, exc.issues, title=exc.title) from None
+        pool_name = pool or parsed.plan.pool or "default"
+        pool_row = await self.pools.get(pool_name)
+        allowed = await self.pools.accessible(principal)
+        if pool_row is None or pool_name not in allowed:
+            names = ", ".join(allowed) or "none"
+            raise Invalid(
+                f"pool '{pool_name}' does not exist or you may not use it (your pools: {names})",
+                [SpecIssue("pool", None, f"choose one of: {names}")],
+            )
+        defaults = pool_row["defaults"]
+        default_resources = _pool_resources(defaults)
+        await self._check_fit(parsed, pool_row, default_resources)
+        exec_timeout = parsed.plan.exec_timeout or int(
+            defaults.get("exec_timeout") or self.default_exec_timeout
+        )
+        queue_timeout = parsed.plan.queue_timeout or int(
+            defaults.get("queue_timeout") or self.default_queue_timeout
+        )
+        if dry_run:
+            return {
+                "name": parsed.plan.name,
+                "pool": pool_name,
+                "priority": priority,
+                "exec_timeout": exec_timeout,
+                "queue_timeout": queue_timeout,
+                "groups": _plan_groups(parsed.plan, default_resources),
+                "rendered_spec": parsed.rendered,
+            }
+        workflow_id = await self._insert(
+            principal,
+            parsed,
+            spec_text,
+            pool_name,
+            priority,
+            set_values or {},
+            default_resources,
+            exec_timeout,
+            queue_timeout,
+        )
+        return await self.get(principal, workflow_id, with_groups=False)
+
+    async def _check_fit(
+        self, parsed: ParsedSpec, pool: dict[str, Any], default: Resources
+    ) -> None:
+        """Refuse what no node (or, for a group, no backend) of the pool could ever hold."""
+        issues: list[SpecIssue] = []
+        platforms = set(pool["platforms"] or [])
+        backends = [b for b in await self.pools.backends([pool["name"]])]
+        if not backends:
+            raise Invalid(
+                f"pool '{pool['name']}' has no backends, so nothing submitted to it could run",
+                [SpecIssue("pool", None, "choose a pool that has a backend")],
+            )
+        spec_tasks = {t.name: t for g in parsed.spec.groups for t in g.tasks}
+        reported = [b for b in backends if b["capacity"].get("nodes")]
+        for group in parsed.plan.groups:
+            for task in group.tasks:
+                r = task.resources or default
+                st = spec_tasks[task.name]
+                where = st.source
+                if st.resource is not None:
+                    where = (*where, "resource")
+                elif st.resources is not None:
+                    where = (*where, "resources")
+                line = parsed.loaded.line(where)
+                path = format_path(where)
+                if r.platform is not None and r.platform not in platforms:
+                    have = ", ".join(sorted(platforms)) or "none"
+                    issues.append(
+                        SpecIssue(
+                            path,
+                            line,
+                            f"task '{task.name}' asks for platform '{r.platform}', which pool "
+                            f"'{pool['name']}' does not have (its platforms: {have})",
+                        )
+                    )
+                    continue
+                if not reported:
+                    continue  # no backend has reported yet: nothing to judge by
+                nodes = [
+                    n
+                    for b in reported
+                    for n in b["capacity"]["nodes"]
+                    if n.get("platform") == r.platform
+                ]
+                short = _shortfalls(r, nodes)
+                if short:
+                    issues.append(
+                        SpecIssue(
+                            path,
+                            line,
+                            f"task '{task.name}' asks for more than any node of pool "
+                            f"'{pool['name']}' has: " + "; ".join(short),
+                        )
+                    )
+        if issues:
+            raise Invalid(
+                issues[0].message,
+                issues,
+                title="The workflow cannot run in this pool",
+            )
+
+    async def _insert(
+        self,
+        principal: Principal,
+        parsed: ParsedSpec,
+        spec_text: str,
+        pool: str,
+        priority: str,
+        set_values: dict[str, Any],
+        default: Resources,
+        exec_timeout: int,
+        queue_timeout: int,
+    ) -> str:
+        plan = parsed.plan
+        async with self.db.transaction() as conn:
+            number = await conn.fetchval(
+                """
+                INSERT INTO workflow_counter (name, last) VALUES ($1, 1)
+                ON CONFLICT (name) DO UPDATE SET last = workflow_counter.last + 1
+                RETURNING last
+                """,
+                plan.name,
+            )
+            workflow_id = f"{plan.name}-{number}"
+            await conn.execute(
+                """
+                INSERT INTO workflow (id, name, owner, pool, priority, priority_rank, status,
+                                      spec_text, rendered_spec, set_values, labels,
+                                      submitted_at)
+                VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $9::jsonb, $10::jsonb,
+                        clock_timestamp())
+                """,
+                workflow_id,
+                plan.name,
+                principal.name,
+                pool,
+                priority,
+                PRIORITIES[priority],
+                spec_text,
+                parsed.rendered,
+                _json.encode(set_values).decode(),
+                _json.encode(plan.labels).decode(),
+            )
+            group_ids = await conn.fetch(
+                """
+                INSERT INTO task_group (workflow, name, position, status, upstream, lead_task,
+                                        ignore_nonlead, barrier, exec_timeout, queue_timeout,
+                                        processing_at)
+                SELECT $1, n, p, s, string_to_array(u, ',')::int[], l, i, b, $9, $10,
+                       CASE WHEN s = 'PROCESSING' THEN now() END
+                FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                            $7::bool[], $8::bool[]) AS x(n, p, s, u, l, i, b)
+                ORDER BY p
+                RETURNING id, position
+                """,
+                workflow_id,
+                [g.name for g in plan.groups],
+                [g.position for g in plan.groups],
+                [_initial(g.upstream) for g in plan.groups],
+                [",".join(map(str, g.upstream)) for g in plan.groups],
+                [g.lead_task for g in plan.groups],
+                [g.ignore_nonlead for g in plan.groups],
+                [g.barrier for g in plan.groups],
+                exec_timeout,
+                queue_timeout,
+            )
+            gid = {r["position"]: r["id"] for r in group_ids}
+            cols: dict[str, list[Any]] = {k: [] for k in (
+                "group", "name", "lead", "status", "spec", "cpu", "memory", "gpu", "storage",
+                "platform",
+            )}  # fmt: skip
+            for g in plan.groups:
+                for t in g.tasks:
+                    r = t.resources or default
+                    cols["group"].append(gid[g.position])
+                    cols["name"].append(t.name)
+                    cols["lead"].append(t.lead)
+                    cols["status"].append(_initial(g.upstream))
+                    cols["spec"].append(_json.encode(_task_spec(t, workflow_id)).decode())
+                    cols["cpu"].append(r.cpu or 0.0)
+                    cols["memory"].append(r.memory or 0)
+                    cols["gpu"].append(r.gpu or 0)
+                    cols["storage"].append(r.storage or 0)
+                    cols["platform"].append(r.platform)
+            tasks = await conn.fetch(
+                """
+                INSERT INTO task (task_group, workflow, name, lead, retry, status, spec, cpu,
+                                  memory, gpu, storage, platform, processing_at)
+                SELECT g, $1, n, l, 0, s, sp::jsonb, c, m, gp, st, pf,
+                       CASE WHEN s = 'PROCESSING' THEN now() END
+                FROM unnest($2::bigint[], $3::text[], $4::bool[], $5::text[], $6::text[],
+                            $7::float8[], $8::bigint[], $9::int[], $10::bigint[], $11::text[])
+                     AS x(g, n, l, s, sp, c, m, gp, st, pf)
+                RETURNING id, status
+                """,
+                workflow_id,
+                cols["group"],
+                cols["name"],
+                cols["lead"],
+                cols["status"],
+                cols["spec"],
+                cols["cpu"],
+                cols["memory"],
+                cols["gpu"],
+                cols["storage"],
+                cols["platform"],
+            )
+            await record_events(
+                conn, [(r["id"], workflow_id, r["status"], None, None) for r in tasks], "submit"
+            )
+            await notify(conn, "sched", "wfs", f"wf:{workflow_id}")
+        return workflow_id
+
+    # -- read -----------------------------------------------------------------------------
+
+    async def _visible(
+        self, conn: asyncpg.Connection, principal: Principal, workflow_id: str
+    ) -> asyncpg.Record:
+        row = await conn.fetchrow("SELECT * FROM workflow WHERE id = $1", workflow_id)
+        if row is None or row["pool"] not in await self.pools.accessible(principal):
+            raise NotFound(f"workflow '{workflow_id}' does not exist")
+        return row
+
+    async def get(
+        self, principal: Principal, workflow_id: str, *, with_groups: bool = True
+    ) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            row = await self._visible(conn, principal, workflow_id)
+            return await self._detail(conn, row, with_groups)
+
+    async def snapshot(self, workflow_id: str) -> dict[str, Any] | None:
+        """The workflow with groups and tasks, for live views (visibility checked by callers)."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow("SELECT * FROM workflow WHERE id = $1", workflow_id)
+            return None if row is None else await self._detail(conn, row, True)
+
+    async def _detail(
+        self, conn: asyncpg.Connection, row: asyncpg.Record, with_groups: bool
+    ) -> dict[str, Any]:
+        counts = await conn.fetchrow(
+            """
+            SELECT count(*) AS total,
+                   count(*) FILTER (WHERE status = 'COMPLETED') AS completed
+            FROM (SELECT DISTINCT ON (name) status FROM task WHERE workflow = $1
+                  ORDER BY name, retry DESC) t
+            """,
+            row["id"],
+        )
+        out = _workflow_out(row, counts["total"], counts["completed"])
+        if with_groups:
+            out["groups"] = await self._groups(conn, row["id"])
+        return out
+
+    async def _groups(self, conn: asyncpg.Connection, workflow_id: str) -> list[dict[str, Any]]:
+        groups = await conn.fetch(
+            """
+            SELECT id, name, position, status, upstream, lead_task, reason, backend,
+                   processing_at, started_at, ended_at
+            FROM task_group WHERE workflow = $1 ORDER BY position
+            """,
+            workflow_id,
+        )
+        tasks = await conn.fetch(
+            """
+            SELECT DISTINCT ON (name) id, task_group, name, lead, retry, status, exit_code,
+                   reason, backend, node, scheduling_at, started_at, ended_at, spec->>'image'
+                   AS image
+            FROM task WHERE workflow = $1 ORDER BY name, retry DESC
+            """,
+            workflow_id,
+        )
+        names = {g["position"]: g["name"] for g in groups}
+        by_group: dict[int, list[dict[str, Any]]] = {}
+        for t in tasks:
+            by_group.setdefault(t["task_group"], []).append(_task_out(t))
+        out = []
+        for g in groups:
+            members = by_group.get(g["id"], [])
+            members.sort(key=lambda t: (not t["lead"], t["name"]))
+            out.append(
+                {
+                    "name": g["name"],
+                    "status": g["status"],
+                    "upstream": [names[p] for p in g["upstream"]],
+                    "lead": g["lead_task"],
+                    "reason": g["reason"],
+                    "backend": g["backend"],
+                    "started_at": g["started_at"],
+                    "ended_at": g["ended_at"],
+                    "tasks": members,
+                }
+            )
+        return out
+
+    async def spec_of(self, principal: Principal, workflow_id: str) -> dict[str, str]:
+        async with self.db.connection() as conn:
+            row = await self._visible(conn, principal, workflow_id)
+        return {"spec": row["spec_text"], "rendered_spec": row["rendered_spec"]}
+
+    async def search(
+        self,
+        principal: Principal,
+        *,
+        status: str | None = None,
+        pool: str | None = None,
+        name: str | None = None,
+        user: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        limit = max(1, min(limit, 500))
+        pools = await self.pools.accessible(principal)
+        where = ["pool = ANY($1::text[])"]
+        args: list[Any] = [pools]
+        if status:
+            statuses = [s.strip().upper() for s in status.split(",") if s.strip()]
+            args.append(statuses)
+            where.append(f"status = ANY(${len(args)}::text[])")
+        if pool:
+            args.append(pool)
+            where.append(f"pool = ${len(args)}")
+        if name:
+            args.append(f"%{_escape_like(name)}%")
+            where.append(f"id ILIKE ${len(args)}")
+        if user:
+            args.append(user)
+            where.append(f"owner = ${len(args)}")
+        if cursor:
+            ts, wid = _decode_cursor(cursor)
+            args += [ts, wid]
+            where.append(f"(submitted_at, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit + 1)
+        sql = f"""
+            SELECT w.*,
+                   (SELECT count(DISTINCT name) FROM task t WHERE t.workflow = w.id) AS total,
+                   (SELECT count(*) FROM task t WHERE t.workflow = w.id
+                      AND t.status = 'COMPLETED') AS completed
+            FROM workflow w WHERE {" AND ".join(where)}
+            ORDER BY submitted_at DESC, id DESC LIMIT ${len(args)}
+        """  # noqa: S608 - only placeholders are interpolated
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(sql, *args)
+        items = [_workflow_out(r, r["total"], r["completed"]) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = _encode_cursor(last["submitted_at"], last["id"])
+        return {"items": items, "next_cursor": next_cursor}
+
+    # -- cancel ---------------------------------------------------------------------------
+
+    async def cancel(
+        self, principal: Principal, workflow_id: str, reason: str, force: bool
+    ) -> dict[str, Any]:
+        async with self.db.transaction() as conn:
+            row = await self._visible(conn, principal, workflow_id)
+            if not principal.is_admin and row["owner"] != principal.name:
+                raise Forbidden("only the workflow's owner or an admin may cancel it")
+            await lock_workflow(conn, workflow_id)
+            groups = await conn.fetch(
+                "SELECT id FROM task_group WHERE workflow = $1 AND status = ANY($2::text[]) "
+                "ORDER BY position",
+                workflow_id,
+                list(ALIVE),
+            )
+            text = f"canceled by {principal.name}" + (f": {reason}" if reason else "")
+            await conn.execute(
+                "UPDATE workflow SET canceled_by = $2 WHERE id = $1 AND canceled_by IS NULL",
+                workflow_id,
+                principal.name,
+            )
+            for g in groups:
+                await fail_group(conn, g["id"], Status.FAILED_CANCELED, text, "cancel", force=force)
+        return await self.get(principal, workflow_id, with_groups=False)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _initial(upstream: list[int]) -> str:
+    return Status.WAITING if upstream else Status.PROCESSING
+
+
+def _pool_resources(defaults: dict[str, Any]) -> Resources:
+    r = defaults.get("resources") or {}
+    return Resources(
+        cpu=r.get("cpu"),
+        gpu=r.get("gpu"),
+        memory=r.get("memory"),
+        storage=r.get("storage"),
+        platform=r.get("platform"),
+    )
+
+
+def _task_spec(task: PlannedTask, workflow_id: str) -> dict[str, Any]:
+    """What is stored per attempt: the task with Gantry's tokens substituted."""
+    task_uuid = str(uuid.uuid4())
+
+    def sub(value: str) -> str:
+        return substitute_tokens(value, workflow_id, task_uuid)
+
+    return {
+        "image": task.image,
+        "command": [sub(s) for s in task.command],
+        "args": [sub(s) for s in task.args],
+        "environment": {k: sub(v) for k, v in task.environment.items()},
+        "files": [
+            {
+                "path": f["path"],
+                "contents": f["contents"] if f["base64"] else sub(f["contents"]),
+                "base64": f["base64"],
+            }
+            for f in task.files
+        ],
+        "inputs": task.inputs,
+        "uuid": task_uuid,
+    }
+
+
+def _plan_groups(plan: Plan, default: Resources) -> list[dict[str, Any]]:
+    names = {g.position: g.name for g in plan.groups}
+    out = []
+    for g in plan.groups:
+        tasks = []
+        for t in g.tasks:
+            d = t.as_dict()
+            if t.resources is None:
+                r = default
+                d["resources"] = {
+                    "cpu": r.cpu,
+                    "gpu": r.gpu,
+                    "memory": r.memory,
+                    "storage": r.storage,
+                    "platform": r.platform,
+                }
+            tasks.append(d)
+        out.append(
+            {
+                "name": g.name,
+                "upstream": [names[p] for p in g.upstream],
+                "lead": g.lead_task,
+                "barrier": g.barrier,
+                "ignore_nonlead_status": g.ignore_nonlead,
+                "tasks": tasks,
+            }
+        )
+    return out
+
+
+def _shortfalls(r: Resources, nodes: list[dict[str, Any]]) -> list[str]:
+    """Why no single node can hold ``r``; empty when one can."""
+    if any(
+        (r.cpu or 0) <= n.get("cpu", 0)
+        and (r.memory or 0) <= n.get("memory", 0)
+        and (r.gpu or 0) <= n.get("gpu", 0)
+        for n in nodes
+    ):
+        return []
+    if not nodes:
+        return [f"no node has platform '{r.platform or 'default'}'"]
+    short = []
+    if (r.gpu or 0) > (most := max(n.get("gpu", 0) for n in nodes)):
+        short.append(f"gpu: {r.gpu} requested, at most {most} on a node")
+    if (r.cpu or 0) > (most_cpu := max(n.get("cpu", 0) for n in nodes)):
+        short.append(f"cpu: {r.cpu:g} requested, at most {most_cpu:g} on a node")
+    if (r.memory or 0) > (most_mem := max(n.get("memory", 0) for n in nodes)):
+        short.append(
+            f"memory: {format_bytes(r.memory or 0)} requested, "
+            f"at most {format_bytes(most_mem)} on a node"
+        )
+    return short or ["no single node has all of it at once"]
+
+
+def _workflow_out(row: asyncpg.Record, total: int, completed: int) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "pool": row["pool"],
+        "user": row["owner"],
+        "priority": row["priority"],
+        "submitted_at": row["submitted_at"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "reason": row["reason"],
+        "labels": msgspec.json.decode(row["labels"] or "{}"),
+        "tasks_total": total,
+        "tasks_completed": completed,
+        "terminal": row["status"] not in ("PENDING", "RUNNING"),
+    }
+
+
+def _task_out(t: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "name": t["name"],
+        "lead": t["lead"],
+        "status": t["status"],
+        "retry": t["retry"],
+        "exit_code": t["exit_code"],
+        "reason": t["reason"],
+        "backend": t["backend"],
+        "node": t["node"],
+        "image": t["image"],
+        "scheduled_at": t["scheduling_at"],
+        "started_at": t["started_at"],
+        "ended_at": t["ended_at"],
+        "terminal": t["status"] in TERMINAL,
+    }
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _encode_cursor(ts: datetime, workflow_id: str) -> str:
+    raw = f"{ts.isoformat()}|{workflow_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, workflow_id = raw.split("|", 1)
+        return datetime.fromisoformat(ts), workflow_id
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid(
+            "cursor is not one this API returned", [SpecIssue("cursor", None, "pass next_cursor")]
+        ) from None

@@ -1,0 +1,463 @@
+"""State transitions of attempts, groups and workflows, each written once and guarded in SQL.
+
+Every update names the statuses it may leave (``WHERE status = ANY(...)``), so a duplicate or
+late report changes nothing. Each change appends a ``task_event`` and queues change hints that
+Postgres delivers on commit. Callers hold a transaction (``conn``) for the whole step.
+
+Group rules follow OSMO: the lead decides the group unless ``ignoreNonleadStatus`` is false;
+when the lead ends its siblings are stopped; a failed group fails every downstream group with
+FAILED_UPSTREAM while independent groups go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app.db import notify
+from app.workflows.states import ALIVE, TERMINAL, WORKFLOW_ALIVE, Status, is_failure
+
+__all__ = (
+    "fail_group",
+    "finish_task",
+    "lock_group",
+    "lock_workflow",
+    "record_events",
+    "settle_group",
+    "settle_workflow",
+    "task_progress",
+)
+
+_ALIVE = list(ALIVE)
+
+
+async def lock_workflow(conn: asyncpg.Connection, workflow_id: str) -> None:
+    """Take the workflow's row lock. Every transition locks workflow, then group, then tasks:
+    one order everywhere, so concurrent transitions of one workflow cannot deadlock."""
+    await conn.execute("SELECT 1 FROM workflow WHERE id = $1 FOR UPDATE", workflow_id)
+
+
+async def lock_group(conn: asyncpg.Connection, workflow_id: str, group_id: int) -> None:
+    """Lock the workflow, then the group (see ``lock_workflow``)."""
+    await lock_workflow(conn, workflow_id)
+    await conn.execute("SELECT 1 FROM task_group WHERE id = $1 FOR UPDATE", group_id)
+
+
+async def record_events(
+    conn: asyncpg.Connection,
+    rows: Sequence[tuple[int, str, str, str | None, int | None]],
+    source: str,
+) -> None:
+    """Append ``(task id, workflow id, status, reason, exit code)`` rows to the event trail."""
+    if not rows:
+        return
+    await conn.execute(
+        """
+        INSERT INTO task_event (task, workflow, status, source, reason, exit_code, at)
+        SELECT t, w, s, $4, r, e, clock_timestamp()
+        FROM unnest($1::bigint[], $2::text[], $3::text[], $5::text[], $6::int[]) AS x(t, w, s, r, e)
+        """,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        source,
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+    )
+
+
+async def task_progress(
+    conn: asyncpg.Connection,
+    task_id: int,
+    status: str,
+    at: datetime,
+    node: str | None,
+    source: str,
+) -> bool:
+    """INITIALIZING or RUNNING reported for an attempt; False when the guard refused it."""
+    if status == Status.INITIALIZING:
+        row = await conn.fetchrow(
+            """
+            UPDATE task SET status = 'INITIALIZING', initializing_at = $2,
+                            node = coalesce($3, node)
+            WHERE id = $1 AND status = 'SCHEDULING'
+            RETURNING workflow, task_group, backend
+            """,
+            task_id,
+            at,
+            node,
+        )
+    else:
+        row = await conn.fetchrow(
+            """
+            UPDATE task SET status = 'RUNNING', started_at = $2,
+                            initializing_at = coalesce(initializing_at, $2),
+                            node = coalesce($3, node)
+            WHERE id = $1 AND status IN ('PROCESSING', 'SCHEDULING', 'INITIALIZING')
+              AND started_at IS NULL
+            RETURNING workflow, task_group, backend
+            """,
+            task_id,
+            at,
+            node,
+        )
+    if row is None:
+        return False
+    await record_events(conn, [(task_id, row["workflow"], status, None, None)], source)
+    await conn.execute(
+        """
+        UPDATE task_group SET
+            status = CASE WHEN $2 = 'RUNNING' OR status = 'RUNNING' THEN 'RUNNING'
+                          ELSE 'INITIALIZING' END,
+            started_at = CASE WHEN $2 = 'RUNNING' THEN coalesce(started_at, $3)
+                              ELSE started_at END
+        WHERE id = $1 AND status IN ('SCHEDULING', 'INITIALIZING', 'RUNNING')
+        """,
+        row["task_group"],
+        status,
+        at,
+    )
+    if status == Status.RUNNING:
+        await conn.execute(
+            """
+            UPDATE workflow SET status = 'RUNNING', started_at = coalesce(started_at, $2)
+            WHERE id = $1 AND status = 'PENDING'
+            """,
+            row["workflow"],
+            at,
+        )
+    await notify(conn, f"wf:{row['workflow']}", "wfs")
+    return True
+
+
+async def finish_task(
+    conn: asyncpg.Connection,
+    task_id: int,
+    status: str,
+    at: datetime,
+    exit_code: int | None,
+    reason: str | None,
+    source: str,
+    *,
+    runner_done: bool,
+) -> bool:
+    """A terminal status for an attempt, then the group's rules; False if it was already over.
+
+    ``runner_done`` says the runner itself reported the end, so the attempt no longer holds
+    capacity there even when the control plane had already ended it (a cancel, a timeout).
+    """
+    row = await conn.fetchrow(
+        """
+        UPDATE task SET status = $2, ended_at = $3, exit_code = $4, reason = $5,
+                        runner_ended_at = CASE WHEN $6 THEN coalesce(runner_ended_at, now())
+                                               ELSE runner_ended_at END
+        WHERE id = $1 AND status = ANY($7::text[])
+        RETURNING workflow, task_group
+        """,
+        task_id,
+        status,
+        at,
+        exit_code,
+        reason,
+        runner_done,
+        _ALIVE,
+    )
+    if runner_done:
+        await notify(conn, "sched")  # capacity was freed on that backend
+    if row is None:
+        if runner_done:
+            await conn.execute(
+                "UPDATE task SET runner_ended_at = coalesce(runner_ended_at, now()) WHERE id = $1",
+                task_id,
+            )
+        return False
+    await record_events(conn, [(task_id, row["workflow"], status, reason, exit_code)], source)
+    await settle_group(conn, row["task_group"], source)
+    return True
+
+
+async def _stop_alive_tasks(
+    conn: asyncpg.Connection,
+    where: str,
+    args: Sequence[Any],
+    status: str,
+    reason: str,
+    source: str,
+    force: bool = False,
+    exit_code: int | None = None,
+) -> list[asyncpg.Record]:
+    """End every alive attempt matching ``where``; dispatched ones get a stop request."""
+    n = len(args)
+    rows = await conn.fetch(
+        f"""
+        UPDATE task SET status = ${n + 1}, reason = ${n + 2}, ended_at = now(),
+                        exit_code = coalesce(${n + 4}::int, exit_code),
+                        stop_requested_at = CASE WHEN launch_seq IS NOT NULL
+                                                 THEN coalesce(stop_requested_at, now()) END,
+                        stop_force = stop_force OR ${n + 3}
+        WHERE {where} AND status = ANY(${n + 5}::text[])
+        RETURNING id, workflow, backend, launch_seq
+        """,  # noqa: S608 - `where` is one of this module's literals
+        *args,
+        status,
+        reason,
+        force,
+        exit_code,
+        _ALIVE,
+    )
+    await record_events(
+        conn, [(r["id"], r["workflow"], status, reason, exit_code) for r in rows], source
+    )
+    backends = {r["backend"] for r in rows if r["launch_seq"] is not None and r["backend"]}
+    await notify(conn, *(f"stop:{b}" for b in backends))
+    return rows
+
+
+async def settle_group(conn: asyncpg.Connection, group_id: int, source: str) -> None:
+    """Apply the group's rules after one of its attempts ended."""
+    group = await conn.fetchrow(
+        """
+        SELECT id, workflow, name, position, status, lead_task, ignore_nonlead
+        FROM task_group WHERE id = $1 FOR UPDATE
+        """,
+        group_id,
+    )
+    if group is None or group["status"] in TERMINAL:
+        return
+    tasks = await _latest_attempts(conn, group_id)
+    lead = next((t for t in tasks if t["name"] == group["lead_task"]), None)
+    changed = False
+    if lead is not None and lead["status"] in TERMINAL:
+        if any(t["status"] in ALIVE for t in tasks):
+            sibling_status = (
+                Status.COMPLETED if lead["status"] == Status.COMPLETED else Status.FAILED
+            )
+            await _stop_alive_tasks(
+                conn,
+                "task_group = $1",
+                [group_id],
+                sibling_status,
+                "Lead task finished",
+                source,
+            )
+            changed = True
+    elif not group["ignore_nonlead"]:
+        failed = next((t for t in tasks if is_failure(t["status"])), None)
+        if failed is not None and any(t["status"] in ALIVE for t in tasks):
+            await _stop_alive_tasks(
+                conn,
+                "task_group = $1",
+                [group_id],
+                Status.FAILED,
+                f"Task '{failed['name']}' failed and the group does not ignore non-lead "
+                "failures (ignoreNonleadStatus: false)",
+                source,
+            )
+            changed = True
+    if changed:
+        tasks = await _latest_attempts(conn, group_id)
+    if any(t["status"] in ALIVE for t in tasks):
+        return
+    considered = [lead] if (group["ignore_nonlead"] and lead is not None) else tasks
+    status, reason = _aggregate(considered)
+    await _end_group(conn, group, status, reason, source)
+
+
+def _aggregate(tasks: Sequence[asyncpg.Record]) -> tuple[str, str | None]:
+    statuses = [t["status"] for t in tasks]
+    for special in (
+        Status.FAILED_UPSTREAM,
+        Status.FAILED_SERVER_ERROR,
+        Status.FAILED_PREEMPTED,
+        Status.FAILED_EVICTED,
+    ):
+        if special in statuses:
+            first = next(t for t in tasks if t["status"] == special)
+            return special, _task_reason(first)
+    # The task that failed first is the cause; the others were stopped because of it.
+    failed = sorted((t for t in tasks if is_failure(t["status"])), key=lambda t: t["ended_at"])
+    if failed:
+        kinds = {t["status"] for t in failed}
+        status = kinds.pop() if len(kinds) == 1 else Status.FAILED
+        return status, _task_reason(failed[0])
+    return Status.COMPLETED, None
+
+
+def _task_reason(task: asyncpg.Record) -> str:
+    if task["reason"]:
+        return f"task '{task['name']}': {task['reason']}"
+    if task["exit_code"] is not None:
+        return f"task '{task['name']}' exited with code {task['exit_code']}"
+    return f"task '{task['name']}' ended {task['status']}"
+
+
+async def _latest_attempts(conn: asyncpg.Connection, group_id: int) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """
+            SELECT DISTINCT ON (name) id, name, status, exit_code, reason, ended_at
+            FROM task WHERE task_group = $1 ORDER BY name, retry DESC
+            """,
+            group_id,
+        )
+    )
+
+
+async def _end_group(
+    conn: asyncpg.Connection, group: asyncpg.Record, status: str, reason: str | None, source: str
+) -> None:
+    updated = await conn.fetchval(
+        """
+        UPDATE task_group SET status = $2, reason = $3, ended_at = now()
+        WHERE id = $1 AND status = ANY($4::text[]) RETURNING id
+        """,
+        group["id"],
+        status,
+        reason,
+        _ALIVE,
+    )
+    if updated is None:
+        return
+    workflow_id = group["workflow"]
+    if is_failure(status):
+        await _fail_downstream(conn, workflow_id, group["position"], group["name"], source)
+    else:
+        await _release_downstream(conn, workflow_id)
+    await settle_workflow(conn, workflow_id)
+
+
+async def _fail_downstream(
+    conn: asyncpg.Connection, workflow_id: str, position: int, name: str, source: str
+) -> None:
+    downstream = await conn.fetch(
+        """
+        WITH RECURSIVE down(position) AS (
+            SELECT g.position FROM task_group g
+            WHERE g.workflow = $1 AND $2 = ANY(g.upstream)
+            UNION
+            SELECT g.position FROM task_group g JOIN down d ON d.position = ANY(g.upstream)
+            WHERE g.workflow = $1
+        )
+        UPDATE task_group SET status = 'FAILED_UPSTREAM', ended_at = now(),
+                              reason = $3
+        WHERE workflow = $1 AND position IN (SELECT position FROM down)
+          AND status = ANY($4::text[])
+        RETURNING id
+        """,
+        workflow_id,
+        position,
+        f"upstream group '{name}' failed",
+        _ALIVE,
+    )
+    if downstream:
+        await _stop_alive_tasks(
+            conn,
+            "task_group = ANY($1::bigint[])",
+            [[r["id"] for r in downstream]],
+            Status.FAILED_UPSTREAM,
+            f"upstream group '{name}' failed",
+            source,
+            exit_code=3000,
+        )
+
+
+async def _release_downstream(conn: asyncpg.Connection, workflow_id: str) -> None:
+    """Groups whose upstream groups have all completed become ready for dispatch."""
+    ready = await conn.fetch(
+        """
+        UPDATE task_group g SET status = 'PROCESSING', processing_at = now()
+        WHERE g.workflow = $1 AND g.status = 'WAITING'
+          AND NOT EXISTS (
+              SELECT 1 FROM task_group u
+              WHERE u.workflow = g.workflow AND u.position = ANY(g.upstream)
+                AND u.status <> 'COMPLETED')
+        RETURNING g.id
+        """,
+        workflow_id,
+    )
+    if not ready:
+        return
+    rows = await conn.fetch(
+        """
+        UPDATE task SET status = 'PROCESSING', processing_at = now()
+        WHERE task_group = ANY($1::bigint[]) AND status = 'WAITING'
+        RETURNING id, workflow
+        """,
+        [r["id"] for r in ready],
+    )
+    await record_events(
+        conn, [(r["id"], r["workflow"], "PROCESSING", None, None) for r in rows], "scheduler"
+    )
+    await notify(conn, "sched")
+
+
+async def settle_workflow(conn: asyncpg.Connection, workflow_id: str) -> None:
+    """Derive the workflow's status from its groups once none is alive."""
+    groups = await conn.fetch(
+        "SELECT name, status, reason FROM task_group WHERE workflow = $1 ORDER BY position",
+        workflow_id,
+    )
+    await notify(conn, f"wf:{workflow_id}", "wfs")
+    if any(g["status"] in ALIVE for g in groups):
+        return
+    statuses = [g["status"] for g in groups]
+    status = Status.COMPLETED.value
+    reason = None
+    for first in (
+        Status.FAILED_CANCELED,
+        Status.FAILED_SERVER_ERROR,
+        Status.FAILED_EXEC_TIMEOUT,
+        Status.FAILED_QUEUE_TIMEOUT,
+    ):
+        if first in statuses:
+            status = first
+            break
+    else:
+        failed = [g for g in groups if is_failure(g["status"])]
+        kinds = {g["status"] for g in failed if g["status"] != Status.FAILED_UPSTREAM}
+        if failed:
+            status = kinds.pop() if len(kinds) == 1 else Status.FAILED
+    if is_failure(status):
+        culprit = next(
+            (g for g in groups if g["status"] == status),
+            next((g for g in groups if is_failure(g["status"])), None),
+        )
+        if culprit is not None:
+            reason = f"group '{culprit['name']}': {culprit['reason'] or culprit['status']}"
+    await conn.execute(
+        """
+        UPDATE workflow SET status = $2, reason = coalesce(reason, $3), ended_at = now()
+        WHERE id = $1 AND status = ANY($4::text[])
+        """,
+        workflow_id,
+        status,
+        reason,
+        list(WORKFLOW_ALIVE),
+    )
+
+
+async def fail_group(
+    conn: asyncpg.Connection,
+    group_id: int,
+    status: str,
+    reason: str,
+    source: str,
+    *,
+    force: bool = False,
+) -> bool:
+    """End a whole group at once (cancel, timeouts); False if it had already ended."""
+    group = await conn.fetchrow(
+        """
+        SELECT id, workflow, name, position, status FROM task_group
+        WHERE id = $1 FOR UPDATE
+        """,
+        group_id,
+    )
+    if group is None or group["status"] in TERMINAL:
+        return False
+    await _stop_alive_tasks(conn, "task_group = $1", [group_id], status, reason, source, force)
+    await _end_group(conn, group, status, reason, source)
+    return True

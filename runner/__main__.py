@@ -1,0 +1,95 @@
+"""Run one runner until SIGTERM: ``python -m runner`` or ``gantry runner``.
+
+Environment: GANTRY_SERVER_URL, GANTRY_BACKEND, GANTRY_RUNNER_TOKEN, GANTRY_EXECUTOR (`local`),
+GANTRY_RUNNER_SLOTS (default 16), GANTRY_RUNNER_DATA_DIR (default `.gantry/runner-<backend>`),
+GANTRY_SANDBOX (`auto`, `bwrap` or `none`), GANTRY_RUNNER_PLATFORM, GANTRY_TLS_CA (a CA bundle
+for https), GANTRY_CLUSTER_ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from runner.client import RunnerClient
+from runner.executors.base import Executor
+from runner.executors.local import LocalExecutor
+from runner.loop import Runner
+
+__all__ = ("main", "run")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _require(env: dict[str, str], name: str) -> str:
+    value = env.get(name)
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+def build(env: dict[str, str]) -> tuple[RunnerClient, Executor, str, str]:
+    server = _require(env, "GANTRY_SERVER_URL")
+    backend = _require(env, "GANTRY_BACKEND")
+    token = _require(env, "GANTRY_RUNNER_TOKEN")
+    kind = env.get("GANTRY_EXECUTOR", "local")
+    try:
+        slots = int(env.get("GANTRY_RUNNER_SLOTS") or 16)
+    except ValueError:
+        raise ConfigError("GANTRY_RUNNER_SLOTS must be an integer") from None
+    if kind == "local":
+        data = Path(env.get("GANTRY_RUNNER_DATA_DIR") or f".gantry/runner-{backend}")
+        sandbox = env.get("GANTRY_SANDBOX", "auto")
+        if sandbox not in ("auto", "bwrap", "none"):
+            raise ConfigError("GANTRY_SANDBOX must be auto, bwrap or none")
+        executor: Executor = LocalExecutor(
+            data, slots, sandbox=sandbox, platform=env.get("GANTRY_RUNNER_PLATFORM") or None
+        )
+    elif kind == "kubernetes":
+        raise ConfigError("GANTRY_EXECUTOR=kubernetes is not available in this version yet")
+    else:
+        raise ConfigError(f"GANTRY_EXECUTOR must be `local` or `kubernetes`, not {kind!r}")
+    verify: str | bool = env.get("GANTRY_TLS_CA") or True
+    return (
+        RunnerClient(server, token, verify=verify),
+        executor,
+        backend,
+        env.get("GANTRY_CLUSTER_ID", ""),
+    )
+
+
+async def run(env: dict[str, str]) -> None:
+    client, executor, backend, cluster_id = build(env)
+    runner = Runner(client, executor, backend, cluster_id=cluster_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runner.run(stop)
+    finally:
+        await client.close()
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=os.environ.get("GANTRY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    try:
+        asyncio.run(run(dict(os.environ)))
+    except ConfigError as exc:
+        print(f"gantry runner: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Executors run task attempts: ``local`` (processes on this host) and, later, ``kubernetes``."""

@@ -1,0 +1,86 @@
+"""The executor interface: what the runner loop needs from whatever runs attempts."""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass
+
+from runner.protocol import Capacity, Launch
+
+__all__ = ("AttemptState", "Executor", "Held", "expand_vars")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptState:
+    """Where an attempt stands: ``running``, or ended with an exit code or a start error."""
+
+    running: bool
+    exit_code: int | None = None
+    status: str | None = None  # a FAILED_* status when it could not run at all
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An attempt this executor holds (for the inventory after a restart)."""
+
+    launch: Launch
+    epoch: int
+    started: bool
+
+
+class Executor(abc.ABC):
+    """Runs attempts. Everything must survive the runner process: state lives outside it."""
+
+    @abc.abstractmethod
+    async def capacity(self) -> Capacity:
+        """Total resources this executor can run attempts on."""
+
+    @abc.abstractmethod
+    async def held(self) -> list[Held]:
+        """Attempts prepared or started and not yet forgotten (the inventory)."""
+
+    @abc.abstractmethod
+    async def prepare(self, launch: Launch) -> None:
+        """Record the attempt durably; after this returns, ``held`` includes it."""
+
+    @abc.abstractmethod
+    async def set_epoch(self, attempt: int, epoch: int) -> None:
+        """Remember the session epoch that now owns the attempt."""
+
+    @abc.abstractmethod
+    async def start(self, attempt: int) -> AttemptState:
+        """Start a prepared attempt; returns its state right after starting."""
+
+    @abc.abstractmethod
+    async def state(self, attempt: int) -> AttemptState:
+        """Is it still running, or how did it end?"""
+
+    @abc.abstractmethod
+    async def stop(self, attempt: int, grace: float) -> None:
+        """SIGTERM (or the like), then after ``grace`` seconds SIGKILL; 0 kills at once."""
+
+    @abc.abstractmethod
+    async def read_log(self, attempt: int, stream: str, offset: int, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the attempt's ``stream`` from byte ``offset``."""
+
+    @abc.abstractmethod
+    async def forget(self, attempt: int) -> None:
+        """The control plane has its end: drop it from ``held`` (keep its output for inputs)."""
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand_vars(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: defined variables expand, ``$$`` is a literal ``$``,
+    and an undefined ``$(VAR)`` stays as written."""
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        return env[name] if name in env else m.group(0)
+
+    return _VAR.sub(repl, text)

@@ -1,0 +1,142 @@
+"""The workflows JSON API against a real database: submit, dry run, refusals, list, get, cancel."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support import submit
+
+HELLO = """\
+workflow:
+  name: hello
+  tasks:
+  - name: hello
+    image: ubuntu:24.04
+    command: ["echo", "hi"]
+"""
+
+
+async def test_submit_assigns_name_numbered_ids(api: httpx.AsyncClient) -> None:
+    first = await api.post("/api/v1/workflows", json={"spec": HELLO})
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert body["id"] == "hello-1"
+    assert body["status"] == "PENDING" and body["pool"] == "default" and body["user"] == "admin"
+    assert (await api.post("/api/v1/workflows", json={"spec": HELLO})).json()["id"] == "hello-2"
+
+
+async def test_dry_run_returns_the_plan_and_stores_nothing(api: httpx.AsyncClient) -> None:
+    r = await api.post("/api/v1/workflows", json={"spec": HELLO, "dry_run": True})
+    assert r.status_code == 200
+    plan = r.json()
+    assert "id" not in plan
+    assert plan["groups"][0]["tasks"][0]["command"] == ["echo", "hi"]
+    assert (await api.get("/api/v1/workflows")).json()["items"] == []
+
+
+async def test_bad_spec_is_422_problem_with_path_and_line(api: httpx.AsyncClient) -> None:
+    r = await api.post("/api/v1/workflows", json={"spec": HELLO.replace('["echo", "hi"]', "[]")})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["title"] and problem["detail"]
+    assert problem["errors"] == [
+        {
+            "path": "workflow.tasks[0].command",
+            "line": 6,
+            "message": "`command` of task 'hello' is empty; give the program to run, such as "
+            '`command: ["echo"]`',
+        }
+    ]
+    assert (await api.get("/api/v1/workflows")).json()["items"] == []
+
+
+async def test_malformed_json_and_wrong_shapes_are_400_problems(api: httpx.AsyncClient) -> None:
+    r = await api.post(
+        "/api/v1/workflows", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith("application/problem+json")
+    r = await api.post("/api/v1/workflows", json={"spec": HELLO, "priority": "URGENT"})
+    assert r.status_code == 400 and "priority" in r.text
+    r = await api.post("/api/v1/workflows", json={"spec": HELLO, "colour": "blue"})
+    assert r.status_code == 400 and "colour" in r.text
+
+
+async def test_unknown_pool_is_refused(api: httpx.AsyncClient) -> None:
+    r = await api.post("/api/v1/workflows", json={"spec": HELLO, "pool": "nowhere"})
+    assert r.status_code == 422 and "nowhere" in r.json()["detail"]
+
+
+async def test_what_no_node_could_hold_is_refused_naming_the_resource(
+    api: httpx.AsyncClient,
+) -> None:
+    # A runner must have reported its capacity once for the control plane to judge.
+    from runner import protocol as p
+
+    hello = p.Hello(
+        backend="local",
+        protocol_version=1,
+        runner_version="test",
+        capacity=p.Capacity(nodes=[p.Node(name="n", cpu=4, memory=8 * 2**30, gpu=0)], slots=4),
+    )
+    async with httpx.AsyncClient(
+        base_url=str(api.base_url), headers={"authorization": "Bearer gbk_test-runner-token"}
+    ) as runner:
+        import msgspec
+
+        r = await runner.post(
+            "/api/runner/v1/sessions",
+            content=msgspec.json.encode(hello),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 201, r.text
+    spec = HELLO.replace("    image:", "    resources: {gpu: 1, cpu: 64, memory: 1Gi}\n    image:")
+    r = await api.post("/api/v1/workflows", json={"spec": spec})
+    assert r.status_code == 422
+    message = r.json()["errors"][0]["message"]
+    assert "gpu: 1 requested, at most 0" in message and "cpu: 64 requested, at most 4" in message
+    assert r.json()["errors"][0]["path"] == "workflow.tasks[0].resources"
+
+
+async def test_list_filters_and_keyset_pagination(api: httpx.AsyncClient) -> None:
+    ids = [await submit(api, HELLO) for _ in range(5)]
+    await submit(api, HELLO.replace("name: hello\n  tasks", "name: other\n  tasks"))
+    page = (await api.get("/api/v1/workflows", params={"name": "hello", "limit": 2})).json()
+    assert [w["id"] for w in page["items"]] == ids[::-1][:2]
+    seen = [w["id"] for w in page["items"]]
+    while page["next_cursor"]:
+        page = (
+            await api.get(
+                "/api/v1/workflows",
+                params={"name": "hello", "limit": 2, "cursor": page["next_cursor"]},
+            )
+        ).json()
+        seen += [w["id"] for w in page["items"]]
+    assert seen == ids[::-1]
+    pending = (await api.get("/api/v1/workflows", params={"status": "PENDING"})).json()["items"]
+    assert len(pending) == 6
+    assert (await api.get("/api/v1/workflows", params={"status": "COMPLETED"})).json()[
+        "items"
+    ] == []
+    r = await api.get("/api/v1/workflows", params={"cursor": "garbage!"})
+    assert r.status_code == 422
+
+
+async def test_get_unknown_is_404_and_cancel_ends_failed_canceled(api: httpx.AsyncClient) -> None:
+    r = await api.get("/api/v1/workflows/nope-1")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    wid = await submit(api, HELLO)
+    r = await api.post(f"/api/v1/workflows/{wid}/cancel", json={"reason": "changed my mind"})
+    assert r.status_code == 200 and r.json()["status"] == "FAILED_CANCELED"
+    wf = (await api.get(f"/api/v1/workflows/{wid}")).json()
+    task = wf["groups"][0]["tasks"][0]
+    assert task["status"] == "FAILED_CANCELED" and "changed my mind" in task["reason"]
+    # Cancelling twice changes nothing.
+    assert (await api.post(f"/api/v1/workflows/{wid}/cancel")).json()["status"] == "FAILED_CANCELED"
+
+
+async def test_openapi_schema_lists_the_api(api: httpx.AsyncClient) -> None:
+    schema = (await api.get("/schema/openapi.json")).json()
+    assert "/api/v1/workflows" in schema["paths"]
+    assert "/api/runner/v1/sessions" in schema["paths"]
