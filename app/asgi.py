@@ -12,7 +12,7 @@ from urllib.parse import quote
 import msgspec
 from litestar import Litestar, MediaType, Request, Response
 from litestar.config.csrf import CSRFConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.exceptions import (
     HTTPException,

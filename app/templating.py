@@ -72,6 +72,9 @@ def environment(directory: Path) -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(ago=_ago, duration=_duration, ts=_ts, iso=_iso, status_class=_status_class)
+    # Macros are globals: a block rendered on its own (a live fragment) does not run the
+    # template's top-level imports.
+    env.globals.update(status=env.get_template("_macros.html").module.status)  # type: ignore[attr-defined]
     _env = env
     return env
 

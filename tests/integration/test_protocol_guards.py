@@ -116,7 +116,7 @@ async def test_stale_epoch_is_fenced_and_inventory_is_kept_or_killed(
     await submit(api, ONE)
     wid2 = await submit(api, ONE)
     launches = await old.launches(2)
-    first, second = (launch.attempt.id for launch in launches)
+    first, _second = (launch.attempt.id for launch in launches)
     await old.report(first, "RUNNING")
     await old.post(
         f"/sessions/{old.sid}/events",

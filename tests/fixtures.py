@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL, fresh databases per test, the app in-process or as processes.
+"""Shared fixtures (loaded by the root conftest.py): a real PostgreSQL, fresh databases per test, the app in-process or as processes.
 
 PostgreSQL comes from GANTRY_TEST_DATABASE_URL when set (the CI and development machines run
 one on 127.0.0.1:5432), else an embedded one under a temporary directory. Each run migrates a

@@ -1,0 +1,3 @@
+"""Fixtures for tests/ and e2e/ live in tests/fixtures.py."""
+
+pytest_plugins = ["tests.fixtures"]
