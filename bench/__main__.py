@@ -43,7 +43,7 @@ def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def _spec(name: str, tasks: int) -> str:
@@ -222,7 +222,7 @@ class Bench:
             async with stack.client() as client:
                 t0 = time.perf_counter()
                 ids = []
-                for i in range(workflows):
+                for _ in range(workflows):
                     r = await client.post(
                         "/api/v1/workflows",
                         json={
@@ -231,7 +231,7 @@ class Bench:
                     )
                     ids.append((r.json()["id"], time.perf_counter()))
                 durations = []
-                for wid, submitted in ids:
+                for wid, _submitted in ids:
                     wf = await wait_for(client, wid, timeout=120)
                     assert wf["status"] == "COMPLETED", wf
                     ended = datetime.fromisoformat(wf["ended_at"])

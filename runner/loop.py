@@ -298,10 +298,11 @@ class Runner:
 
     async def _log_loop(self) -> None:
         while True:
-            await self._ship_logs()
-            await asyncio.sleep(self._flush_interval)
+            if not await self._ship_logs():
+                await asyncio.sleep(self._flush_interval)
 
-    async def _ship_logs(self) -> None:
+    async def _ship_logs(self) -> bool:
+        """Send one batch of new log bytes; True when a full batch went (there may be more)."""
         assert self.session_id is not None
         chunks: list[p.LogChunk] = []
         size = 0
@@ -336,6 +337,7 @@ class Runner:
             # Ended, and every byte of its log is acknowledged: report how it ended.
             if t.id in self.attempts:
                 self._final_report(t)
+        return size >= _LOG_BATCH
 
     def _final_report(self, t: _Tracked) -> None:
         assert t.ended is not None

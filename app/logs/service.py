@@ -32,9 +32,10 @@ class LogService:
     async def attempt(
         self, principal: Principal, workflow_id: str, task: str, retry: int | None
     ) -> Attempt:
+        pools = await self.pools.accessible(principal)  # before taking a connection
         async with self.db.connection() as conn:
             pool = await conn.fetchval("SELECT pool FROM workflow WHERE id = $1", workflow_id)
-            if pool is None or pool not in await self.pools.accessible(principal):
+            if pool is None or pool not in pools:
                 raise NotFound(f"workflow '{workflow_id}' does not exist")
             row = await conn.fetchrow(
                 """

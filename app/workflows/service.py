@@ -285,18 +285,21 @@ class WorkflowService:
     # -- read -----------------------------------------------------------------------------
 
     async def _visible(
-        self, conn: asyncpg.Connection, principal: Principal, workflow_id: str
+        self, conn: asyncpg.Connection, pools: list[str], workflow_id: str
     ) -> asyncpg.Record:
+        # `pools` is read before `conn` is taken: a second pooled connection per request
+        # would let a burst of requests exhaust the pool and wait on each other forever.
         row = await conn.fetchrow("SELECT * FROM workflow WHERE id = $1", workflow_id)
-        if row is None or row["pool"] not in await self.pools.accessible(principal):
+        if row is None or row["pool"] not in pools:
             raise NotFound(f"workflow '{workflow_id}' does not exist")
         return row
 
     async def get(
         self, principal: Principal, workflow_id: str, *, with_groups: bool = True
     ) -> dict[str, Any]:
+        pools = await self.pools.accessible(principal)
         async with self.db.connection() as conn:
-            row = await self._visible(conn, principal, workflow_id)
+            row = await self._visible(conn, pools, workflow_id)
             return await self._detail(conn, row, with_groups)
 
     async def snapshot(self, workflow_id: str) -> dict[str, Any] | None:
@@ -364,8 +367,9 @@ class WorkflowService:
         return out
 
     async def spec_of(self, principal: Principal, workflow_id: str) -> dict[str, str]:
+        pools = await self.pools.accessible(principal)
         async with self.db.connection() as conn:
-            row = await self._visible(conn, principal, workflow_id)
+            row = await self._visible(conn, pools, workflow_id)
         return {"spec": row["spec_text"], "rendered_spec": row["rendered_spec"]}
 
     async def search(
@@ -423,8 +427,9 @@ class WorkflowService:
     async def cancel(
         self, principal: Principal, workflow_id: str, reason: str, force: bool
     ) -> dict[str, Any]:
+        pools = await self.pools.accessible(principal)
         async with self.db.transaction() as conn:
-            row = await self._visible(conn, principal, workflow_id)
+            row = await self._visible(conn, pools, workflow_id)
             if not principal.is_admin and row["owner"] != principal.name:
                 raise Forbidden("only the workflow's owner or an admin may cancel it")
             await lock_workflow(conn, workflow_id)

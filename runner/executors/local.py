@@ -202,7 +202,7 @@ class LocalExecutor(Executor):
             text = src.read_bytes().decode(errors="surrogateescape")
             target.write_bytes(_rewrite(text, moves).encode(errors="surrogateescape"))
         (root / "tmp").mkdir(parents=True, exist_ok=True)
-        env["HOME"] = str(root / "tmp")
+        env["HOME"] = env["TMPDIR"] = str(root / "tmp")
         env = {k: _rewrite(v, moves) for k, v in env.items()}
         env["GANTRY_OUTPUT"] = str(output)
         argv = [expand_vars(_rewrite(s, moves), env) for s in [*command, *args]]

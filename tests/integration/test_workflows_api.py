@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import httpx
 
-from tests.support import submit
+from tests.support import ADMIN_TOKEN, InProcessServer, make_settings, submit
 
 HELLO = """\
 workflow:
@@ -140,3 +143,22 @@ async def test_openapi_schema_lists_the_api(api: httpx.AsyncClient) -> None:
     schema = (await api.get("/schema/openapi.json")).json()
     assert "/api/v1/workflows" in schema["paths"]
     assert "/api/runner/v1/sessions" in schema["paths"]
+
+
+async def test_bursts_beyond_the_connection_pool_do_not_deadlock(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Each request must hold at most one pooled connection at a time, or a burst larger than
+    # the pool waits on itself forever.
+    srv = InProcessServer(make_settings(database_url, tmp_path, db_pool_size=3))
+    await srv.start()
+    try:
+        async with srv.client(ADMIN_TOKEN) as client:
+            wid = await submit(client, HELLO)
+            requests = [client.get(f"/api/v1/workflows/{wid}") for _ in range(30)]
+            requests += [client.get(f"/api/v1/workflows/{wid}/tasks/hello/logs") for _ in range(10)]
+            requests += [client.post(f"/api/v1/workflows/{wid}/cancel") for _ in range(5)]
+            answers = await asyncio.wait_for(asyncio.gather(*requests), 30)
+            assert {a.status_code for a in answers} == {200}
+    finally:
+        await srv.stop()

@@ -46,6 +46,7 @@ workflow:
         echo "$GREETING from $GANTRY_TASK" > {{output}}/data.txt
         echo "secret=[$RUNNER_SECRET_CANARY] token=[$GANTRY_RUNNER_TOKEN]"
         echo "to stderr" >&2
+        echo private > /tmp/gantry-sandbox-canary
   - name: consume
     image: ubuntu
     command: [sh, -c, 'cat {{input:0}}/data.txt; echo $(FILE) ; touch {{input:0}}/nope 2>/dev/null || echo inputs are read-only']
@@ -66,8 +67,11 @@ workflow:
     consume_log = (await api.get(f"/api/v1/workflows/{wid}/tasks/consume/logs")).text
     assert "hello from produce" in consume_log
     assert "/etc/hostname" in consume_log  # $(FILE) expanded the Kubernetes way
+    canary = Path("/tmp/gantry-sandbox-canary")
     if sandbox == "bwrap":
         assert "inputs are read-only" in consume_log
+        assert not canary.exists(), "/tmp is private to the task"
+    canary.unlink(missing_ok=True)  # without a sandbox /tmp is the host's (documented)
 
 
 async def test_failing_task_fails_downstream_but_not_independent_groups(

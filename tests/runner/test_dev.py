@@ -1,0 +1,88 @@
+"""`gantry dev`: embedded PostgreSQL, migrations, admin, pool, serve and a runner; Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import ROOT, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise AssertionError(f"gantry dev exited early: {''.join(lines)}")
+            continue
+        lines.append(line)
+        if re.search(pattern, line):
+            return lines
+    raise AssertionError(f"{pattern!r} not printed in {timeout} s: {''.join(lines)}")
+
+
+async def test_gantry_dev_runs_everything_and_stops_everything(tmp_path: Path) -> None:
+    data = tmp_path / "gantry-data"
+    tmp_path.chmod(0o755)  # the embedded server runs as its own system user when we are root
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANTRY_")}
+    env.update(GANTRY_DATA_DIR=str(data), GANTRY_PORT=str(port), GANTRY_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = await asyncio.to_thread(_read_until, proc, r"admin password: ", 120)
+        text = "".join(lines)
+        assert f"Gantry ready at http://127.0.0.1:{port}" in text
+        token = re.search(r"admin token: (\S+)", text).group(1)  # type: ignore[union-attr]
+        password = re.search(r"admin password: (\S+)", text).group(1)  # type: ignore[union-attr]
+        assert (data / "postgres" / "PG_VERSION").exists(), (
+            "the database is embedded in the data dir"
+        )
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(
+            base_url=base, headers={"authorization": f"Bearer {token}"}
+        ) as client:
+            spec = "workflow:\n  name: hello-osmo\n  tasks:\n  - name: hello\n    image: ubuntu:24.04\n    command: [echo]\n    args: ['Hello from OSMO!']\n"
+            r = await client.post("/api/v1/workflows", json={"spec": spec})
+            assert r.status_code == 201
+            wf = await wait_for(client, r.json()["id"], timeout=60)
+            assert wf["status"] == "COMPLETED"
+            log = (await client.get(f"/api/v1/workflows/{wf['id']}/tasks/hello/logs")).text
+            assert log == "Hello from OSMO!\n"
+        async with httpx.AsyncClient(base_url=base, follow_redirects=False) as browser:
+            form = await browser.get("/login")
+            csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+            r = await browser.post(
+                "/login", data={"username": "admin", "password": password, "_csrf_token": csrf}
+            )
+            assert r.status_code == 303
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    assert code == 0
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the control plane is gone"
+    assert not (data / "postgres" / "postmaster.pid").exists(), "the embedded database stopped"
+    # The generated credentials were kept: a second start reuses them.
+    assert (data / "credentials.json").exists()
