@@ -299,7 +299,7 @@ async def runner_in_loop(base: str, data_dir: Path, **kw: Any) -> AsyncIterator[
     from runner.executors.local import LocalExecutor
     from runner.loop import Runner
 
-    client = RunnerClient(base, kw.pop("token", RUNNER_TOKEN))
+    client = RunnerClient(base, kw.pop("token", RUNNER_TOKEN), verify=kw.pop("verify", True))
     executor = LocalExecutor(data_dir, kw.pop("slots", 16), sandbox=kw.pop("sandbox", "auto"))
     runner = Runner(client, executor, kw.pop("backend", "local"))
     stop = asyncio.Event()

@@ -34,6 +34,7 @@ class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class TaskOut(msgspec.Struct):
+    id: int  # the attempt
     name: str
     lead: bool
     status: str

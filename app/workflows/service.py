@@ -21,7 +21,7 @@ from app.pools.service import PoolService
 from app.spec.errors import SpecError, SpecIssue, format_path
 from app.spec.model import Resources
 from app.spec.parse import ParsedSpec, parse_spec
-from app.spec.plan import Plan, PlannedTask, substitute_tokens
+from app.spec.plan import Plan, PlannedGroup, PlannedTask, substitute_tokens
 from app.spec.quantities import format_bytes
 from app.spec.template import TemplateRenderer
 from app.workflows.states import ALIVE, PRIORITIES, TERMINAL, Status
@@ -161,6 +161,19 @@ class WorkflowService:
                             line,
                             f"task '{task.name}' asks for more than any node of pool "
                             f"'{pool['name']}' has: " + "; ".join(short),
+                        )
+                    )
+            if reported and not issues:
+                short = _group_shortfalls(group, default, reported)
+                if short:
+                    gpath = parsed.spec.groups[group.position].source
+                    issues.append(
+                        SpecIssue(
+                            format_path(gpath),
+                            parsed.loaded.line(gpath),
+                            f"group '{group.name}' runs its {len(group.tasks)} tasks at once and "
+                            f"needs more than any backend of pool '{pool['name']}' has: "
+                            + "; ".join(short),
                         )
                     )
         if issues:
@@ -547,6 +560,47 @@ def _shortfalls(r: Resources, nodes: list[dict[str, Any]]) -> list[str]:
     return short or ["no single node has all of it at once"]
 
 
+def _group_shortfalls(
+    group: PlannedGroup, default: Resources, backends: list[dict[str, Any]]
+) -> list[str]:
+    """Why no backend can hold the whole group at once; empty when one can."""
+    need: dict[str | None, list[float]] = {}
+    for task in group.tasks:
+        r = task.resources or default
+        total = need.setdefault(r.platform, [0.0, 0.0, 0.0])
+        total[0] += r.cpu or 0
+        total[1] += r.memory or 0
+        total[2] += r.gpu or 0
+    best: list[str] | None = None
+    for b in backends:
+        have: dict[str | None, list[float]] = {}
+        for n in b["capacity"].get("nodes", []):
+            h = have.setdefault(n.get("platform"), [0.0, 0.0, 0.0])
+            h[0] += n.get("cpu", 0)
+            h[1] += n.get("memory", 0)
+            h[2] += n.get("gpu", 0)
+        short = []
+        slots = b["capacity"].get("slots", 0)
+        if len(group.tasks) > slots:
+            short.append(f"{len(group.tasks)} tasks, backend '{b['name']}' runs at most {slots}")
+        for platform, (cpu, memory, gpu) in need.items():
+            h = have.get(platform, [0.0, 0.0, 0.0])
+            if cpu > h[0] + 1e-9:
+                short.append(f"cpu: {cpu:g} in total, backend '{b['name']}' has {h[0]:g}")
+            if memory > h[1]:
+                short.append(
+                    f"memory: {format_bytes(int(memory))} in total, backend '{b['name']}' "
+                    f"has {format_bytes(int(h[1]))}"
+                )
+            if gpu > h[2]:
+                short.append(f"gpu: {gpu:g} in total, backend '{b['name']}' has {h[2]:g}")
+        if not short:
+            return []
+        if best is None or len(short) < len(best):
+            best = short
+    return best or []
+
+
 def _workflow_out(row: asyncpg.Record, total: int, completed: int) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -568,6 +622,7 @@ def _workflow_out(row: asyncpg.Record, total: int, completed: int) -> dict[str, 
 
 def _task_out(t: asyncpg.Record) -> dict[str, Any]:
     return {
+        "id": t["id"],
         "name": t["name"],
         "lead": t["lead"],
         "status": t["status"],

@@ -162,3 +162,37 @@ async def test_bursts_beyond_the_connection_pool_do_not_deadlock(
             assert {a.status_code for a in answers} == {200}
     finally:
         await srv.stop()
+
+
+async def test_a_group_larger_than_any_backend_is_refused(api: httpx.AsyncClient) -> None:
+    import msgspec
+
+    from runner import protocol as p
+
+    hello = p.Hello(
+        backend="local",
+        protocol_version=1,
+        runner_version="test",
+        capacity=p.Capacity(nodes=[p.Node(name="n", cpu=4, memory=8 * 2**30)], slots=2),
+    )
+    async with httpx.AsyncClient(
+        base_url=str(api.base_url), headers={"authorization": "Bearer gbk_test-runner-token"}
+    ) as runner:
+        r = await runner.post("/api/runner/v1/sessions", content=msgspec.json.encode(hello))
+        assert r.status_code == 201
+    spec = """\
+workflow:
+  name: gang
+  groups:
+  - name: gang
+    tasks:
+    - {name: a, lead: true, image: x, command: [echo], resources: {cpu: 3}}
+    - {name: b, image: x, command: [echo], resources: {cpu: 3}}
+    - {name: c, image: x, command: [echo]}
+"""
+    r = await api.post("/api/v1/workflows", json={"spec": spec})
+    assert r.status_code == 422
+    error = r.json()["errors"][0]
+    assert error["path"] == "workflow.groups[0]" and error["line"] == 4
+    assert "3 tasks, backend 'local' runs at most 2" in error["message"]
+    assert "cpu: 6 in total, backend 'local' has 4" in error["message"]
