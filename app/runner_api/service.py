@@ -265,7 +265,9 @@ class RunnerService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.stream_max_lifetime
         b = session.backend
-        sent_seq = 0
+        # What this stream already sent. Sequence numbers are not compared by size: a launch
+        # whose transaction commits late may carry a smaller number than one already sent.
+        sent_launches: set[int] = set()
         sent_cancels: set[int] = set()
         with self.hub.subscribe(f"dispatch:{b}", f"stop:{b}", f"session:{b}") as sub:
             next_ping = loop.time()
@@ -277,9 +279,9 @@ class RunnerService:
                             p.Goodbye("a newer session replaced this one", reconnect=False)
                         )
                         return
-                    launches, cancels = await self._outbox(session, sent_seq, sent_cancels)
+                    launches, cancels = await self._outbox(session, sent_launches, sent_cancels)
                     for launch in launches:
-                        sent_seq = max(sent_seq, launch.seq)
+                        sent_launches.add(launch.seq)
                         yield p.encode_stream_line(launch)
                     for cancel in cancels:
                         sent_cancels.add(cancel.attempt)
@@ -298,24 +300,33 @@ class RunnerService:
                     sub.drain()
 
     async def _outbox(
-        self, session: SessionInfo, after_seq: int, sent_cancels: set[int]
+        self, session: SessionInfo, sent_launches: set[int], sent_cancels: set[int]
     ) -> tuple[list[p.Launch], list[p.Cancel]]:
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
+            pending = await conn.fetch(
                 """
-                SELECT t.id, t.workflow, t.name, t.retry, t.lead, t.spec::text AS spec, t.cpu,
-                       t.memory, t.gpu, t.storage, t.platform, t.launch_seq, t.epoch,
-                       g.name AS group_name, g.barrier, g.id AS group_id
-                FROM task t JOIN task_group g ON g.id = t.task_group
-                WHERE t.backend = $1 AND NOT t.launch_acked AND t.status = 'SCHEDULING'
-                  AND t.launch_seq > $2
-                ORDER BY t.launch_seq
-                LIMIT 2000
+                SELECT id, launch_seq FROM task
+                WHERE backend = $1 AND NOT launch_acked AND status = 'SCHEDULING'
+                  AND launch_seq IS NOT NULL AND runner_ended_at IS NULL
+                ORDER BY launch_seq
                 """,
                 session.backend,
-                after_seq,
             )
-            launches = await self._launches(conn, rows, session.epoch) if rows else []
+            new = [r["id"] for r in pending if r["launch_seq"] not in sent_launches][:2000]
+            launches: list[p.Launch] = []
+            if new:
+                rows = await conn.fetch(
+                    """
+                    SELECT t.id, t.workflow, t.name, t.retry, t.lead, t.spec::text AS spec, t.cpu,
+                           t.memory, t.gpu, t.storage, t.platform, t.launch_seq, t.epoch,
+                           g.name AS group_name, g.barrier, g.id AS group_id
+                    FROM task t JOIN task_group g ON g.id = t.task_group
+                    WHERE t.id = ANY($1::bigint[])
+                    ORDER BY t.launch_seq
+                    """,
+                    new,
+                )
+                launches = await self._launches(conn, list(rows), session.epoch)
             cancel_rows = await conn.fetch(
                 """
                 SELECT id, stop_force, reason FROM task

@@ -17,6 +17,7 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -263,44 +264,24 @@ class Sweeper(Loop):
     name = "sweeper"
     topics = ()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._started = time.monotonic()
+
+    @property
+    def leases_judgeable(self) -> bool:
+        """Whether an old lease means a lost runner: after this replica was down, runners need
+        one lease period to reconnect and renew before their leases say anything."""
+        up_for = time.monotonic() - self._started
+        return up_for > self.settings.lease_ttl + self.settings.heartbeat_interval
+
     async def pass_once(self) -> bool:
         async with self.db.transaction() as conn:
             if not await conn.fetchval(
                 "SELECT pg_try_advisory_xact_lock(hashtext('gantry-sweeper'))"
             ):
                 return False
-            expired = await conn.fetch(
-                """
-                SELECT t.id, t.workflow, t.task_group, t.backend FROM task t
-                WHERE t.status = ANY($1::text[])
-                  AND t.lease_expires < now() - make_interval(secs => $2)
-                LIMIT 500
-                """,
-                _DISPATCHED,
-                self.settings.lease_grace,
-            )
-            for t in expired:
-                await lock_group(conn, t["workflow"], t["task_group"])
-                await finish_task(
-                    conn,
-                    t["id"],
-                    Status.FAILED_BACKEND_ERROR,
-                    await conn.fetchval("SELECT now()"),
-                    None,
-                    f"backend '{t['backend']}' stopped renewing the attempt's lease "
-                    "(its runner is gone or cut off)",
-                    "sweeper",
-                    runner_done=True,
-                )
-            # Stops the runner never confirmed, once its lease is long gone: it has none now.
-            await conn.execute(
-                """
-                UPDATE task SET runner_ended_at = now()
-                WHERE runner_ended_at IS NULL AND stop_requested_at IS NOT NULL
-                  AND lease_expires < now() - make_interval(secs => $1)
-                """,
-                self.settings.lease_grace,
-            )
+            expired = await self._expire_leases(conn) if self.leases_judgeable else 0
             timed_out = await conn.fetch(
                 """
                 SELECT id, workflow, 'exec' AS kind, exec_timeout AS limit_s FROM task_group
@@ -327,7 +308,43 @@ class Sweeper(Loop):
                         "to start"
                     )
                 await fail_group(conn, g["id"], status, reason, "sweeper")
-        return len(expired) == 500 or len(timed_out) == 500
+        return expired == 500 or len(timed_out) == 500
+
+    async def _expire_leases(self, conn: asyncpg.Connection) -> int:
+        expired = await conn.fetch(
+            """
+            SELECT t.id, t.workflow, t.task_group, t.backend FROM task t
+            WHERE t.status = ANY($1::text[])
+              AND t.lease_expires < now() - make_interval(secs => $2)
+            LIMIT 500
+            """,
+            _DISPATCHED,
+            self.settings.lease_grace,
+        )
+        now = datetime.now(UTC)
+        for t in expired:
+            await lock_group(conn, t["workflow"], t["task_group"])
+            await finish_task(
+                conn,
+                t["id"],
+                Status.FAILED_BACKEND_ERROR,
+                now,
+                None,
+                f"backend '{t['backend']}' stopped renewing the attempt's lease "
+                "(its runner is gone or cut off)",
+                "sweeper",
+                runner_done=True,
+            )
+        # Stops the runner never confirmed, once its lease is long gone: it has none now.
+        await conn.execute(
+            """
+            UPDATE task SET runner_ended_at = now()
+            WHERE runner_ended_at IS NULL AND stop_requested_at IS NOT NULL
+              AND lease_expires < now() - make_interval(secs => $1)
+            """,
+            self.settings.lease_grace,
+        )
+        return len(expired)
 
 
 def _seconds(n: int) -> str:
