@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -37,9 +38,13 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 15.0) -> float:
 
 
 class RunnerClient:
-    def __init__(self, server_url: str, token: str, *, verify: str | bool = True) -> None:
+    def __init__(
+        self, server_url: str, token: str, *, verify: str | bool | ssl.SSLContext = True
+    ) -> None:
         base = server_url.rstrip("/") + "/api/runner/v1"
         tls = base.startswith("https://")
+        if isinstance(verify, str):  # a CA bundle for a private certificate
+            verify = ssl.create_default_context(cafile=verify)
         self.http = httpx.AsyncClient(
             base_url=base,
             http1=tls,  # cleartext: HTTP/2 only, with prior knowledge

@@ -79,10 +79,11 @@ async def test_tls_serves_h2_to_runners_and_https_to_browsers(
         stderr=subprocess.STDOUT,
     )
     base = f"https://127.0.0.1:{port}"
+    trust = ssl.create_default_context(cafile=str(cert))
     try:
         async with httpx.AsyncClient(
             base_url=base,
-            verify=str(cert),
+            verify=trust,
             headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
             timeout=10,
         ) as client:
@@ -103,7 +104,7 @@ async def test_tls_serves_h2_to_runners_and_https_to_browsers(
                 wf = await wait_for(client, wid, timeout=30)
                 assert wf["status"] == "COMPLETED"
         # Cookies are Secure behind TLS; browsers keep HTTP/1.1 or h2 as they negotiate.
-        async with httpx.AsyncClient(base_url=base, verify=str(cert)) as browser:
+        async with httpx.AsyncClient(base_url=base, verify=trust) as browser:
             login = await browser.get("/login")
             assert login.status_code == 200
             assert "secure" in login.headers.get("set-cookie", "").lower()
