@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import ssl
 import subprocess
 import sys
 from pathlib import Path
