@@ -80,6 +80,16 @@ async def test_two_replicas_share_one_database(stack: Stack) -> None:
         assert any('"COMPLETED"' in e for e in events)
         log = (await on_b.get(f"/api/v1/workflows/{wid}/tasks/count/logs")).text
         assert log.endswith("done\n")
+        # The page's own live stream on replica b renders the states the runner reports to a.
+        page_wid = await submit(on_b, COUNTER.replace("seq 1 40", "seq 1 5"))
+        fragments: list[str] = []
+        async with on_b.stream("GET", f"/workflows/{page_wid}/live") as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data:"):
+                    fragments.append(line)
+                if line.startswith("event: end"):
+                    break
+        assert any('data-status="COMPLETED"' in f for f in fragments)
     # Both replicas run the scheduler; a burst of workflows is dispatched once each.
     async with stack.client("a") as on_a, stack.client("b") as on_b:
         ids = await asyncio.gather(
