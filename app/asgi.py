@@ -23,6 +23,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.flash import FlashConfig, FlashPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
@@ -36,6 +37,8 @@ from app.db import Database, Hub
 from app.errors import DomainError, Invalid
 from app.live.watch import WatchRegistry
 from app.logs.service import LogService
+from app.logs.views import LogViews
+from app.logs.windows import Windows
 from app.ops.api import healthz, metrics, readyz
 from app.pools.api import BackendController, PoolController, TokenController
 from app.pools.service import PoolService
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             pools=pools,
             workflows=workflows,
             logs=LogService(db, hub, pools),
+            log_windows=Windows(db, hub),
             runners=RunnerService(db, hub, settings),
             watches=WatchRegistry(hub, workflows.snapshot),
             loops=loops,
@@ -120,6 +124,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         header_name="x-csrf-token",
         exclude=["^/healthz$", "^/readyz$"],
     )
+    template_config = TemplateConfig(
+        engine=JinjaTemplateEngine.from_environment(templating.environment(HERE / "templates"))
+    )
     return Litestar(
         route_handlers=[
             WorkflowController,
@@ -128,6 +135,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TokenController,
             RunnerController,
             AuthViews,
+            LogViews,
             WorkflowViews,
             PoolViews,
             healthz,
@@ -144,9 +152,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         lifespan=[lifespan],
         state=State({"settings": settings}),
-        template_config=TemplateConfig(
-            engine=JinjaTemplateEngine.from_environment(templating.environment(HERE / "templates"))
-        ),
+        template_config=template_config,
+        plugins=[FlashPlugin(FlashConfig(template_config=template_config))],
         openapi_config=OpenAPIConfig(
             title="Gantry",
             version="1",

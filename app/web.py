@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import MediaType, Request
+from litestar.plugins.flash import flash
 from litestar.response import Template
 from litestar.utils.scope.state import ScopeState
 
-__all__ = ("page", "signed_in")
+__all__ = ("flash", "page", "signed_in")
 
 
 def signed_in(request: Request[Any, Any, Any]) -> Any:

@@ -41,7 +41,8 @@ async def workflow_events(
         if snapshot is None:
             yield ServerSentEventMessage(event="end", data='{"reason": "not found"}')
             return
-        yield ServerSentEventMessage(event="snapshot", data=_enc.encode(snapshot).decode())
+        public = {k: v for k, v in snapshot.items() if k != "timeline"}  # the GET shape
+        yield ServerSentEventMessage(event="snapshot", data=_enc.encode(public).decode())
         sent_wf = {k: snapshot.get(k) for k in _WORKFLOW_FIELDS}
         sent_tasks = {name: task_key(t) for name, t in _tasks(snapshot).items()}
         while not snapshot.get("terminal"):

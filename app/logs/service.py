@@ -52,6 +52,38 @@ class LogService:
             raise NotFound(f"workflow '{workflow_id}' has no task '{task}'{which}")
         return Attempt(row)
 
+    async def workflow_attempts(
+        self, principal: Principal, workflow_id: str
+    ) -> tuple[list[int], dict[int, str]]:
+        """The latest attempt of every task of the workflow, and their task names."""
+        pools = await self.pools.accessible(principal)  # before taking a connection
+        async with self.db.connection() as conn:
+            pool = await conn.fetchval("SELECT pool FROM workflow WHERE id = $1", workflow_id)
+            if pool is None or pool not in pools:
+                raise NotFound(f"workflow '{workflow_id}' does not exist")
+            rows = await conn.fetch(
+                """
+                SELECT DISTINCT ON (name) id, name FROM task WHERE workflow = $1
+                ORDER BY name, retry DESC
+                """,
+                workflow_id,
+            )
+        return [r["id"] for r in rows], {r["id"]: r["name"] for r in rows}
+
+    async def all_complete(self, attempts: list[int]) -> bool:
+        """Every attempt ended and no more log can arrive for any of them."""
+        async with self.db.connection() as conn:
+            missing = await conn.fetchval(
+                """
+                SELECT count(*) FROM task WHERE id = ANY($1::bigint[])
+                  AND NOT (status = ANY($2::text[])
+                           AND (runner_ended_at IS NOT NULL OR launch_seq IS NULL))
+                """,
+                attempts,
+                list(TERMINAL),
+            )
+        return missing == 0
+
     async def chunks(
         self, task_id: int, after: int = 0, limit: int = _PAGE
     ) -> list[asyncpg.Record]:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from piccolo.columns import BigInt, BigSerial, Bytea, ForeignKey, OnDelete, SmallInt, Timestamptz
+from piccolo.columns import (
+    BigInt,
+    BigSerial,
+    Bytea,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    SmallInt,
+    Timestamptz,
+)
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
@@ -14,7 +23,8 @@ __all__ = ("LogChunk",)
 class LogChunk(Table, tablename="log_chunk"):
     """A piece of one attempt's stdout (stream 1) or stderr (stream 2) starting at ``start``.
 
-    ``id`` orders chunks by arrival, which is how stdout and stderr are interleaved.
+    ``id`` orders chunks by arrival, which is how stdout and stderr are interleaved;
+    ``newlines`` counts the line ends in ``data``, so line numbers are prefix sums.
     """
 
     id = BigSerial(primary_key=True)
@@ -22,4 +32,5 @@ class LogChunk(Table, tablename="log_chunk"):
     stream = SmallInt()
     start = BigInt()
     data = Bytea()
+    newlines = Integer(default=0)
     received_at = Timestamptz(default=TimestamptzNow())

@@ -39,6 +39,7 @@ RUNNER_STATUSES = {
     Status.FAILED_BACKEND_ERROR,
 }
 _STREAM_CODE = {"stdout": 1, "stderr": 2}
+MAX_CHUNK = 1024 * 1024  # the log viewer reads windows of chunks; it relies on this bound
 _DISPATCHED = list(DISPATCHED)
 _json = msgspec.json.Encoder()
 
@@ -501,6 +502,12 @@ class RunnerService:
     # -- logs -----------------------------------------------------------------------------
 
     async def logs(self, session: SessionInfo, batch: p.LogBatch) -> p.LogReply:
+        too_big = [c for c in batch.chunks if len(c.data) > MAX_CHUNK]
+        if too_big:
+            raise Invalid(
+                f"a log chunk may hold at most {MAX_CHUNK} bytes; attempt {too_big[0].attempt} "
+                f"sent {len(too_big[0].data)}: split it"
+            )
         chunks = sorted(batch.chunks, key=lambda c: (c.attempt, c.stream, c.offset))
         ends: dict[tuple[int, str], int] = {}
         refused: set[int] = set()
@@ -520,15 +527,17 @@ class RunnerService:
                 end = row["end_"]
                 stop = c.offset + len(c.data)
                 if c.offset <= end < stop:
+                    data = c.data[end - c.offset :]
                     await conn.execute(
                         """
-                        INSERT INTO log_chunk (task, stream, start, data, received_at)
-                        VALUES ($1, $2, $3, $4, now())
+                        INSERT INTO log_chunk (task, stream, start, data, newlines, received_at)
+                        VALUES ($1, $2, $3, $4, $5, now())
                         """,
                         c.attempt,
                         _STREAM_CODE[c.stream],
                         end,
-                        c.data[end - c.offset :],
+                        data,
+                        data.count(b"\n"),
                     )
                     await conn.execute(
                         f"UPDATE task SET {column} = $2 WHERE id = $1",  # noqa: S608

@@ -103,15 +103,16 @@ class WorkflowController(Controller):
         task: str,
         retry: int | None = None,
         follow: bool = False,
+        download: bool = False,
     ) -> Stream:
         logs: LogService = request.app.state.logs
         attempt = await logs.attempt(principal_of(request), workflow_id, task, retry)
         body = logs.follow_bytes(attempt) if follow else logs.all_bytes(attempt)
-        return Stream(
-            body,
-            media_type="text/plain; charset=utf-8",
-            headers={"x-accel-buffering": "no", "cache-control": "no-cache"},
-        )
+        headers = {"x-accel-buffering": "no", "cache-control": "no-cache"}
+        if download:
+            name = f"{workflow_id}-{task}-retry{attempt['retry']}.log"
+            headers["content-disposition"] = f'attachment; filename="{name}"'
+        return Stream(body, media_type="text/plain; charset=utf-8", headers=headers)
 
     @get(
         "/{workflow_id:str}/events",

@@ -44,6 +44,7 @@ class TaskOut(msgspec.Struct):
     backend: str | None
     node: str | None
     image: str | None
+    queued_at: datetime | None
     scheduled_at: datetime | None
     started_at: datetime | None
     ended_at: datetime | None

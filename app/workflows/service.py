@@ -316,10 +316,43 @@ class WorkflowService:
             return await self._detail(conn, row, with_groups)
 
     async def snapshot(self, workflow_id: str) -> dict[str, Any] | None:
-        """The workflow with groups and tasks, for live views (visibility checked by callers)."""
+        """The workflow with groups, tasks and its recent events, for live views (visibility
+        is checked by callers)."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow("SELECT * FROM workflow WHERE id = $1", workflow_id)
-            return None if row is None else await self._detail(conn, row, True)
+            if row is None:
+                return None
+            out = await self._detail(conn, row, True)
+            out["timeline"] = await self._timeline(conn, workflow_id)
+        return out
+
+    async def _timeline(
+        self, conn: asyncpg.Connection, workflow_id: str, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        rows = await conn.fetch(
+            """
+            SELECT e.id, e.at, e.status, e.source, e.reason, e.exit_code, t.name, t.retry
+            FROM task_event e JOIN task t ON t.id = e.task
+            WHERE e.workflow = $1 ORDER BY e.id DESC LIMIT $2
+            """,
+            workflow_id,
+            limit,
+        )
+        return [dict(r) for r in rows]
+
+    async def resubmit(self, principal: Principal, workflow_id: str) -> dict[str, Any]:
+        """Submit the same spec again, with the same values, pool and priority."""
+        pools = await self.pools.accessible(principal)
+        async with self.db.connection() as conn:
+            row = await self._visible(conn, pools, workflow_id)
+        return await self.submit(
+            principal,
+            row["spec_text"],
+            pool=row["pool"],
+            set_values=msgspec.json.decode(row["set_values"] or "{}") or None,
+            priority=row["priority"],
+            dry_run=False,
+        )
 
     async def _detail(
         self, conn: asyncpg.Connection, row: asyncpg.Record, with_groups: bool
@@ -350,8 +383,8 @@ class WorkflowService:
         tasks = await conn.fetch(
             """
             SELECT DISTINCT ON (name) id, task_group, name, lead, retry, status, exit_code,
-                   reason, backend, node, scheduling_at, started_at, ended_at, spec->>'image'
-                   AS image
+                   reason, backend, node, processing_at, scheduling_at, started_at, ended_at,
+                   spec->>'image' AS image
             FROM task WHERE workflow = $1 ORDER BY name, retry DESC
             """,
             workflow_id,
@@ -632,6 +665,7 @@ def _task_out(t: asyncpg.Record) -> dict[str, Any]:
         "backend": t["backend"],
         "node": t["node"],
         "image": t["image"],
+        "queued_at": t["processing_at"],
         "scheduled_at": t["scheduling_at"],
         "started_at": t["started_at"],
         "ended_at": t["ended_at"],

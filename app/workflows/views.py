@@ -8,9 +8,7 @@ change and shared by every viewer of that workflow in this replica (``Watch.rend
 from __future__ import annotations
 
 import asyncio
-import codecs
-import html
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -20,30 +18,18 @@ from litestar.params import Body
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Template
 
 from app.auth.middleware import principal_of
-from app.errors import Invalid
+from app.errors import Invalid, NotFound
 from app.live.events import PING_SECONDS
-from app.logs.service import LogService
 from app.templating import render_block
-from app.web import page
+from app.web import flash, page
+from app.workflows.dag import render_dag
 from app.workflows.service import WorkflowService
 from app.workflows.states import PRIORITIES, WorkflowStatus
 
-__all__ = ("WorkflowViews", "log_html")
+__all__ = ("WorkflowViews",)
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 _LIST_COALESCE = 0.25
-_STREAM_CLASS = {1: "out", 2: "err"}
-
-
-def log_html(rows: Any, decoders: dict[int, Any]) -> str:
-    """Escaped log text; newlines as entities, so one SSE event carries it unchanged."""
-    parts = []
-    for r in rows:
-        decoder = decoders.setdefault(r["stream"], codecs.getincrementaldecoder("utf-8")("replace"))
-        text = html.escape(decoder.decode(bytes(r["data"])))
-        if text:
-            parts.append(f'<span class="{_STREAM_CLASS[r["stream"]]}">{text}</span>')
-    return "".join(parts).replace("\r\n", "&#10;").replace("\n", "&#10;").replace("\r", "&#13;")
 
 
 def _one_line(fragment: str) -> str:
@@ -115,19 +101,39 @@ class WorkflowViews(Controller):
         return ServerSentEvent(rows())
 
     @get("/workflows/{workflow_id:str}")
-    async def detail_page(self, request: Request[Any, Any, Any], workflow_id: str) -> Template:
+    async def detail_page(
+        self, request: Request[Any, Any, Any], workflow_id: str, expand: list[str] | None = None
+    ) -> Template:
         service: WorkflowService = request.app.state.workflows
-        wf = await service.get(principal_of(request), workflow_id)
-        spec = await service.spec_of(principal_of(request), workflow_id)
-        return page(request, "workflows/detail.html", wf=wf, spec=spec)
+        principal = principal_of(request)
+        spec = await service.spec_of(principal, workflow_id)  # also checks visibility
+        wf = await service.snapshot(workflow_id)
+        if wf is None:
+            raise NotFound(f"workflow '{workflow_id}' does not exist")
+        keys = frozenset(expand or [])
+        return page(
+            request,
+            "workflows/detail.html",
+            wf=wf,
+            spec=spec,
+            dag_svg=render_dag(wf, keys, f"/workflows/{workflow_id}"),
+            expand_query=urlencode([("expand", k) for k in sorted(keys)]),
+        )
 
     @get("/workflows/{workflow_id:str}/live")
     async def detail_live(
-        self, request: Request[Any, Any, Any], workflow_id: str
+        self, request: Request[Any, Any, Any], workflow_id: str, expand: list[str] | None = None
     ) -> ServerSentEvent:
         service: WorkflowService = request.app.state.workflows
         await service.get(principal_of(request), workflow_id, with_groups=False)  # visibility
         watches = request.app.state.watches
+        keys = frozenset(expand or [])
+        base = f"/workflows/{workflow_id}"
+
+        def fragment(block: str) -> Callable[[dict[str, Any]], str]:
+            if block == "dag":
+                return lambda wf: _one_line(render_dag(wf, keys, base))
+            return lambda wf: _one_line(render_block("workflows/detail.html", block, {"wf": wf}))
 
         async def fragments() -> AsyncIterator[ServerSentEventMessage]:
             async with watches.watch(workflow_id) as watch:
@@ -140,13 +146,15 @@ class WorkflowViews(Controller):
                     version = new_version
                     if watch.snapshot is None:
                         return
-                    for block in ("header", "groups"):
-                        html_ = await watch.render(
-                            block,
-                            lambda wf, b=block: _one_line(
-                                render_block("workflows/detail.html", b, {"wf": wf})
-                            ),
-                        )
+                    terminal = bool(watch.snapshot.get("terminal"))
+                    # The actions change only when the workflow ends; re-sending them on every
+                    # change would wipe a cancel reason someone is typing.
+                    blocks = ("header", "dag", "tasks", "timeline") + (
+                        ("actions",) if terminal else ()
+                    )
+                    for block in blocks:
+                        key = f"dag:{','.join(sorted(keys))}" if block == "dag" else block
+                        html_ = await watch.render(key, fragment(block))
                         yield ServerSentEventMessage(event=block, data=html_)
                     if watch.snapshot.get("terminal"):
                         yield ServerSentEventMessage(event="end", data="end")
@@ -163,68 +171,17 @@ class WorkflowViews(Controller):
             principal_of(request),
             workflow_id,
             (data.get("reason") or "").strip()[:500],
-            data.get("force") == "on",
+            data.get("mode") == "force" or data.get("force") == "on",
         )
+        flash(request, f"{workflow_id} was canceled.", "good")
         return Redirect(path=f"/workflows/{workflow_id}", status_code=303)
 
-    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs")
-    async def logs_page(
-        self, request: Request[Any, Any, Any], workflow_id: str, task: str, retry: int | None = None
-    ) -> Template:
-        logs: LogService = request.app.state.logs
-        attempt = await logs.attempt(principal_of(request), workflow_id, task, retry)
-        rows, after, decoders = [], 0, {}  # type: ignore[var-annotated]
-        while True:
-            batch = await logs.chunks(attempt["id"], after, 2000)
-            rows.extend(batch)
-            if len(batch) < 2000:
-                break
-            after = batch[-1]["id"]
-        last = rows[-1]["id"] if rows else 0
-        complete = await logs.is_complete(attempt["id"])
-        return page(
-            request,
-            "workflows/logs.html",
-            attempt=attempt,
-            workflow_id=workflow_id,
-            text=log_html(rows, decoders),
-            after=last,
-            complete=complete,
-        )
-
-    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs/live")
-    async def logs_live(
-        self,
-        request: Request[Any, Any, Any],
-        workflow_id: str,
-        task: str,
-        retry: int | None = None,
-        after: int = 0,
-    ) -> ServerSentEvent:
-        logs: LogService = request.app.state.logs
-        attempt = await logs.attempt(principal_of(request), workflow_id, task, retry)
-
-        async def chunks() -> AsyncIterator[ServerSentEventMessage]:
-            decoders: dict[int, Any] = {}
-            last = after
-            with request.app.state.hub.subscribe(
-                f"log:{attempt['id']}", f"wf:{workflow_id}"
-            ) as sub:
-                while True:
-                    complete = await logs.is_complete(attempt["id"])
-                    rows = await logs.chunks(attempt["id"], last, 500)
-                    if rows:
-                        last = rows[-1]["id"]
-                        yield ServerSentEventMessage(event="chunk", data=log_html(rows, decoders))
-                        continue
-                    if complete:
-                        yield ServerSentEventMessage(event="end", data="end")
-                        return
-                    if await sub.get(timeout=PING_SECONDS) is None:
-                        yield ServerSentEventMessage(comment="ping", data=None)
-                    sub.drain()
-
-        return ServerSentEvent(chunks())
+    @post("/workflows/{workflow_id:str}/resubmit", status_code=303)
+    async def resubmit(self, request: Request[Any, Any, Any], workflow_id: str) -> Redirect:
+        service: WorkflowService = request.app.state.workflows
+        result = await service.resubmit(principal_of(request), workflow_id)
+        flash(request, f"Resubmitted {workflow_id} as {result['id']}.", "good")
+        return Redirect(path=f"/workflows/{result['id']}", status_code=303)
 
     @get("/submit")
     async def submit_page(self, request: Request[Any, Any, Any]) -> Template:

@@ -1,0 +1,110 @@
+"""Log chunks to numbered, escaped, coloured lines.
+
+Chunks arrive by id (arrival order), each from one stream of one attempt (a *key*). Lines are
+assembled per key, so stdout and stderr never mix inside a line, and numbered by the ordinal of
+their line end in arrival order: line N is the one whose "\\n" was the N-th to arrive. That is
+what ``log_chunk.newlines`` prefix sums give without reading the log, so a window anywhere in a
+200 MB log knows its line numbers.
+
+A window that starts inside a line (its key's bytes began earlier) skips that line's tail:
+``skip`` names those keys. ``consumed`` says, per key, the byte offset after the last line end
+assembled, which is where a live follow resumes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from html import escape
+
+from app.logs.ansi import AnsiState, to_html
+
+__all__ = ("Key", "Line", "LineAssembler", "render_lines")
+
+Key = tuple[int, int]  # (attempt id, stream: 1 stdout, 2 stderr)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    number: int
+    key: Key
+    html: str
+    text: str  # plain text without escape sequences, for filtering
+
+
+_STRIP = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+@dataclass(slots=True)
+class LineAssembler:
+    number: int = 0  # line ends seen so far (the number of the last line end)
+    skip: set[Key] = field(default_factory=set)
+    partial: dict[Key, bytearray] = field(default_factory=dict)
+    consumed: dict[Key, int] = field(default_factory=dict)
+    colours: dict[Key, AnsiState] = field(default_factory=dict)
+
+    def feed(self, key: Key, start: int, data: bytes, emit: bool = True) -> list[Line]:
+        """Add a chunk of ``key`` that begins at byte ``start``; returns completed lines."""
+        lines: list[Line] = []
+        pos = 0
+        if key in self.skip:
+            cut = data.find(b"\n")
+            if cut < 0:
+                return lines
+            self.skip.discard(key)
+            self.number += 1
+            pos = cut + 1
+            self.consumed[key] = start + pos
+        buf = self.partial.setdefault(key, bytearray())
+        while True:
+            cut = data.find(b"\n", pos)
+            if cut < 0:
+                buf += data[pos:]
+                break
+            buf += data[pos:cut]
+            self.number += 1
+            if emit:
+                lines.append(self._line(key, bytes(buf)))
+            buf.clear()
+            pos = cut + 1
+            self.consumed[key] = start + pos
+        return lines
+
+    def flush(self) -> list[Line]:
+        """The unterminated last line of each key (the log is complete)."""
+        lines = []
+        for key, buf in self.partial.items():
+            if buf:
+                self.number += 1
+                lines.append(self._line(key, bytes(buf)))
+                buf.clear()
+        return lines
+
+    def open_keys(self) -> list[Key]:
+        """Keys with an unterminated line."""
+        return [k for k, buf in self.partial.items() if buf]
+
+    def _line(self, key: Key, raw: bytes) -> Line:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        state = self.colours.setdefault(key, AnsiState())
+        return Line(self.number, key, to_html(text, state), _STRIP.sub("", text))
+
+
+_STREAM_CLASS = {1: "out", 2: "err"}
+
+
+def render_lines(lines: Iterable[Line], task_names: dict[int, str] | None = None) -> str:
+    """Lines as HTML rows with anchored numbers; ``task_names`` adds a task column."""
+    out = []
+    for line in lines:
+        task = ""
+        if task_names is not None:
+            name = escape(task_names.get(line.key[0], "?"))
+            task = f'<span class="tk">{name}</span>'
+        out.append(
+            f'<div class="ln {_STREAM_CLASS[line.key[1]]}" id="L{line.number}">'
+            f'<a class="n" href="#L{line.number}">{line.number}</a>{task}'
+            f'<span class="tx">{line.html}</span></div>'
+        )
+    return "".join(out)

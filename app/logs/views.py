@@ -1,0 +1,233 @@
+"""The log viewer: one attempt, or every task of a workflow merged, live or finished.
+
+The same URL serves a running and a finished log. It opens at the tail (the last 512 KiB), and
+loads earlier parts on demand; ``?line=N`` opens around line N (deep links ``#LN``); ``?q=``
+filters by text, or by regular expression with ``re=1``. A running log follows over SSE from
+exactly where the page stopped. Every byte is HTML-escaped; ANSI colours become spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Controller, MediaType, Request, Response, get
+from litestar.exceptions import HTTPException
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
+
+from app.auth.middleware import principal_of
+from app.logs.lines import render_lines
+from app.logs.service import LogService
+from app.logs.windows import Resume, Window, compile_filter
+from app.templating import render_block
+from app.web import page
+
+__all__ = ("LogViews",)
+
+
+class _Target:
+    """Which attempts a log view shows, and how to name and link them."""
+
+    def __init__(self, workflow_id: str, attempts: list[int], names: dict[int, str] | None,
+                 base: str, title: str, download: str, retry: int | None = None) -> None:  # fmt: skip
+        self.workflow_id = workflow_id
+        self.attempts = attempts
+        self.names = names  # a task column in the merged view
+        self.base = base
+        self.title = title
+        self.download = download
+        self.retry = retry
+
+
+def _one_line(fragment: str) -> str:
+    return fragment.replace("\r", "").replace("\n", " ")
+
+
+async def _task_target(
+    logs: LogService,
+    request: Request[Any, Any, Any],
+    workflow_id: str,
+    task: str,
+    retry: int | None,
+) -> _Target:
+    attempt = await logs.attempt(principal_of(request), workflow_id, task, retry)
+    base = f"/workflows/{workflow_id}/tasks/{task}/logs"
+    return _Target(
+        workflow_id,
+        [attempt["id"]],
+        None,
+        base,
+        f"{task} · retry {attempt['retry']}",
+        f"/api/v1/workflows/{workflow_id}/tasks/{task}/logs?retry={attempt['retry']}&download=1",
+        attempt["retry"],
+    )
+
+
+async def _workflow_target(
+    logs: LogService, request: Request[Any, Any, Any], workflow_id: str
+) -> _Target:
+    attempts, names = await logs.workflow_attempts(principal_of(request), workflow_id)
+    return _Target(workflow_id, attempts, names, f"/workflows/{workflow_id}/logs", "all tasks", "")
+
+
+async def _render_page(
+    request: Request[Any, Any, Any],
+    target: _Target,
+    before: int | None,
+    line: int | None,
+    q: str | None,
+    regex: bool,
+) -> Template:
+    logs: LogService = request.app.state.logs
+    windows = request.app.state.log_windows
+    complete = await logs.all_complete(target.attempts) if target.attempts else True
+    try:
+        keep = compile_filter(q, regex)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    window: Window | None
+    if keep is not None:
+        window = await windows.search(target.attempts, keep, complete)
+    elif line is not None:
+        window = await windows.around(target.attempts, line)
+        if window is None:
+            window = await windows.tail(target.attempts, complete)
+    elif before is not None:
+        window = await windows.earlier(target.attempts, before)
+        window.has_later = True
+    else:
+        window = await windows.tail(target.attempts, complete)
+    query = [("retry", str(target.retry))] if target.retry is not None else []
+    live_query = None
+    if window.resume is not None and not complete and keep is None:
+        live_query = urlencode([*query, ("at", window.resume.encode())])
+    elif keep is not None and not complete:
+        live_query = None  # a filtered view is a snapshot; follow the unfiltered log live
+    return page(
+        request,
+        "logs/view.html",
+        target=target,
+        html=render_lines(window.lines, target.names),
+        window=window,
+        complete=complete,
+        live_query=live_query,
+        q=q or "",
+        regex=regex,
+        matches=len(window.lines) if keep is not None else None,
+        retry_query=urlencode(query),
+    )
+
+
+class LogViews(Controller):
+    include_in_schema = False
+
+    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs")
+    async def task_log(
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str,
+        task: str,
+        retry: int | None = None,
+        before: int | None = None,
+        line: int | None = None,
+        q: str | None = None,
+        re: str | None = None,
+    ) -> Template:
+        target = await _task_target(request.app.state.logs, request, workflow_id, task, retry)
+        return await _render_page(request, target, before, line, q, re == "1")
+
+    @get("/workflows/{workflow_id:str}/logs")
+    async def workflow_log(
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str,
+        before: int | None = None,
+        line: int | None = None,
+        q: str | None = None,
+        re: str | None = None,
+    ) -> Template:
+        target = await _workflow_target(request.app.state.logs, request, workflow_id)
+        return await _render_page(request, target, before, line, q, re == "1")
+
+    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs/earlier")
+    async def task_earlier(
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str,
+        task: str,
+        before: int,
+        retry: int | None = None,
+    ) -> Template | Response[str]:
+        target = await _task_target(request.app.state.logs, request, workflow_id, task, retry)
+        return await _earlier(request, target, before)
+
+    @get("/workflows/{workflow_id:str}/logs/earlier")
+    async def workflow_earlier(
+        self, request: Request[Any, Any, Any], workflow_id: str, before: int
+    ) -> Template | Response[str]:
+        target = await _workflow_target(request.app.state.logs, request, workflow_id)
+        return await _earlier(request, target, before)
+
+    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs/live")
+    async def task_live(
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str,
+        task: str,
+        at: str,
+        retry: int | None = None,
+    ) -> ServerSentEvent:
+        target = await _task_target(request.app.state.logs, request, workflow_id, task, retry)
+        return _live(request, target, at)
+
+    @get("/workflows/{workflow_id:str}/logs/live")
+    async def workflow_live(
+        self, request: Request[Any, Any, Any], workflow_id: str, at: str
+    ) -> ServerSentEvent:
+        target = await _workflow_target(request.app.state.logs, request, workflow_id)
+        return _live(request, target, at)
+
+
+async def _earlier(
+    request: Request[Any, Any, Any], target: _Target, before: int
+) -> Template | Response[str]:
+    """The part before chunk ``before``: a fragment for htmx, a whole page otherwise."""
+    if "hx-request" not in request.headers:
+        return await _render_page(request, target, before, None, None, False)
+    window = await request.app.state.log_windows.earlier(target.attempts, before)
+    context = {
+        "target": target,
+        "html": render_lines(window.lines, target.names),
+        "window": window,
+        "retry_query": urlencode(
+            [("retry", str(target.retry))] if target.retry is not None else []
+        ),
+    }
+    return Response(render_block("logs/view.html", "earlier", context), media_type=MediaType.HTML)
+
+
+def _live(request: Request[Any, Any, Any], target: _Target, at: str) -> ServerSentEvent:
+    logs: LogService = request.app.state.logs
+    try:
+        resume = Resume.decode(at)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    topics = [f"log:{a}" for a in target.attempts] + [f"wf:{target.workflow_id}"]
+
+    async def complete() -> bool:
+        return await logs.all_complete(target.attempts)
+
+    async def lines() -> AsyncIterator[ServerSentEventMessage]:
+        async for batch in request.app.state.log_windows.follow(
+            target.attempts, resume, complete, topics
+        ):
+            if batch:
+                yield ServerSentEventMessage(
+                    event="lines", data=_one_line(render_lines(batch, target.names))
+                )
+            else:
+                yield ServerSentEventMessage(comment="ping", data=None)
+        yield ServerSentEventMessage(event="end", data="end")
+
+    return ServerSentEvent(lines())

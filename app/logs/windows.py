@@ -1,0 +1,349 @@
+"""Windows onto task logs: the tail first, earlier parts on demand, around a line, search.
+
+A window reads only the chunks it shows (by id, newest first, up to a byte budget), plus one
+prefix sum of ``log_chunk.newlines`` for its line numbers, so a 200 MB log opens as fast as a
+small one. A window records where a live follow resumes: the last chunk it read and, per
+(attempt, stream), the byte offset after its last complete line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from app.db import Database, Hub
+from app.logs.lines import Key, Line, LineAssembler
+
+__all__ = ("BUDGET", "Resume", "Window", "Windows")
+
+BUDGET = 512 * 1024  # bytes of log per window
+MAX_MATCHES = 5000
+
+
+@dataclass(slots=True)
+class Resume:
+    """Where a live follow picks up: after chunk ``after``, at these offsets, numbering on."""
+
+    after: int
+    number: int
+    offsets: dict[Key, tuple[int, bool]] = field(default_factory=dict)  # key -> (offset, skip)
+
+    def encode(self) -> str:
+        parts = [f"{k[0]}.{k[1]}.{o}.{int(s)}" for k, (o, s) in sorted(self.offsets.items())]
+        return f"{self.after}~{self.number}~{','.join(parts)}"
+
+    @classmethod
+    def decode(cls, text: str) -> Resume:
+        try:
+            after, number, keys = text.split("~")
+            offsets: dict[Key, tuple[int, bool]] = {}
+            for part in filter(None, keys.split(",")):
+                task, stream, offset, skip = part.split(".")
+                offsets[(int(task), int(stream))] = (int(offset), skip == "1")
+            return cls(int(after), int(number), offsets)
+        except ValueError:
+            raise ValueError("the log position is not one this server gave out") from None
+
+
+@dataclass(slots=True)
+class Window:
+    lines: list[Line]
+    first_id: int | None = None  # the oldest chunk shown: "earlier" reads before it
+    last_id: int | None = None
+    has_earlier: bool = False
+    has_later: bool = False
+    resume: Resume | None = None  # set when the window reaches the end of the log
+
+
+def compile_filter(query: str | None, regex: bool) -> Callable[[str], bool] | None:
+    """A line predicate, or None for no filter; raises ValueError for a bad pattern."""
+    if not query:
+        return None
+    if len(query) > 200:
+        raise ValueError("the filter is longer than 200 characters")
+    if regex:
+        try:
+            pattern = re.compile(query)
+        except re.error as exc:
+            raise ValueError(f"the regular expression is invalid: {exc}") from None
+        return lambda text: pattern.search(text) is not None
+    folded = query.casefold()
+    return lambda text: folded in text.casefold()
+
+
+class Windows:
+    def __init__(self, db: Database, hub: Hub) -> None:
+        self.db = db
+        self.hub = hub
+
+    async def _rows_back(
+        self, conn: asyncpg.Connection, attempts: list[int], before: int | None, budget: int
+    ) -> list[asyncpg.Record]:
+        """Chunks before ``before`` (or the newest), newest first, until ``budget`` bytes."""
+        rows: list[asyncpg.Record] = []
+        size = 0
+        cursor = before
+        while size < budget:
+            page = await conn.fetch(
+                """
+                SELECT id, task, stream, start, data FROM log_chunk
+                WHERE task = ANY($1::bigint[]) AND ($2::bigint IS NULL OR id < $2)
+                ORDER BY id DESC LIMIT 64
+                """,
+                attempts,
+                cursor,
+            )
+            if not page:
+                break
+            for r in page:
+                rows.append(r)
+                size += len(r["data"])
+                if size >= budget:
+                    break
+            cursor = rows[-1]["id"]
+        rows.reverse()
+        return rows
+
+    async def _start(
+        self, conn: asyncpg.Connection, attempts: list[int], first_id: int
+    ) -> tuple[LineAssembler, dict[Key, tuple[int, bool]], bool]:
+        """An assembler for a window from chunk ``first_id``: its line numbers continue the
+        line ends before it, and lines the window starts inside get their beginnings back.
+        Also returns where each key ends before the window, and whether anything is before."""
+        base = await conn.fetchval(
+            "SELECT coalesce(sum(newlines), 0) FROM log_chunk "
+            "WHERE task = ANY($1::bigint[]) AND id < $2",
+            attempts,
+            first_id,
+        )
+        tails = await conn.fetch(
+            """
+            SELECT DISTINCT ON (task, stream) task, stream, start + length(data) AS "end",
+                   get_byte(data, length(data) - 1) = 10 AS ends_line
+            FROM log_chunk WHERE task = ANY($1::bigint[]) AND id < $2
+            ORDER BY task, stream, id DESC
+            """,
+            attempts,
+            first_id,
+        )
+        assembler = LineAssembler(number=int(base))
+        ends: dict[Key, tuple[int, bool]] = {}
+        for r in tails:
+            key = (r["task"], r["stream"])
+            ends[key] = (r["end"], False)
+            if not r["ends_line"]:
+                begin, prefix, whole = await self._line_beginning(conn, key, first_id)
+                if whole:
+                    assembler.partial[key] = bytearray(prefix)
+                    ends[key] = (begin, False)
+                else:  # a line longer than the limit: show it from the window on
+                    assembler.partial[key] = bytearray(b"[...] ")
+                    ends[key] = (r["end"], True)
+        return assembler, ends, bool(tails)
+
+    async def _line_beginning(
+        self, conn: asyncpg.Connection, key: Key, before: int, limit: int = 1024 * 1024
+    ) -> tuple[int, bytes, bool]:
+        """The bytes of ``key`` after its last line end before chunk ``before``: (offset,
+        bytes, whether the line's whole beginning fits in ``limit``)."""
+        parts: list[bytes] = []
+        size = 0
+        cursor = before
+        while size < limit:
+            row = await conn.fetchrow(
+                """
+                SELECT id, start, data FROM log_chunk
+                WHERE task = $1 AND stream = $2 AND id < $3 ORDER BY id DESC LIMIT 1
+                """,
+                key[0],
+                key[1],
+                cursor,
+            )
+            if row is None:
+                return 0, b"".join(reversed(parts)), True
+            data = bytes(row["data"])
+            cut = data.rfind(b"\n")
+            if cut >= 0:
+                parts.append(data[cut + 1 :])
+                return row["start"] + cut + 1, b"".join(reversed(parts)), True
+            parts.append(data)
+            size += len(data)
+            cursor = row["id"]
+        return 0, b"", False
+
+    async def tail(self, attempts: list[int], complete: bool, budget: int = BUDGET) -> Window:
+        async with self.db.connection() as conn:
+            rows = await self._rows_back(conn, attempts, None, budget)
+            if not rows:
+                return Window([], resume=Resume(0, 0))
+            assembler, ends, has_earlier = await self._start(conn, attempts, rows[0]["id"])
+        lines: list[Line] = []
+        first_start: dict[Key, int] = {}
+        for r in rows:
+            key = (r["task"], r["stream"])
+            first_start.setdefault(key, ends.get(key, (r["start"], False))[0])
+            lines += assembler.feed(key, r["start"], bytes(r["data"]))
+        window = Window(lines, rows[0]["id"], rows[-1]["id"], has_earlier)
+        if complete:
+            window.lines += assembler.flush()
+            return window
+        offsets = dict(ends)  # keys with nothing in the window resume where they ended
+        for key, start in first_start.items():
+            if key in assembler.consumed:
+                offsets[key] = (assembler.consumed[key], False)
+            else:  # no line end yet in the window: resume where its open line begins
+                offsets[key] = (start, ends.get(key, (0, False))[1])
+        window.resume = Resume(rows[-1]["id"], assembler.number, offsets)
+        return window
+
+    async def earlier(self, attempts: list[int], before: int, budget: int = BUDGET) -> Window:
+        """The lines whose ends arrived just before chunk ``before``."""
+        async with self.db.connection() as conn:
+            rows = await self._rows_back(conn, attempts, before, budget)
+            if not rows:
+                return Window([])
+            assembler, _, has_earlier = await self._start(conn, attempts, rows[0]["id"])
+        lines: list[Line] = []
+        for r in rows:
+            lines += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
+        # Lines still open end in a later window, which fetches their beginnings itself.
+        return Window(lines, rows[0]["id"], rows[-1]["id"], has_earlier, True)
+
+    async def around(self, attempts: list[int], number: int, budget: int = BUDGET) -> Window | None:
+        """A window that contains line ``number`` (for deep links), or None past the end."""
+        async with self.db.connection() as conn:
+            chunk = await conn.fetchval(
+                """
+                SELECT id FROM (
+                    SELECT id, sum(newlines) OVER (ORDER BY id) AS ends
+                    FROM log_chunk WHERE task = ANY($1::bigint[])) x
+                WHERE ends >= $2 ORDER BY id LIMIT 1
+                """,
+                attempts,
+                number,
+            )
+            if chunk is None:
+                return None
+            following = await conn.fetchval(
+                """
+                SELECT max(id) FROM (SELECT id FROM log_chunk WHERE task = ANY($1::bigint[])
+                AND id > $2 ORDER BY id LIMIT 8) x
+                """,
+                attempts,
+                chunk,
+            )
+            newest = await conn.fetchval(
+                "SELECT max(id) FROM log_chunk WHERE task = ANY($1::bigint[])", attempts
+            )
+        window = await self.earlier(attempts, (following or chunk) + 1, budget)
+        window.has_later = window.last_id is not None and window.last_id < (newest or 0)
+        return window
+
+    async def search(
+        self, attempts: list[int], keep: Callable[[str], bool], complete: bool
+    ) -> Window:
+        """Every matching line of the whole log (at most 5,000)."""
+        assembler = LineAssembler()
+        matches: list[Line] = []
+        cursor = 0
+        async with self.db.connection() as conn:
+            while len(matches) < MAX_MATCHES:
+                page = await conn.fetch(
+                    """
+                    SELECT id, task, stream, start, data FROM log_chunk
+                    WHERE task = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT 256
+                    """,
+                    attempts,
+                    cursor,
+                )
+                if not page:
+                    break
+                for r in page:
+                    got = assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
+                    matches += [line for line in got if keep(line.text)]
+                cursor = page[-1]["id"]
+        if complete:
+            matches += [line for line in assembler.flush() if keep(line.text)]
+        return Window(matches[:MAX_MATCHES], last_id=cursor)
+
+    async def follow(
+        self,
+        attempts: list[int],
+        resume: Resume,
+        is_complete: Callable[[], object],
+        topics: list[str],
+    ) -> AsyncIterator[list[Line]]:
+        """New lines after ``resume`` until the log is complete (then the last partial lines)."""
+        assembler = LineAssembler(
+            number=resume.number, skip={k for k, (_, s) in resume.offsets.items() if s}
+        )
+        offsets = {k: o for k, (o, _) in resume.offsets.items()}
+        with self.hub.subscribe(*topics) as sub:
+            async with self.db.connection() as conn:
+                # Bytes of lines the page could not finish: re-read them first.
+                reread = await conn.fetch(
+                    """
+                    SELECT c.id, c.task, c.stream, c.start, c.data FROM log_chunk c
+                    JOIN unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(task, stream, off)
+                      ON c.task = k.task AND c.stream = k.stream
+                    WHERE c.task = ANY($1::bigint[]) AND c.id <= $5
+                      AND c.start + length(c.data) > k.off
+                    ORDER BY c.id
+                    """,
+                    attempts,
+                    [k[0] for k in offsets],
+                    [k[1] for k in offsets],
+                    list(offsets.values()),
+                    resume.after,
+                )
+            cursor = resume.after
+            batch = self._feed(assembler, offsets, reread)
+            if batch:
+                yield batch
+            while True:
+                complete = await is_complete()  # type: ignore[misc]
+                async with self.db.connection() as conn:
+                    rows = await conn.fetch(
+                        """
+                        SELECT id, task, stream, start, data FROM log_chunk
+                        WHERE task = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT 256
+                        """,
+                        attempts,
+                        cursor,
+                    )
+                if rows:
+                    cursor = rows[-1]["id"]
+                    batch = self._feed(assembler, offsets, rows)
+                    if batch:
+                        yield batch
+                    if len(rows) == 256:
+                        continue
+                if complete:
+                    last = assembler.flush()
+                    if last:
+                        yield last
+                    return
+                if await sub.get(timeout=15) is None:
+                    yield []  # nothing new: lets the caller ping
+                sub.drain()
+
+    @staticmethod
+    def _feed(
+        assembler: LineAssembler, offsets: dict[Key, int], rows: list[asyncpg.Record]
+    ) -> list[Line]:
+        lines: list[Line] = []
+        for r in rows:
+            key = (r["task"], r["stream"])
+            data = bytes(r["data"])
+            start, end = r["start"], r["start"] + len(data)
+            done = offsets.get(key, 0)
+            if end <= done:
+                continue
+            if start < done:
+                data, start = data[done - start :], done
+            offsets[key] = end
+            lines += assembler.feed(key, start, data)
+        return lines

@@ -1,0 +1,76 @@
+// Small behaviours on top of htmx; every page works without them.
+(function () {
+  "use strict";
+  var paused = false;
+  var held = [];
+  var atBottom = true;
+
+  function log() { return document.getElementById("log"); }
+
+  // Follow the end of a live log unless the reader scrolled up; hold new lines while paused.
+  document.addEventListener("htmx:sseBeforeMessage", function (e) {
+    var el = log();
+    if (!el || e.target !== el) return;
+    if (paused) {
+      held.push(e.detail.data);
+      e.preventDefault();
+      return;
+    }
+    atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+  });
+  document.addEventListener("htmx:sseMessage", function (e) {
+    var el = log();
+    if (!el || e.target !== el) return;
+    var empty = document.getElementById("nothing-yet");
+    if (empty) empty.remove();
+    if (atBottom) el.scrollTop = el.scrollHeight;
+  });
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("#pause");
+    if (!button) return;
+    paused = !paused;
+    button.textContent = paused ? "Resume" : "Pause";
+    button.setAttribute("aria-pressed", String(paused));
+    var el = log();
+    if (!paused && el) {
+      el.insertAdjacentHTML("beforeend", held.join(""));
+      held = [];
+      el.scrollTop = el.scrollHeight;
+    }
+  });
+
+  // #L120: highlight the line, or open the part of the log that holds it.
+  function gotoLine() {
+    var m = location.hash.match(/^#L(\d+)$/);
+    if (!m || !log()) return;
+    var line = document.getElementById("L" + m[1]);
+    document.querySelectorAll(".ln.hl").forEach(function (x) { x.classList.remove("hl"); });
+    if (line) {
+      line.classList.add("hl");
+      line.scrollIntoView({ block: "center" });
+    } else if (!new URLSearchParams(location.search).has("line")) {
+      var url = new URL(location.href);
+      url.searchParams.set("line", m[1]);
+      location.replace(url.toString());
+    }
+  }
+  window.addEventListener("hashchange", gotoLine);
+  document.addEventListener("DOMContentLoaded", function () {
+    var el = log();
+    if (el && el.dataset.following && !location.hash) el.scrollTop = el.scrollHeight;
+    gotoLine();
+  });
+  document.addEventListener("htmx:load", function (e) { if (e.target === document.body) gotoLine(); });
+
+  // Copy buttons (the new API token).
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("[data-copy]");
+    if (!button) return;
+    var source = document.getElementById(button.dataset.copy);
+    if (source && navigator.clipboard) {
+      navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+        button.textContent = "Copied";
+      });
+    }
+  });
+})();

@@ -1,0 +1,48 @@
+"""Log lines: assembly per stream, numbering by arrival of line ends, ANSI colours, escaping."""
+
+from __future__ import annotations
+
+from app.logs.ansi import AnsiState, to_html
+from app.logs.lines import LineAssembler, render_lines
+
+
+def test_lines_are_assembled_per_stream_and_numbered_by_arrival() -> None:
+    a = LineAssembler()
+    lines = a.feed((1, 1), 0, b"out one\nout tw")
+    lines += a.feed((1, 2), 0, b"err one\n")
+    lines += a.feed((1, 1), 14, b"o\n")
+    assert [(x.number, x.key[1], x.text) for x in lines] == [
+        (1, 1, "out one"),
+        (2, 2, "err one"),
+        (3, 1, "out two"),
+    ]
+    assert a.consumed == {(1, 1): 16, (1, 2): 8}
+    assert a.feed((1, 1), 16, b"tail") == []
+    assert [(x.number, x.text) for x in a.flush()] == [(4, "tail")]
+
+
+def test_a_window_that_starts_mid_line_skips_its_tail() -> None:
+    a = LineAssembler(number=10, skip={(1, 1)})
+    lines = a.feed((1, 1), 100, b"rest of an old line\nnew line\n")
+    assert [(x.number, x.text) for x in lines] == [(12, "new line")]
+
+
+def test_ansi_colours_become_classes_and_everything_else_is_escaped() -> None:
+    state = AnsiState()
+    html = to_html("\x1b[1;31mred <b>bold</b>\x1b[0m plain \x1b]0;title\x07\x1b[2K", state)
+    assert html == '<span class="b fc1">red &lt;b&gt;bold&lt;/b&gt;</span> plain '
+    assert to_html("\x1b[38;5;196mx", state) == '<span style="color:#ff0000">x</span>'
+    assert (
+        to_html("still red", state) == '<span style="color:#ff0000">still red</span>'
+    )  # state carries on
+    assert (
+        to_html("\x1b[38;2;1;2;3m\x1b[48;5;4my", AnsiState())
+        == '<span class="bc4" style="color:#010203">y</span>'
+    )
+
+
+def test_rendered_lines_link_their_numbers_and_escape_task_names() -> None:
+    a = LineAssembler()
+    html = render_lines(a.feed((7, 2), 0, b"<script>alert(1)</script>\n"), {7: "<i>t</i>"})
+    assert 'id="L1"' in html and 'href="#L1"' in html and 'class="ln err"' in html
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;i&gt;t&lt;/i&gt;" in html
