@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-__all__ = ("environment", "render_block")
+__all__ = ("environment", "render_block", "template_environment")
 
 _env: Environment | None = None
 
@@ -63,6 +64,12 @@ def _status_class(status: str | None) -> str:
     return "st-waiting"
 
 
+def _qs(params: dict[str, Any], **overrides: Any) -> str:
+    """A query string of ``params`` with ``overrides``; empty values are left out."""
+    merged = {**params, **overrides}
+    return urlencode([(k, v) for k, v in merged.items() if v not in (None, "")])
+
+
 def environment(directory: Path) -> Environment:
     global _env
     env = Environment(
@@ -71,12 +78,22 @@ def environment(directory: Path) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ago=_ago, duration=_duration, ts=_ts, iso=_iso, status_class=_status_class)
+    env.filters.update(
+        ago=_ago, duration=_duration, ts=_ts, iso=_iso, status_class=_status_class, qs=_qs
+    )
     # Macros are globals: a block rendered on its own (a live fragment) does not run the
     # template's top-level imports.
-    env.globals.update(status=env.get_template("_macros.html").module.status)  # type: ignore[attr-defined]
+    macros: Any = env.get_template("_macros.html").module
+    env.globals.update(
+        status=macros.status, wf_cells=macros.wf_cells, status_counts=macros.status_counts
+    )
     _env = env
     return env
+
+
+def template_environment() -> Environment:
+    assert _env is not None, "templating.environment() was not called"
+    return _env
 
 
 def render_block(template: str, block: str, context: dict[str, Any]) -> str:

@@ -2,59 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import ADMIN_PASSWORD, InProcessServer, runner_in_loop, submit, wait_for
+from e2e.conftest import SHOTS, signed_in
+from tests.support import InProcessServer, runner_in_loop, submit, wait_for
 
 pytestmark = pytest.mark.browser
-SHOTS = Path(__file__).resolve().parents[1] / "test-results" / "screenshots"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-
-
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Any]:
-    executable = shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.path.exists(executable):
-        if os.environ.get("GANTRY_REQUIRE_BROWSER") == "1":
-            pytest.fail(
-                "GANTRY_REQUIRE_BROWSER=1 but Chromium is not installed (apt-get install chromium)"
-            )
-        pytest.skip("Chromium is not installed (apt-get install chromium); browser tests skipped")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=executable, args=FLAGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-async def _signed_in_page(browser: Any, server: InProcessServer) -> Any:
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    page = await context.new_page()
-    await page.goto(f"{server.base}/workflows")
-    assert "/login" in page.url  # not signed in yet
-    await page.fill("input[name=username]", "admin")
-    await page.fill("input[name=password]", ADMIN_PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(f"{server.base}/workflows")
-    return page
 
 
 SLOW = """\
@@ -73,8 +30,7 @@ workflow:
 async def test_workflow_page_follows_states_without_reloading(
     browser: Any, server: InProcessServer, api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    page = await _signed_in_page(browser, server)
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = await signed_in(browser, server)
     wid = await submit(api, SLOW)
     await page.goto(f"{server.base}/workflows/{wid}")
     header = page.locator("#wf-header .status").first
@@ -100,11 +56,15 @@ async def test_workflow_page_follows_states_without_reloading(
 async def test_workflow_list_updates_live_and_log_follows(
     browser: Any, server: InProcessServer, api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    page = await _signed_in_page(browser, server)
+    page = await signed_in(browser, server)
     await page.evaluate("window.__notReloaded = true")
     spec = "workflow:\n  name: listed\n  tasks:\n  - {name: t, image: x, command: [sh, -c, 'for i in 1 2 3 4; do echo tick $i; sleep 1; done']}\n"
     wid = await submit(api, spec)
-    row = f"#wf-{wid}"
+    row = f"#wf-{wid}-status"
+    # A workflow submitted after the page loaded is announced, not pushed into the rows.
+    await page.wait_for_selector("#new-banner a", timeout=15_000)
+    assert "1 new workflow" in await page.inner_text("#new-banner")
+    await page.click("#new-banner a")
     await page.wait_for_selector(f'{row}[data-status="PENDING"]', timeout=15_000)
     async with runner_in_loop(server.base, tmp_path / "runner"):
         await page.wait_for_selector(f'{row}[data-status="RUNNING"]', timeout=20_000)

@@ -11,7 +11,7 @@ from litestar.response import Redirect, Template
 
 from app.auth.middleware import SESSION_KEY, principal_of
 from app.auth.service import AuthService
-from app.web import page
+from app.web import flash, page
 
 __all__ = ("AuthViews",)
 
@@ -73,5 +73,6 @@ class AuthViews(Controller):
     @post("/tokens/{token_id:int}/revoke", status_code=303)
     async def revoke(self, request: Request[Any, Any, Any], token_id: int) -> Redirect:
         auth: AuthService = request.app.state.auth
-        await auth.revoke_token(principal_of(request).name, token_id)
+        if await auth.revoke_token(principal_of(request).name, token_id):
+            flash(request, "The token was revoked.", "good")
         return Redirect(path="/tokens", status_code=303)

@@ -138,15 +138,17 @@ class PoolService:
             rows = await conn.fetch(
                 """
                 SELECT b.name, b.pool, b.last_heartbeat, b.capacity, b.cluster_id,
-                       s.id AS session_id, s.runner_version, s.connected_at,
-                       (SELECT count(*) FROM task t WHERE t.backend = b.name
-                          AND t.runner_ended_at IS NULL AND t.launch_seq IS NOT NULL
-                          AND t.status IN ('SCHEDULING', 'INITIALIZING', 'RUNNING'))
-                          AS running,
-                       (SELECT coalesce(sum(t.cpu), 0) FROM task t WHERE t.backend = b.name
-                          AND t.runner_ended_at IS NULL AND t.launch_seq IS NOT NULL)
-                          AS cpu_used
+                       s.id AS session_id, s.runner_version, s.connected_at, s.epoch,
+                       u.running, u.cpu_used, u.memory_used, u.gpu_used
                 FROM backend b
+                LEFT JOIN LATERAL (
+                    SELECT count(*) FILTER (WHERE t.status IN ('SCHEDULING', 'INITIALIZING',
+                                                               'RUNNING')) AS running,
+                           coalesce(sum(t.cpu), 0)::float8 AS cpu_used,
+                           coalesce(sum(t.memory), 0)::int8 AS memory_used,
+                           coalesce(sum(t.gpu), 0)::int8 AS gpu_used
+                    FROM task t WHERE t.backend = b.name AND t.runner_ended_at IS NULL
+                      AND t.launch_seq IS NOT NULL) u ON true
                 LEFT JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
                 WHERE $1::text[] IS NULL OR b.pool = ANY($1::text[])
                 ORDER BY b.name
@@ -157,6 +159,8 @@ class PoolService:
         ttl = timedelta(seconds=self.lease_ttl)
         out = []
         for r in rows:
+            capacity = msgspec.json.decode(r["capacity"] or "{}")
+            nodes = capacity.get("nodes", [])
             connected = (
                 r["session_id"] is not None
                 and r["last_heartbeat"] is not None
@@ -168,11 +172,19 @@ class PoolService:
                     "pool": r["pool"],
                     "connected": connected,
                     "last_heartbeat": r["last_heartbeat"],
-                    "capacity": msgspec.json.decode(r["capacity"] or "{}"),
+                    "capacity": capacity,
                     "runner_version": r["runner_version"],
+                    "session_id": str(r["session_id"]) if connected else None,
+                    "epoch": r["epoch"],
                     "connected_at": r["connected_at"] if connected else None,
-                    "running": r["running"],
-                    "cpu_used": float(r["cpu_used"]),
+                    "running": r["running"] or 0,
+                    "cpu_used": float(r["cpu_used"] or 0),
+                    "memory_used": int(r["memory_used"] or 0),
+                    "gpu_used": int(r["gpu_used"] or 0),
+                    "cpu_total": sum(n.get("cpu", 0) for n in nodes),
+                    "memory_total": sum(n.get("memory", 0) for n in nodes),
+                    "gpu_total": sum(n.get("gpu", 0) for n in nodes),
+                    "slots": capacity.get("slots", 0),
                 }
             )
         return out

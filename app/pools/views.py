@@ -1,17 +1,29 @@
-"""The pools page: each pool's backends, their runners and capacity."""
+"""The pools page: each pool's backends, their runners, capacity and use, and queue depth; live."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Request, get
-from litestar.response import Template
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 
 from app.auth.middleware import principal_of
+from app.auth.service import Principal
 from app.pools.service import PoolService
+from app.templating import render_block
 from app.web import page
 
 __all__ = ("PoolViews",)
+
+_REFRESH = 5.0  # heartbeat ages and "connected for" move even without changes
+
+
+async def _context(service: PoolService, principal: Principal) -> dict[str, Any]:
+    pools = await service.summaries(principal)
+    backends = await service.backends([p["name"] for p in pools])
+    return {"pools": pools, "backends": backends}
 
 
 class PoolViews(Controller):
@@ -19,8 +31,30 @@ class PoolViews(Controller):
 
     @get("/pools")
     async def pools(self, request: Request[Any, Any, Any]) -> Template:
+        context = await _context(request.app.state.pools, principal_of(request))
+        return page(request, "pools/list.html", **context)
+
+    @get("/pools/live")
+    async def pools_live(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
         service: PoolService = request.app.state.pools
         principal = principal_of(request)
-        pools = await service.summaries(principal)
-        backends = await service.backends([p["name"] for p in pools])
-        return page(request, "pools/list.html", pools=pools, backends=backends)
+        hub = request.app.state.hub
+
+        async def updates() -> AsyncIterator[ServerSentEventMessage]:
+            last = ""
+            with hub.subscribe("backends", "sched", "wfs") as sub:
+                while True:
+                    html = render_block(
+                        "pools/list.html", "pools", await _context(service, principal)
+                    )
+                    html = html.replace("\r", "").replace("\n", " ")
+                    if html != last:
+                        last = html
+                        yield ServerSentEventMessage(event="pools", data=html)
+                    else:
+                        yield ServerSentEventMessage(comment="ping", data=None)
+                    await sub.get(timeout=_REFRESH)
+                    await asyncio.sleep(0.5)  # coalesce bursts of changes
+                    sub.drain()
+
+        return ServerSentEvent(updates())

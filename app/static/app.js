@@ -74,3 +74,50 @@
     }
   });
 })();
+
+// The submit page: line numbers beside the spec, errors marked at their lines, file upload.
+(function () {
+  "use strict";
+  function sync() {
+    var text = document.getElementById("spec");
+    var gutter = document.getElementById("gutter");
+    if (!text || !gutter) return;
+    var marked = (text.dataset.errorLines || "").split(",").filter(Boolean);
+    var lines = text.value.split("\n").length;
+    var html = [];
+    for (var i = 1; i <= lines; i++) {
+      html.push(marked.indexOf(String(i)) >= 0 ? '<span class="err">' + i + "</span>" : "<span>" + i + "</span>");
+    }
+    gutter.innerHTML = html.join("");
+    gutter.scrollTop = text.scrollTop;
+  }
+  document.addEventListener("input", function (e) { if (e.target.id === "spec") sync(); });
+  document.addEventListener("scroll", function (e) {
+    if (e.target.id === "spec") document.getElementById("gutter").scrollTop = e.target.scrollTop;
+  }, true);
+  document.addEventListener("change", function (e) {
+    if (e.target.id !== "spec-file" || !e.target.files.length) return;
+    var reader = new FileReader();
+    reader.onload = function () {
+      var text = document.getElementById("spec");
+      text.value = reader.result;
+      e.target.value = "";
+      sync();
+    };
+    reader.readAsText(e.target.files[0]);
+  });
+  document.addEventListener("click", function (e) {
+    var link = e.target.closest && e.target.closest(".goto-line");
+    if (!link) return;
+    var text = document.getElementById("spec");
+    var n = parseInt(link.dataset.line, 10);
+    var lines = text.value.split("\n");
+    var start = lines.slice(0, n - 1).join("\n").length + (n > 1 ? 1 : 0);
+    text.focus();
+    text.setSelectionRange(start, start + (lines[n - 1] || "").length);
+    text.scrollTop = Math.max(0, (n - 5) * parseFloat(getComputedStyle(text).lineHeight || "18"));
+    e.preventDefault();
+  });
+  document.addEventListener("DOMContentLoaded", sync);
+  document.addEventListener("htmx:afterSettle", sync);
+})();

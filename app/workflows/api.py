@@ -53,6 +53,7 @@ class WorkflowController(Controller):
         pool: str | None = None,
         name: str | None = None,
         user: str | None = None,
+        sort: str = Parameter(default="submitted", description="submitted, started or duration"),
         limit: int = Parameter(default=50, ge=1, le=500),
         cursor: str | None = None,
     ) -> WorkflowPage:
@@ -63,6 +64,7 @@ class WorkflowController(Controller):
             pool=pool,
             name=name,
             user=user,
+            sort=sort,
             limit=limit,
             cursor=cursor,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -426,10 +426,75 @@ class WorkflowService:
         pool: str | None = None,
         name: str | None = None,
         user: str | None = None,
+        sort: str = "submitted",
         limit: int = 50,
         cursor: str | None = None,
     ) -> dict[str, Any]:
+        """Workflows newest first (or by start time, or longest first), keyset-paginated.
+
+        A cursor holds the sort key and id of the last row shown; rows inserted meanwhile do
+        not shift later pages. For the duration sort it also holds the page's "now", so the
+        durations of running workflows do not move between pages.
+        """
+        if sort not in _SORTS:
+            raise Invalid(
+                f"sort {sort!r} is not one of {', '.join(_SORTS)}",
+                [SpecIssue("sort", None, f"use {', '.join(_SORTS)}")],
+            )
         limit = max(1, min(limit, 500))
+        now = datetime.now(UTC)
+        after = None
+        if cursor:
+            after, now = _decode_cursor(cursor, sort)
+        where, args = await self._filters(principal, status, pool, name, user)
+        key = _SORTS[sort]
+        if "{now}" in key:
+            args.append(now)
+            key = key.format(now=f"${len(args)}::timestamptz")
+        if after is not None:
+            args += [after[0], after[1]]
+            where.append(f"({key}, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit + 1)
+        sql = f"""
+            SELECT w.*, {key} AS sort_key,
+                   (SELECT count(DISTINCT name) FROM task t WHERE t.workflow = w.id) AS total,
+                   (SELECT count(*) FROM task t WHERE t.workflow = w.id
+                      AND t.status = 'COMPLETED') AS completed
+            FROM workflow w WHERE {" AND ".join(where)}
+            ORDER BY {key} DESC, id DESC LIMIT ${len(args)}
+        """  # noqa: S608 - only placeholders and our own sort expressions are interpolated
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(sql, *args)
+        items = [_workflow_out(r, r["total"], r["completed"]) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = _encode_cursor(sort, last["sort_key"], last["id"], now)
+        return {"items": items, "next_cursor": next_cursor}
+
+    async def status_counts(
+        self,
+        principal: Principal,
+        *,
+        pool: str | None = None,
+        name: str | None = None,
+        user: str | None = None,
+    ) -> dict[str, int]:
+        """How many workflows are in each status, under the other filters."""
+        where, args = await self._filters(principal, None, pool, name, user)
+        sql = f"SELECT status, count(*) AS n FROM workflow WHERE {' AND '.join(where)} GROUP BY status"  # noqa: S608
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(sql, *args)
+        return {r["status"]: r["n"] for r in rows}
+
+    async def _filters(
+        self,
+        principal: Principal,
+        status: str | None,
+        pool: str | None,
+        name: str | None,
+        user: str | None,
+    ) -> tuple[list[str], list[Any]]:
         pools = await self.pools.accessible(principal)
         where = ["pool = ANY($1::text[])"]
         args: list[Any] = [pools]
@@ -446,27 +511,7 @@ class WorkflowService:
         if user:
             args.append(user)
             where.append(f"owner = ${len(args)}")
-        if cursor:
-            ts, wid = _decode_cursor(cursor)
-            args += [ts, wid]
-            where.append(f"(submitted_at, id) < (${len(args) - 1}, ${len(args)})")
-        args.append(limit + 1)
-        sql = f"""
-            SELECT w.*,
-                   (SELECT count(DISTINCT name) FROM task t WHERE t.workflow = w.id) AS total,
-                   (SELECT count(*) FROM task t WHERE t.workflow = w.id
-                      AND t.status = 'COMPLETED') AS completed
-            FROM workflow w WHERE {" AND ".join(where)}
-            ORDER BY submitted_at DESC, id DESC LIMIT ${len(args)}
-        """  # noqa: S608 - only placeholders are interpolated
-        async with self.db.connection() as conn:
-            rows = await conn.fetch(sql, *args)
-        items = [_workflow_out(r, r["total"], r["completed"]) for r in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            next_cursor = _encode_cursor(last["submitted_at"], last["id"])
-        return {"items": items, "next_cursor": next_cursor}
+        return where, args
 
     # -- cancel ---------------------------------------------------------------------------
 
@@ -677,17 +722,30 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _encode_cursor(ts: datetime, workflow_id: str) -> str:
-    raw = f"{ts.isoformat()}|{workflow_id}".encode()
+# Sort keys, newest or longest first; rows that never started sort last.
+_SORTS = {
+    "submitted": "submitted_at",
+    "started": "coalesce(started_at, 'epoch'::timestamptz)",
+    "duration": "extract(epoch FROM coalesce(ended_at, {now}) - coalesce(started_at, {now}))",
+}
+
+
+def _encode_cursor(sort: str, key: Any, workflow_id: str, now: datetime) -> str:
+    value = key.isoformat() if isinstance(key, datetime) else str(key)
+    raw = msgspec.json.encode([sort, value, workflow_id, now.isoformat()])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def _decode_cursor(cursor: str, sort: str) -> tuple[tuple[Any, str], datetime]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, workflow_id = raw.split("|", 1)
-        return datetime.fromisoformat(ts), workflow_id
-    except (ValueError, UnicodeDecodeError):
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        cursor_sort, value, workflow_id, now = msgspec.json.decode(raw)
+        if cursor_sort != sort:
+            raise ValueError("the cursor belongs to another sort order")
+        key: Any = float(value) if sort == "duration" else datetime.fromisoformat(value)
+        return (key, str(workflow_id)), datetime.fromisoformat(now)
+    except (ValueError, TypeError, msgspec.DecodeError):
         raise Invalid(
-            "cursor is not one this API returned", [SpecIssue("cursor", None, "pass next_cursor")]
+            "cursor is not one this API returned for this sort order",
+            [SpecIssue("cursor", None, "pass next_cursor from the previous page")],
         ) from None

@@ -8,19 +8,25 @@ change and shared by every viewer of that workflow in this replica (``Watch.rend
 from __future__ import annotations
 
 import asyncio
+import html
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
+from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Template
 
 from app.auth.middleware import principal_of
-from app.errors import Invalid, NotFound
+from app.errors import Forbidden, Invalid, NotFound
 from app.live.events import PING_SECONDS
+from app.spec.errors import SpecError
+from app.spec.source import split_sections
 from app.templating import render_block
+from app.templating import template_environment as templating_env
 from app.web import flash, page
 from app.workflows.dag import render_dag
 from app.workflows.service import WorkflowService
@@ -29,7 +35,15 @@ from app.workflows.states import PRIORITIES, WorkflowStatus
 __all__ = ("WorkflowViews",)
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+MultiForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
+UploadForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
 _LIST_COALESCE = 0.25
+_TICK = 10.0  # while rows run, their durations are refreshed this often
+_SORT_LABELS = [
+    ("submitted", "newest first"),
+    ("started", "recently started"),
+    ("duration", "longest first"),
+]
 
 
 def _one_line(fragment: str) -> str:
@@ -37,8 +51,21 @@ def _one_line(fragment: str) -> str:
     return fragment.replace("\r", "").replace("\n", " ")
 
 
-def _filters(status: str | None, pool: str | None, name: str | None) -> dict[str, str]:
-    return {k: v for k, v in (("status", status), ("pool", pool), ("name", name)) if v}
+def _filters(
+    status: str | None, pool: str | None, name: str | None, user: str | None
+) -> dict[str, str]:
+    pairs = (("status", status), ("pool", pool), ("name", name), ("user", user))
+    return {k: v for k, v in pairs if v}
+
+
+def _banner(count: int, query: str) -> str:
+    if not count:
+        return '<div id="new-banner" hx-swap-oob="true"></div>'
+    plural = "s" if count != 1 else ""
+    return (
+        f'<div id="new-banner" class="flash info" hx-swap-oob="true" role="status">'
+        f'<a href="/workflows?{html.escape(query)}">{count} new workflow{plural}: show</a></div>'
+    )
 
 
 class WorkflowViews(Controller):
@@ -55,21 +82,33 @@ class WorkflowViews(Controller):
         status: str | None = None,
         pool: str | None = None,
         name: str | None = None,
+        user: str | None = None,
+        sort: str = "submitted",
         cursor: str | None = None,
     ) -> Template:
         service: WorkflowService = request.app.state.workflows
+        principal = principal_of(request)
+        filters = _filters(status, pool, name, user)
         listing = await service.search(
-            principal_of(request), status=status, pool=pool, name=name, cursor=cursor
+            principal, status=status, pool=pool, name=name, user=user, sort=sort, cursor=cursor
         )
-        filters = _filters(status, pool, name)
+        counts = await service.status_counts(principal, pool=pool, name=name, user=user)
+        query = urlencode({**filters, "sort": sort})
+        newest = max((w["submitted_at"] for w in listing["items"]), default=None)
+        since = newest.isoformat() if newest else ""
         return page(
             request,
             "workflows/list.html",
             items=listing["items"],
             next_cursor=listing["next_cursor"],
+            counts=counts,
             filters=filters,
-            query=urlencode(filters),
+            sort=sort,
+            sorts=_SORT_LABELS,
+            query=query,
+            live_query=urlencode({**filters, "sort": sort, "since": since}),
             statuses=[s.value for s in WorkflowStatus],
+            pools=await request.app.state.pools.accessible(principal),
             live=cursor is None,
         )
 
@@ -80,25 +119,93 @@ class WorkflowViews(Controller):
         status: str | None = None,
         pool: str | None = None,
         name: str | None = None,
+        user: str | None = None,
+        sort: str = "submitted",
+        since: str | None = None,
     ) -> ServerSentEvent:
         service: WorkflowService = request.app.state.workflows
         principal = principal_of(request)
+        filters = _filters(status, pool, name, user)
         hub = request.app.state.hub
+        try:
+            newest = datetime.fromisoformat(since) if since else None
+        except ValueError:
+            newest = None
+        query = urlencode({**filters, "sort": sort})
+        env = templating_env()
+        cells_of: Any = env.globals["wf_cells"]
+        counts_of: Any = env.globals["status_counts"]
 
-        async def rows() -> AsyncIterator[ServerSentEventMessage]:
+        async def updates() -> AsyncIterator[ServerSentEventMessage]:
+            first = await service.search(
+                principal, status=status, pool=pool, name=name, user=user, sort=sort
+            )
+            shown = {w["id"] for w in first["items"]}
+            sent = {w["id"]: str(cells_of(w, oob=True)) for w in first["items"]}
+            sent_counts = ""
+            sent_banner = ""
             with hub.subscribe("wfs") as sub:
                 while True:
-                    listing = await service.search(principal, status=status, pool=pool, name=name)
-                    fragment = render_block(
-                        "workflows/list.html", "rows", {"items": listing["items"]}
-                    )
-                    yield ServerSentEventMessage(event="rows", data=_one_line(fragment))
-                    while await sub.get(timeout=PING_SECONDS) is None:
+                    running = any(not w["terminal"] for w in first["items"])
+                    hint = await sub.get(timeout=_TICK if running else PING_SECONDS)
+                    if hint is None and not running:
                         yield ServerSentEventMessage(comment="ping", data=None)
+                        continue
                     await asyncio.sleep(_LIST_COALESCE)
                     sub.drain()
+                    first = await service.search(
+                        principal, status=status, pool=pool, name=name, user=user, sort=sort
+                    )
+                    parts = []
+                    for w in first["items"]:
+                        if w["id"] in shown:
+                            html_ = str(cells_of(w, oob=True))
+                            if sent.get(w["id"]) != html_:
+                                sent[w["id"]] = html_
+                                parts.append(html_)
+                    fresh = [
+                        w for w in first["items"]
+                        if w["id"] not in shown and (newest is None or w["submitted_at"] > newest)
+                    ]  # fmt: skip
+                    banner = _banner(len(fresh), query)
+                    if banner != sent_banner:
+                        sent_banner = banner
+                        parts.append(banner)
+                    counts = await service.status_counts(principal, pool=pool, name=name, user=user)
+                    counts_html = str(counts_of(counts, filters, oob=True))
+                    if counts_html != sent_counts:
+                        sent_counts = counts_html
+                        parts.append(counts_html)
+                    if parts:
+                        yield ServerSentEventMessage(event="rows", data=_one_line("".join(parts)))
 
-        return ServerSentEvent(rows())
+        return ServerSentEvent(updates())
+
+    @post("/workflows/cancel", status_code=303)
+    async def bulk_cancel(self, request: Request[Any, Any, Any], data: MultiForm) -> Redirect:
+        """Cancel the selected workflows: the ones you may cancel are, the others are named."""
+        service: WorkflowService = request.app.state.workflows
+        principal = principal_of(request)
+        ids = data.get("ids") or []
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        reason = str(data.get("reason") or "").strip()[:500]
+        done, refused = [], []
+        for workflow_id in ids:
+            try:
+                await service.cancel(principal, workflow_id, reason, force=False)
+                done.append(workflow_id)
+            except (Forbidden, NotFound) as exc:
+                refused.append(f"{workflow_id} ({exc.detail})")
+        if done:
+            flash(request, f"Canceled {len(done)}: {', '.join(done)}.", "good")
+        if refused:
+            flash(request, f"Not canceled: {'; '.join(refused)}.", "bad")
+        if not ids:
+            flash(request, "Select the workflows to cancel first.", "bad")
+        back = str(data.get("back") or "/workflows")
+        return Redirect(
+            path=back if back.startswith("/workflows") else "/workflows", status_code=303
+        )
 
     @get("/workflows/{workflow_id:str}")
     async def detail_page(
@@ -186,34 +293,93 @@ class WorkflowViews(Controller):
     @get("/submit")
     async def submit_page(self, request: Request[Any, Any, Any]) -> Template:
         pools = await request.app.state.pools.accessible(principal_of(request))
-        return page(request, "workflows/submit.html", pools=pools, priorities=list(PRIORITIES),
-                    form={"pool": "default", "priority": "NORMAL", "spec": ""}, errors=[], plan=None)  # fmt: skip
+        form = {"pool": "default" if "default" in pools else (pools[0] if pools else ""),
+                "priority": "NORMAL", "spec": "", "set": ""}  # fmt: skip
+        return _submit_page(request, pools, form, [], [], None)
 
     @post("/submit", status_code=303)
-    async def submit(self, request: Request[Any, Any, Any], data: Form) -> Template | Redirect:
+    async def submit(
+        self, request: Request[Any, Any, Any], data: UploadForm
+    ) -> Template | Redirect:
         service: WorkflowService = request.app.state.workflows
         principal = principal_of(request)
         pools = await request.app.state.pools.accessible(principal)
-        set_values = {}
-        for line in (data.get("set") or "").splitlines():
+        spec = str(data.get("spec") or "")
+        upload = data.get("file")
+        if isinstance(upload, UploadFile):
+            content = await upload.read()
+            if content.strip():
+                spec = content.decode("utf-8", errors="replace")
+        variables = _default_values(spec)
+        set_values: dict[str, Any] = {}
+        for name, default in variables:
+            value = data.get(f"var.{name}")
+            if isinstance(value, str) and value != default:
+                set_values[name] = value
+        for line in str(data.get("set") or "").splitlines():
             if "=" in line:
                 key, _, value = line.partition("=")
                 set_values[key.strip()] = value.strip()
+        form = {
+            "spec": spec,
+            "pool": str(data.get("pool") or ""),
+            "priority": str(data.get("priority") or "NORMAL"),
+            "set": str(data.get("set") or ""),
+        }
+        shown = [(name, str(set_values.get(name, default))) for name, default in variables]
         dry_run = data.get("action") == "validate"
         try:
             result = await service.submit(
                 principal,
-                data.get("spec") or "",
-                pool=data.get("pool") or None,
+                spec,
+                pool=form["pool"] or None,
                 set_values=set_values or None,
-                priority=data.get("priority") or "NORMAL",
+                priority=form["priority"],
                 dry_run=dry_run,
             )
         except Invalid as exc:
-            return page(request, "workflows/submit.html", status_code=422, pools=pools,
-                        priorities=list(PRIORITIES), form=data, errors=exc.issues, plan=None,
-                        title=exc.title)  # fmt: skip
+            return _submit_page(request, pools, form, shown, exc.issues, None, exc.title, 422)
         if dry_run:
-            return page(request, "workflows/submit.html", status_code=200, pools=pools,
-                        priorities=list(PRIORITIES), form=data, errors=[], plan=result)  # fmt: skip
+            return _submit_page(request, pools, form, shown, [], result)
+        flash(request, f"Submitted {result['id']}.", "good")
         return Redirect(path=f"/workflows/{result['id']}", status_code=303)
+
+
+def _default_values(spec: str) -> list[tuple[str, str]]:
+    """The spec's template variables and their defaults, as text for form fields."""
+    try:
+        values = split_sections(spec).default_values
+    except SpecError:
+        return []
+    out = []
+    for name, value in values.items():
+        if isinstance(value, dict | list):
+            continue  # structured defaults are edited in the spec itself
+        out.append((str(name), "" if value is None else str(value)))
+    return out
+
+
+def _submit_page(
+    request: Request[Any, Any, Any],
+    pools: list[str],
+    form: dict[str, str],
+    variables: list[tuple[str, str]],
+    errors: list[Any],
+    plan: dict[str, Any] | None,
+    title: str | None = None,
+    status_code: int = 200,
+) -> Template:
+    return page(
+        request,
+        "workflows/submit.html",
+        status_code=status_code,
+        pools=pools,
+        priorities=list(PRIORITIES),
+        form=form,
+        variables=variables,
+        errors=errors,
+        error_lines={e.line for e in errors if e.line},
+        line_count=max(1, form.get("spec", "").count("\n") + 1),
+        plan=plan,
+        title=title,
+    )

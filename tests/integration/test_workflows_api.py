@@ -196,3 +196,72 @@ workflow:
     assert error["path"] == "workflow.groups[0]" and error["line"] == 4
     assert "3 tasks, backend 'local' runs at most 2" in error["message"]
     assert "cpu: 6 in total, backend 'local' has 4" in error["message"]
+
+
+async def test_sorting_by_start_and_duration_pages_with_stable_cursors(
+    server: InProcessServer, api: httpx.AsyncClient
+) -> None:
+    ids = [await submit(api, HELLO) for _ in range(5)]
+    db = server.app.state.db
+    # Give them known start and end times: durations 10 s, 40 s, 20 s, not started, 30 s.
+    for wid, (start, end) in zip(
+        ids, [(100, 110), (200, 240), (300, 320), (None, None), (400, 430)], strict=True
+    ):
+        if start is not None:
+            await db.pool.execute(
+                "UPDATE workflow SET started_at = to_timestamp($2), ended_at = to_timestamp($3) WHERE id = $1",
+                wid,
+                start,
+                end,
+            )
+
+    async def pages(sort: str) -> list[str]:
+        seen, cursor = [], None
+        while True:
+            params = {"sort": sort, "limit": 2} | ({"cursor": cursor} if cursor else {})
+            page = (await api.get("/api/v1/workflows", params=params)).json()
+            seen += [w["id"] for w in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return seen
+
+    assert await pages("started") == [ids[4], ids[2], ids[1], ids[0], ids[3]]
+    assert await pages("duration") == [ids[1], ids[4], ids[2], ids[0], ids[3]]
+    r = await api.get("/api/v1/workflows", params={"sort": "colour"})
+    assert r.status_code == 422
+    page = (await api.get("/api/v1/workflows", params={"sort": "started", "limit": 2})).json()
+    r = await api.get(
+        "/api/v1/workflows", params={"sort": "duration", "cursor": page["next_cursor"]}
+    )
+    assert r.status_code == 422  # a cursor belongs to its sort order
+
+
+async def test_status_counts_and_bulk_cancel_from_the_list_page(
+    server: InProcessServer, api: httpx.AsyncClient
+) -> None:
+    import re as regex
+
+    ids = [await submit(api, HELLO) for _ in range(3)]
+    async with server.client(follow_redirects=False) as browser:
+        form = await browser.get("/login")
+        token = regex.search(r'name="_csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+        await browser.post(
+            "/login",
+            data={"username": "admin", "password": "test-admin-password", "_csrf_token": token},
+        )
+        listing = await browser.get("/workflows")
+        assert "PENDING <b>3</b>" in listing.text
+        r = await browser.post(
+            "/workflows/cancel",
+            data={
+                "ids": [ids[0], ids[2], "missing-9"],
+                "reason": "cleanup",
+                "_csrf_token": token,
+                "back": "/workflows?sort=started",
+            },
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/workflows?sort=started"
+        page = await browser.get("/workflows")
+        assert f"Canceled 2: {ids[0]}, {ids[2]}." in page.text
+        assert "missing-9" in page.text  # named as not canceled
+        assert "FAILED_CANCELED <b>2</b>" in page.text and "PENDING <b>1</b>" in page.text
