@@ -276,6 +276,7 @@ def _table(results: dict[str, Any]) -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
+    dashboard._raise_open_files(args.viewers * 2 + 500)  # before any server starts
     from tests.fixtures import Databases
 
     server_url = os.environ.get("GANTRY_BENCH_DATABASE_URL") or os.environ.get(
@@ -302,6 +303,7 @@ async def main(args: argparse.Namespace) -> int:
             await dashboard.many_viewers(bench, viewers=args.viewers)
             await dashboard.big_pages(bench)
             await dashboard.log_line_to_browser(bench)
+            await dashboard.big_log(bench)
     finally:
         await databases.drop_all()
         if embedded is not None:

@@ -42,6 +42,7 @@ class FakeRunner:
         self.sent_at: dict[tuple[str, str, str], float] = {}  # (workflow, task, status) -> time
         self.new_launch = asyncio.Event()
         self._stream_task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
         self._pending_acks: list[int] = []
 
     async def _post(self, path: str, body: Any, reply: type[Any]) -> Any:
@@ -55,6 +56,14 @@ class FakeRunner:
         )
         self.session, self.epoch = welcome.session_id, welcome.epoch
         self._stream_task = asyncio.create_task(self._read_stream())
+        self._beat_task = asyncio.create_task(self._beat(welcome.heartbeat_interval))
+
+    async def _beat(self, interval: float) -> None:
+        """Heartbeats, as a real runner sends: without them leases expire and tasks fail."""
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(httpx.HTTPError):
+                await self.heartbeat()
 
     async def _read_stream(self) -> None:
         while True:
@@ -99,8 +108,9 @@ class FakeRunner:
         )
 
     async def close(self) -> None:
-        if self._stream_task is not None:
-            self._stream_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._stream_task
+        for task in (self._stream_task, self._beat_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         await self.http.aclose()

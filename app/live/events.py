@@ -15,12 +15,24 @@ from litestar.response import ServerSentEventMessage
 
 from app.live.watch import WatchRegistry
 
-__all__ = ("PING_SECONDS", "task_key", "workflow_events")
+__all__ = ("PING_SECONDS", "SharedMessage", "task_key", "workflow_events")
 
 PING_SECONDS = 15.0
 _enc = msgspec.json.Encoder()
 _WORKFLOW_FIELDS = ("id", "name", "status", "reason", "started_at", "ended_at",
                     "tasks_total", "tasks_completed")  # fmt: skip
+
+
+class SharedMessage(ServerSentEventMessage):
+    """A message encoded once and sent as it is to every viewer (2,000 viewers of one
+    workflow cost one encoding per change, not 2,000)."""
+
+    _encoded: bytes | None = None
+
+    def encode(self) -> bytes:
+        if self._encoded is None:
+            self._encoded = super().encode()
+        return self._encoded
 
 
 def task_key(task: dict[str, Any]) -> tuple[Any, ...]:

@@ -34,8 +34,11 @@ class Watch:
         self.version = 0
         self.snapshot: dict[str, Any] | None = None
         self.viewers = 0
-        self._changed = asyncio.Condition()
+        # Resolved when a newer snapshot exists, then replaced: every viewer awaits the same
+        # future, so a change wakes 2,000 viewers without a lock or a task each.
+        self._next: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._renders: dict[str, tuple[int, Any]] = {}
+        self._previous: dict[str, tuple[int, Any]] = {}
         self._render_locks: dict[str, asyncio.Lock] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -52,10 +55,10 @@ class Watch:
 
     async def _refresh(self) -> None:
         snapshot = await self.loader(self.workflow_id)
-        async with self._changed:
-            self.snapshot = snapshot
-            self.version += 1
-            self._changed.notify_all()
+        self.snapshot = snapshot
+        self.version += 1
+        changed, self._next = self._next, asyncio.get_running_loop().create_future()
+        changed.set_result(None)
 
     async def _run(self) -> None:
         with self.hub.subscribe(f"wf:{self.workflow_id}") as sub:
@@ -77,12 +80,11 @@ class Watch:
 
     async def next_version(self, after: int, timeout: float) -> int:
         """Wait until a snapshot newer than ``after`` exists; return the current version."""
-        async with self._changed:
+        if self.version <= after:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.version > after), timeout
-                )
-            return self.version
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._next)  # a timeout must not cancel it for all
+        return self.version
 
     async def render(self, key: str, fn: Callable[[dict[str, Any]], Any]) -> Any:
         """``fn(snapshot)`` once per version and key, shared by every viewer."""
@@ -93,8 +95,14 @@ class Watch:
                 return cached[1]
             assert self.snapshot is not None
             value = fn(self.snapshot)
+            if cached is not None:
+                self._previous[key] = cached
             self._renders[key] = (self.version, value)
             return value
+
+    def previous(self, key: str) -> tuple[int, Any] | None:
+        """The render of ``key`` before the current one, with its version (for deltas)."""
+        return self._previous.get(key)
 
 
 class WatchRegistry:

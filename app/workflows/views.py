@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -22,7 +22,7 @@ from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage,
 
 from app.auth.middleware import principal_of
 from app.errors import Forbidden, Invalid, NotFound
-from app.live.events import PING_SECONDS
+from app.live.events import PING_SECONDS, SharedMessage
 from app.spec.errors import SpecError
 from app.spec.source import split_sections
 from app.templating import render_block
@@ -44,6 +44,30 @@ _SORT_LABELS = [
     ("started", "recently started"),
     ("duration", "longest first"),
 ]
+
+
+def _update(current: dict[str, Any], before: dict[str, Any] | None) -> SharedMessage:
+    """The blocks that changed since ``before`` (all of them without it) as one message.
+
+    The actions change only when the workflow ends: sending them on every change would wipe
+    a cancel reason someone is typing. New events are prepended; a full message replaces the
+    whole timeline.
+    """
+    parts = []
+    for name, target in (("header", "wf-header"), ("dag", "wf-dag"), ("tasks", "wf-tasks")):
+        if before is None or before[name] != current[name]:
+            parts.append(f'<div hx-swap-oob="innerHTML:#{target}">{current[name]}</div>')
+    if before is None:
+        items = "".join(html_ for _, html_ in current["events"])
+        parts.append(f'<div hx-swap-oob="innerHTML:#timeline">{items}</div>')
+    else:
+        newest = max((event_id for event_id, _ in before["events"]), default=0)
+        fresh = "".join(html_ for event_id, html_ in current["events"] if event_id > newest)
+        if fresh:
+            parts.append(f'<div hx-swap-oob="afterbegin:#timeline">{fresh}</div>')
+    if current["terminal"] and (before is None or not before["terminal"]):
+        parts.append(f'<div hx-swap-oob="innerHTML:#wf-actions">{current["actions"]}</div>')
+    return SharedMessage(event="update", data="".join(parts))
 
 
 def _one_line(fragment: str) -> str:
@@ -231,16 +255,39 @@ class WorkflowViews(Controller):
     async def detail_live(
         self, request: Request[Any, Any, Any], workflow_id: str, expand: list[str] | None = None
     ) -> ServerSentEvent:
+        """One shared message per change: out-of-band swaps of the blocks that changed."""
         service: WorkflowService = request.app.state.workflows
         await service.get(principal_of(request), workflow_id, with_groups=False)  # visibility
         watches = request.app.state.watches
         keys = frozenset(expand or [])
+        expand_key = ",".join(sorted(keys))
         base = f"/workflows/{workflow_id}"
 
-        def fragment(block: str) -> Callable[[dict[str, Any]], str]:
-            if block == "dag":
-                return lambda wf: _one_line(render_dag(wf, keys, base))
-            return lambda wf: _one_line(render_block("workflows/detail.html", block, {"wf": wf}))
+        def blocks(wf: dict[str, Any]) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                name: _one_line(render_block("workflows/detail.html", name, {"wf": wf}))
+                for name in ("header", "tasks")
+            }
+            out["dag"] = _one_line(render_dag(wf, keys, base))
+            out["events"] = [
+                (e["id"], _one_line(render_block("workflows/detail.html", "event", {"e": e})))
+                for e in wf.get("timeline", [])
+            ]
+            out["terminal"] = bool(wf.get("terminal"))
+            if out["terminal"]:
+                out["actions"] = _one_line(
+                    render_block("workflows/detail.html", "actions", {"wf": wf})
+                )
+            return out
+
+        async def message(watch: Any, last_version: int) -> SharedMessage:
+            current = await watch.render(f"blocks:{expand_key}", blocks)
+            before = watch.previous(f"blocks:{expand_key}")
+            if before is not None and before[0] == last_version:
+                return await watch.render(
+                    f"delta:{expand_key}", lambda _: _update(current, before[1])
+                )
+            return await watch.render(f"full:{expand_key}", lambda _: _update(current, None))
 
         async def fragments() -> AsyncIterator[ServerSentEventMessage]:
             async with watches.watch(workflow_id) as watch:
@@ -250,19 +297,11 @@ class WorkflowViews(Controller):
                     if new_version == version:
                         yield ServerSentEventMessage(comment="ping", data=None)
                         continue
-                    version = new_version
                     if watch.snapshot is None:
                         return
-                    terminal = bool(watch.snapshot.get("terminal"))
-                    # The actions change only when the workflow ends; re-sending them on every
-                    # change would wipe a cancel reason someone is typing.
-                    blocks = ("header", "dag", "tasks", "timeline") + (
-                        ("actions",) if terminal else ()
-                    )
-                    for block in blocks:
-                        key = f"dag:{','.join(sorted(keys))}" if block == "dag" else block
-                        html_ = await watch.render(key, fragment(block))
-                        yield ServerSentEventMessage(event=block, data=html_)
+                    update = await message(watch, version)
+                    version = new_version
+                    yield update
                     if watch.snapshot.get("terminal"):
                         yield ServerSentEventMessage(event="end", data="end")
                         return
