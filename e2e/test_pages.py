@@ -87,6 +87,8 @@ async def test_dag_colours_nodes_and_log_viewer_follows_and_pauses(
         assert texts and all("step 1" in t for t in texts)
         await page.goto(f"{server.base}/workflows/{wid}/logs")
         assert await page.locator("#log .tk", has_text="fetch").count() >= 1
+        download = await page.get_attribute("a:has-text('Download')", "href")
+        assert download == f"/workflows/{wid}/logs/download"
         await wait_for(api, wid, timeout=60)
     await page.goto(f"{server.base}/workflows/{wid}")
     assert await page.get_attribute("#dag-t-fit", "data-status") == "COMPLETED"

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
-from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream, Template
 
 from app.auth.middleware import principal_of
 from app.logs.lines import render_lines
@@ -68,7 +68,8 @@ async def _workflow_target(
     logs: LogService, request: Request[Any, Any, Any], workflow_id: str
 ) -> _Target:
     attempts, names = await logs.workflow_attempts(principal_of(request), workflow_id)
-    return _Target(workflow_id, attempts, names, f"/workflows/{workflow_id}/logs", "all tasks", "")
+    base = f"/workflows/{workflow_id}/logs"
+    return _Target(workflow_id, attempts, names, base, "all tasks", f"{base}/download")
 
 
 async def _render_page(
@@ -149,6 +150,16 @@ class LogViews(Controller):
     ) -> Template:
         target = await _workflow_target(request.app.state.logs, request, workflow_id)
         return await _render_page(request, target, before, line, q, re == "1")
+
+    @get("/workflows/{workflow_id:str}/logs/download")
+    async def workflow_download(self, request: Request[Any, Any, Any], workflow_id: str) -> Stream:
+        target = await _workflow_target(request.app.state.logs, request, workflow_id)
+        assert target.names is not None
+        return Stream(
+            request.app.state.log_windows.text(target.attempts, target.names),
+            media_type="text/plain; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{workflow_id}.log"'},
+        )
 
     @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs/earlier")
     async def task_earlier(

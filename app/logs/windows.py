@@ -269,6 +269,31 @@ class Windows:
             matches += [line for line in assembler.flush() if keep(line.text)]
         return Window(matches[:MAX_MATCHES], last_id=cursor)
 
+    async def text(self, attempts: list[int], names: dict[int, str]) -> AsyncIterator[bytes]:
+        """The whole log as text, every line prefixed with its task (the merged download)."""
+        assembler = LineAssembler()
+        cursor = 0
+        while True:
+            async with self.db.connection() as conn:
+                page = await conn.fetch(
+                    """
+                    SELECT id, task, stream, start, data FROM log_chunk
+                    WHERE task = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT 256
+                    """,
+                    attempts,
+                    cursor,
+                )
+            if not page:
+                break
+            lines: list[Line] = []
+            for r in page:
+                lines += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
+            yield "".join(f"[{names.get(x.key[0], '?')}] {x.text}\n" for x in lines).encode()
+            cursor = page[-1]["id"]
+        last = assembler.flush()
+        if last:
+            yield "".join(f"[{names.get(x.key[0], '?')}] {x.text}\n" for x in last).encode()
+
     async def follow(
         self,
         attempts: list[int],
