@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-__all__ = ("environment", "render_block", "template_environment")
+__all__ = ("environment", "render_block", "status_class", "template_environment")
 
 _env: Environment | None = None
 
@@ -52,7 +52,8 @@ def _iso(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(UTC).isoformat()
 
 
-def _status_class(status: str | None) -> str:
+def status_class(status: str | None) -> str:
+    """The CSS class that colours a status (shared by pages and the DAG)."""
     if not status:
         return "st-unknown"
     if status == "COMPLETED":
@@ -79,7 +80,7 @@ def environment(directory: Path) -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        ago=_ago, duration=_duration, ts=_ts, iso=_iso, status_class=_status_class, qs=_qs
+        ago=_ago, duration=_duration, ts=_ts, iso=_iso, status_class=status_class, qs=_qs
     )
     # Macros are globals: a block rendered on its own (a live fragment) does not run the
     # template's top-level imports.

@@ -34,9 +34,7 @@ class LogService:
     ) -> Attempt:
         pools = await self.pools.accessible(principal)  # before taking a connection
         async with self.db.connection() as conn:
-            pool = await conn.fetchval("SELECT pool FROM workflow WHERE id = $1", workflow_id)
-            if pool is None or pool not in pools:
-                raise NotFound(f"workflow '{workflow_id}' does not exist")
+            await _check_visible(conn, pools, workflow_id)
             row = await conn.fetchrow(
                 """
                 SELECT id, workflow, name, retry, status FROM task
@@ -58,9 +56,7 @@ class LogService:
         """The latest attempt of every task of the workflow, and their task names."""
         pools = await self.pools.accessible(principal)  # before taking a connection
         async with self.db.connection() as conn:
-            pool = await conn.fetchval("SELECT pool FROM workflow WHERE id = $1", workflow_id)
-            if pool is None or pool not in pools:
-                raise NotFound(f"workflow '{workflow_id}' does not exist")
+            await _check_visible(conn, pools, workflow_id)
             rows = await conn.fetch(
                 """
                 SELECT DISTINCT ON (name) id, name FROM task WHERE workflow = $1
@@ -144,3 +140,9 @@ class LogService:
     async def follow_bytes(self, attempt: Attempt) -> AsyncIterator[bytes]:
         async for rows in self.follow(attempt):
             yield b"".join(bytes(r["data"]) for r in rows)
+
+
+async def _check_visible(conn: asyncpg.Connection, pools: list[str], workflow_id: str) -> None:
+    pool = await conn.fetchval("SELECT pool FROM workflow WHERE id = $1", workflow_id)
+    if pool is None or pool not in pools:
+        raise NotFound(f"workflow '{workflow_id}' does not exist")

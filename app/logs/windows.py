@@ -251,14 +251,7 @@ class Windows:
         cursor = 0
         async with self.db.connection() as conn:
             while len(matches) < MAX_MATCHES:
-                page = await conn.fetch(
-                    """
-                    SELECT id, task, stream, start, data FROM log_chunk
-                    WHERE task = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT 256
-                    """,
-                    attempts,
-                    cursor,
-                )
+                page = await _chunks_after(conn, attempts, cursor)
                 if not page:
                     break
                 for r in page:
@@ -275,14 +268,7 @@ class Windows:
         cursor = 0
         while True:
             async with self.db.connection() as conn:
-                page = await conn.fetch(
-                    """
-                    SELECT id, task, stream, start, data FROM log_chunk
-                    WHERE task = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT 256
-                    """,
-                    attempts,
-                    cursor,
-                )
+                page = await _chunks_after(conn, attempts, cursor)
             if not page:
                 break
             lines: list[Line] = []
@@ -331,14 +317,7 @@ class Windows:
             while True:
                 complete = await is_complete()  # type: ignore[misc]
                 async with self.db.connection() as conn:
-                    rows = await conn.fetch(
-                        """
-                        SELECT id, task, stream, start, data FROM log_chunk
-                        WHERE task = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT 256
-                        """,
-                        attempts,
-                        cursor,
-                    )
+                    rows = await _chunks_after(conn, attempts, cursor)
                 if rows:
                     cursor = rows[-1]["id"]
                     batch = self._feed(assembler, offsets, rows)
@@ -372,3 +351,20 @@ class Windows:
             offsets[key] = end
             lines += assembler.feed(key, start, data)
         return lines
+
+
+async def _chunks_after(
+    conn: asyncpg.Connection, attempts: list[int], cursor: int, limit: int = 256
+) -> list[asyncpg.Record]:
+    """The next chunks of ``attempts`` after chunk ``cursor``, in arrival order."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT id, task, stream, start, data FROM log_chunk
+            WHERE task = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT $3
+            """,
+            attempts,
+            cursor,
+            limit,
+        )
+    )

@@ -17,6 +17,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from app.templating import status_class
+
 __all__ = ("FANOUT", "render_dag")
 
 FANOUT = 20
@@ -26,16 +28,6 @@ _GAP_Y = 18
 _HEAD = 26  # group title height
 _ROW = 22  # task row height
 _PAD = 8
-
-
-def _status_class(status: str) -> str:
-    if status == "COMPLETED":
-        return "st-ok"
-    if status.startswith("FAILED"):
-        return "st-failed"
-    if status in ("RUNNING", "INITIALIZING"):
-        return "st-running"
-    return "st-waiting"
 
 
 @dataclass(slots=True)
@@ -178,7 +170,7 @@ def _expand_link(base_url: str, expand: frozenset[str], key: str) -> str:
 
 
 def _node_svg(node: _Node, workflow_id: str, expand: frozenset[str], base_url: str) -> str:
-    cls = _status_class(node.status)
+    cls = status_class(node.status)
     dom_id = "dag-" + node.key.replace(":", "-")
     parts = [
         f'<g class="node {cls}" id="{escape(dom_id)}" data-status="{escape(node.status)}">',
@@ -200,7 +192,7 @@ def _node_svg(node: _Node, workflow_id: str, expand: frozenset[str], base_url: s
         )
     else:
         for t in node.tasks:
-            tcls = _status_class(t["status"])
+            tcls = status_class(t["status"])
             href = f"/workflows/{quote(workflow_id)}/tasks/{quote(t['name'])}/logs"
             parts.append(
                 f'<a href="{escape(href)}" class="task {tcls}" id="dag-t-{escape(t["name"])}" '
