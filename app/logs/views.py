@@ -89,7 +89,10 @@ async def _render_page(
         raise HTTPException(status_code=400, detail=str(exc)) from None
     window: Window | None
     if keep is not None:
-        window = await windows.search(target.attempts, keep, complete)
+        try:
+            window = await windows.search(target.attempts, keep, complete)
+        except ValueError as exc:  # the pattern ran out of time
+            raise HTTPException(status_code=400, detail=str(exc)) from None
     elif line is not None:
         window = await windows.around(target.attempts, line)
         if window is None:

@@ -8,11 +8,14 @@ small one. A window records where a live follow resumes: the last chunk it read 
 
 from __future__ import annotations
 
-import re
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
+import regex
 
 from app.db import Database, Hub
 from app.logs.lines import Key, Line, LineAssembler
@@ -58,20 +61,50 @@ class Window:
     resume: Resume | None = None  # set when the window reaches the end of the log
 
 
-def compile_filter(query: str | None, regex: bool) -> Callable[[str], bool] | None:
+SEARCH_SECONDS = 2.0
+
+
+class LineFilter:
+    """Whether a line matches a filter, within a time budget for the whole search.
+
+    Regular expressions use the ``regex`` package, which can stop a match after a timeout: a
+    pathological pattern (catastrophic backtracking) ends the search with a clear error
+    instead of holding a server thread forever. Matching runs off the event loop.
+    """
+
+    def __init__(self, query: str, is_regex: bool, seconds: float = SEARCH_SECONDS) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.seconds = seconds
+        self._pattern: Any = None
+        self._folded = query.casefold()
+        if is_regex:
+            try:
+                self._pattern = regex.compile(query)
+            except regex.error as exc:
+                raise ValueError(f"the regular expression is invalid: {exc}") from None
+
+    def __call__(self, text: str) -> bool:
+        if self._pattern is None:
+            return self._folded in text.casefold()
+        try:
+            return (
+                self._pattern.search(text, timeout=max(0.001, self.deadline - time.monotonic()))
+                is not None
+            )
+        except TimeoutError:
+            raise ValueError(
+                f"the regular expression took longer than {self.seconds:g} s over this log; "
+                "make it simpler or more specific"
+            ) from None
+
+
+def compile_filter(query: str | None, is_regex: bool) -> LineFilter | None:
     """A line predicate, or None for no filter; raises ValueError for a bad pattern."""
     if not query:
         return None
     if len(query) > 200:
         raise ValueError("the filter is longer than 200 characters")
-    if regex:
-        try:
-            pattern = re.compile(query)
-        except re.error as exc:
-            raise ValueError(f"the regular expression is invalid: {exc}") from None
-        return lambda text: pattern.search(text) is not None
-    folded = query.casefold()
-    return lambda text: folded in text.casefold()
+    return LineFilter(query, is_regex)
 
 
 class Windows:
@@ -254,12 +287,13 @@ class Windows:
                 page = await _chunks_after(conn, attempts, cursor)
                 if not page:
                     break
+                got: list[Line] = []
                 for r in page:
-                    got = assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
-                    matches += [line for line in got if keep(line.text)]
+                    got += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
+                matches += await asyncio.to_thread(_matching, got, keep)
                 cursor = page[-1]["id"]
         if complete:
-            matches += [line for line in assembler.flush() if keep(line.text)]
+            matches += await asyncio.to_thread(_matching, assembler.flush(), keep)
         return Window(matches[:MAX_MATCHES], last_id=cursor)
 
     async def text(self, attempts: list[int], names: dict[int, str]) -> AsyncIterator[bytes]:
@@ -368,3 +402,7 @@ async def _chunks_after(
             limit,
         )
     )
+
+
+def _matching(lines: list[Line], keep: Callable[[str], bool]) -> list[Line]:
+    return [line for line in lines if keep(line.text)]

@@ -166,3 +166,25 @@ async def test_follow_continues_where_the_page_stopped(
 async def conn_notify(db, task: int) -> None:  # type: ignore[no-untyped-def]
     async with db.connection() as conn:
         await conn.execute("SELECT pg_notify('gantry', $1)", f"log:{task}")
+
+
+async def test_a_catastrophic_regex_is_stopped_and_the_server_stays_responsive(
+    server: InProcessServer, api: httpx.AsyncClient
+) -> None:
+    wid = await submit(api, SPEC)
+    db = server.app.state.db
+    task = await db.pool.fetchval("SELECT id FROM task WHERE workflow = $1 AND name = 'a'", wid)
+    async with db.connection() as conn:
+        await _store(conn, [((task, 1), b"a" * 60 + b"!\n")] * 50, {})
+    started = asyncio.get_running_loop().time()
+    slow = asyncio.create_task(
+        api.get(f"/workflows/{wid}/tasks/a/logs", params={"q": "(a|aa)+$", "re": "1"})
+    )
+    await asyncio.sleep(0.3)
+    health = await api.get("/healthz")  # answered while the pattern runs
+    assert health.status_code == 200
+    r = await slow
+    assert r.status_code == 400 and "took longer than 2 s" in r.text
+    assert asyncio.get_running_loop().time() - started < 8
+    bad = await api.get(f"/workflows/{wid}/tasks/a/logs", params={"q": "(unclosed", "re": "1"})
+    assert bad.status_code == 400 and "invalid" in bad.text
