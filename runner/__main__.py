@@ -52,7 +52,15 @@ def build(env: dict[str, str]) -> tuple[RunnerClient, Executor, str, str]:
             data, slots, sandbox=sandbox, platform=env.get("GANTRY_RUNNER_PLATFORM") or None
         )
     elif kind == "kubernetes":
-        raise ConfigError("GANTRY_EXECUTOR=kubernetes is not available in this version yet")
+        from runner.executors.kubernetes.config import KubeSettings, KubeSettingsError
+        from runner.executors.kubernetes.executor import KubernetesExecutor
+
+        try:
+            kube = KubeSettings.from_env(env, backend)
+        except KubeSettingsError as exc:
+            raise ConfigError(str(exc)) from None
+        data = Path(env.get("GANTRY_RUNNER_DATA_DIR") or f".gantry/runner-{backend}")
+        executor = KubernetesExecutor(kube, data, slots)
     else:
         raise ConfigError(f"GANTRY_EXECUTOR must be `local` or `kubernetes`, not {kind!r}")
     verify: str | bool = env.get("GANTRY_TLS_CA") or True
@@ -74,6 +82,7 @@ async def run(env: dict[str, str]) -> None:
     try:
         await runner.run(stop)
     finally:
+        await executor.close()
         await client.close()
 
 

@@ -53,6 +53,7 @@ class _Tracked:
     launch: p.Launch
     epoch: int
     started: bool = False
+    phase: str = "pending"  # the last phase reported: pending, initializing or running
     ended: AttemptState | None = None
     final_queued: bool = False
     offsets: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
@@ -96,6 +97,14 @@ class Runner:
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
+            try:
+                await self.executor.open()
+            except Exception as exc:  # e.g. the Kubernetes API is not reachable yet
+                log.warning("the executor could not connect: %s", exc)
+                failures = min(failures + 1, 8)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff(failures, cap=10.0))
+                continue
             try:
                 await self._session(stop)
             except _Stop:
@@ -213,13 +222,24 @@ class Runner:
         self._wake_reporter.set()
 
     async def _start(self, t: _Tracked) -> None:
-        self._queue(t.id, "INITIALIZING")
         state = await self.executor.start(t.id)
         t.started = True
-        if state.running:
-            self._queue(t.id, "RUNNING", node=self.node)
-        else:
+        self._progress(t, state)
+
+    def _progress(self, t: _Tracked, state: AttemptState) -> None:
+        """Report INITIALIZING and RUNNING as the executor's phase reaches them, once each."""
+        node = state.node or self.node
+        if not state.running:
+            if t.phase != "running" and state.exit_code is not None:
+                self._queue(t.id, "RUNNING", node=node)  # it ran, however briefly
             t.ended = state
+            return
+        if state.phase in ("initializing", "running") and t.phase == "pending":
+            t.phase = "initializing"
+            self._queue(t.id, "INITIALIZING", node=node)
+        if state.phase == "running" and t.phase != "running":
+            t.phase = "running"
+            self._queue(t.id, "RUNNING", node=node)
 
     async def _on_cancel(self, cancel: p.Cancel) -> None:
         t = self.attempts.get(cancel.attempt)
@@ -291,9 +311,7 @@ class Runner:
         while True:
             for t in list(self.attempts.values()):
                 if t.started and t.ended is None:
-                    state = await self.executor.state(t.id)
-                    if not state.running:
-                        t.ended = state
+                    self._progress(t, await self.executor.state(t.id))
             await asyncio.sleep(_WATCH_SECONDS)
 
     async def _log_loop(self) -> None:

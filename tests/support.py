@@ -216,7 +216,7 @@ class Stack:
         proc.wait(15)
         return port
 
-    async def start_runner(self, server: str = "a", wait: bool = True) -> None:
+    async def start_runner(self, server: str = "a", wait: bool = True, **extra: str) -> None:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
@@ -227,6 +227,7 @@ class Stack:
             "GANTRY_LOG_LEVEL": "INFO",
             "GANTRY_RUNNER_SLOTS": "32",
             "RUNNER_SECRET_CANARY": "the-runner-environment-must-not-leak",
+            **extra,
         }
         log = open(self.tmp / "runner.log", "ab")  # noqa: SIM115
         self.runner = subprocess.Popen(
@@ -300,7 +301,9 @@ async def runner_in_loop(base: str, data_dir: Path, **kw: Any) -> AsyncIterator[
     from runner.loop import Runner
 
     client = RunnerClient(base, kw.pop("token", RUNNER_TOKEN), verify=kw.pop("verify", True))
-    executor = LocalExecutor(data_dir, kw.pop("slots", 16), sandbox=kw.pop("sandbox", "auto"))
+    executor = kw.pop("executor", None) or LocalExecutor(
+        data_dir, kw.pop("slots", 16), sandbox=kw.pop("sandbox", "auto")
+    )
     runner = Runner(client, executor, kw.pop("backend", "local"))
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
@@ -311,5 +314,6 @@ async def runner_in_loop(base: str, data_dir: Path, **kw: Any) -> AsyncIterator[
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 10)
+        await executor.close()
         await client.close()
         kill_attempts(data_dir)

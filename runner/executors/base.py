@@ -13,12 +13,23 @@ __all__ = ("AttemptState", "Executor", "Held", "expand_vars")
 
 @dataclass(frozen=True, slots=True)
 class AttemptState:
-    """Where an attempt stands: ``running``, or ended with an exit code or a start error."""
+    """Where an attempt stands: alive (``running``) in a phase, or ended.
+
+    ``phase`` is "pending" (waiting to be placed, SCHEDULING), "initializing" (placed, being
+    prepared), "running" or "ended". An ended attempt has an exit code, or a FAILED_* status
+    when it could not run at all, with a reason a person can read.
+    """
 
     running: bool
     exit_code: int | None = None
     status: str | None = None  # a FAILED_* status when it could not run at all
     reason: str | None = None
+    phase: str = "running"
+    node: str | None = None  # where it runs, when the executor knows better than the host name
+
+    def __post_init__(self) -> None:
+        if not self.running and self.phase != "ended":
+            object.__setattr__(self, "phase", "ended")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +43,12 @@ class Held:
 
 class Executor(abc.ABC):
     """Runs attempts. Everything must survive the runner process: state lives outside it."""
+
+    async def open(self) -> None:  # noqa: B027 - optional, like close()
+        """Connect to what runs the attempts (called before the first session)."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Let go of connections; attempts go on running."""
 
     @abc.abstractmethod
     async def capacity(self) -> Capacity:

@@ -1,0 +1,232 @@
+"""The Kubernetes executor against the fake API server and kubelet, with the real runner over
+HTTP/2 and the real control plane: pods, logs, cancel, reconcile, node loss, 410, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runner.executors.kubernetes.config import KubeSettings
+from runner.executors.kubernetes.executor import KubernetesExecutor
+from tests.fake_k8s import FakeKube, fake_kube
+from tests.support import InProcessServer, runner_in_loop, submit, task_of, wait_for
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="the fake kubelet runs containers in bwrap"
+)
+
+
+@pytest.fixture
+async def kube(tmp_path: Path) -> AsyncIterator[FakeKube]:
+    async with fake_kube(tmp_path / "kube") as api:
+        await api.add_node("node-a", cpu="4", memory="8Gi")
+        await api.add_node("node-b", cpu="4", memory="8Gi")
+        previous = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = str(api.kubeconfig(tmp_path / "kubeconfig"))
+        try:
+            yield api
+        finally:
+            if previous is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = previous
+
+
+def executor(tmp: Path, **settings: Any) -> KubernetesExecutor:
+    options: dict[str, Any] = {"namespace": "gantry", "backend": "local", "cleanup_after": 0.5}
+    options.update(settings)
+    return KubernetesExecutor(KubeSettings(**options), tmp)
+
+
+SERIAL = """\
+workflow:
+  name: kube-serial
+  tasks:
+  - name: make
+    image: ubuntu:24.04
+    command: [sh, /work/make.sh]
+    environment: {WHO: producer}
+    files:
+    - path: /work/make.sh
+      contents: |
+        echo "made by $WHO ($GANTRY_TASK)" > {{output}}/data.txt
+        echo "stdout line"
+        echo "stderr line" >&2
+  - name: use
+    image: ubuntu:24.04
+    command: [sh, -c]
+    args: ["cat {{input:0}}/data.txt; echo $(GREETING) from $(GANTRY_TASK)"]
+    environment: {GREETING: hello}
+    inputs: [{task: make}]
+"""
+
+
+async def test_a_workflow_runs_as_pods_with_files_inputs_and_logs(
+    server: InProcessServer, api: httpx.AsyncClient, kube: FakeKube, tmp_path: Path
+) -> None:
+    async with runner_in_loop(server.base, tmp_path / "r", executor=executor(tmp_path / "r")):
+        wid = await submit(api, SERIAL)
+        wf = await wait_for(api, wid, timeout=60)
+        assert wf["status"] == "COMPLETED", wf
+        make = task_of(wf, "make")
+        assert make["node"] in ("node-a", "node-b")
+        log = (await api.get(f"/api/v1/workflows/{wid}/tasks/make/logs")).text
+        assert "stdout line" in log and "stderr line" in log  # Kubernetes merges the two
+        use = (await api.get(f"/api/v1/workflows/{wid}/tasks/use/logs")).text
+        assert "made by producer (make)" in use and "hello from use" in use
+        created = {(m, p.rsplit("/", 1)[-1]) for m, p in kube.requests if m == "POST"}
+        assert ("POST", "persistentvolumeclaims") in created and ("POST", "services") in created
+        assert ("POST", "secrets") in created and ("POST", "pods") in created
+        # Finished pods, and then their group's objects, are cleaned up after a while.
+        for _ in range(50):
+            if not kube.items("pods") and not kube.items("services"):
+                break
+            await asyncio.sleep(0.1)
+        assert not kube.items("pods") and not kube.items("services") and not kube.items("secrets")
+
+
+COUNTER = """\
+workflow:
+  name: kube-counter
+  tasks:
+  - name: count
+    image: ubuntu:24.04
+    command: [sh, -c, "for i in $(seq 1 30); do echo line $i; sleep 0.1; done"]
+"""
+EXPECTED = "".join(f"line {i}\n" for i in range(1, 31))
+
+
+async def test_the_watch_relists_after_410_and_logs_resume_after_a_runner_restart(
+    server: InProcessServer, api: httpx.AsyncClient, kube: FakeKube, tmp_path: Path
+) -> None:
+    wid = await submit(api, COUNTER)
+    async with runner_in_loop(server.base, tmp_path / "r1", executor=executor(tmp_path / "r1")):
+        await wait_for(api, wid, lambda wf: task_of(wf, "count")["status"] == "RUNNING", 30)
+        await kube.expire_history()  # the pod watch reconnects into 410 Gone and must relist
+        await asyncio.sleep(0.8)
+    # A new runner with nothing on its disk (a restarted runner pod) adopts the pod.
+    lists_before = sum(1 for m, p in kube.requests if m == "GET" and p.endswith("/pods"))
+    async with runner_in_loop(server.base, tmp_path / "r2", executor=executor(tmp_path / "r2")):
+        wf = await wait_for(api, wid, timeout=60)
+    assert wf["status"] == "COMPLETED" and task_of(wf, "count")["retry"] == 0
+    log = (await api.get(f"/api/v1/workflows/{wid}/tasks/count/logs")).text
+    assert log == EXPECTED  # whole, nothing doubled
+    assert sum(1 for m, p in kube.requests if m == "GET" and p.endswith("/pods")) > lists_before
+
+
+async def test_cancel_deletes_the_pod_with_a_grace_period(
+    server: InProcessServer, api: httpx.AsyncClient, kube: FakeKube, tmp_path: Path
+) -> None:
+    spec = """\
+workflow:
+  name: kube-cancel
+  tasks:
+  - name: sleeper
+    image: ubuntu:24.04
+    command: [sh, -c, "trap 'echo got SIGTERM; exit 0' TERM; echo started; while true; do sleep 0.1; done"]
+"""
+    async with runner_in_loop(server.base, tmp_path / "r", executor=executor(tmp_path / "r")):
+        wid = await submit(api, spec)
+        await wait_for(api, wid, lambda wf: task_of(wf, "sleeper")["status"] == "RUNNING", 30)
+        await asyncio.sleep(0.5)
+        await api.post(f"/api/v1/workflows/{wid}/cancel", json={"reason": "stop"})
+        for _ in range(100):
+            if not kube.items("pods"):
+                break
+            await asyncio.sleep(0.1)
+        assert not kube.items("pods")
+        deletes = [p for m, p in kube.requests if m == "DELETE" and "/pods/" in p]
+        assert deletes
+    wf = (await api.get(f"/api/v1/workflows/{wid}")).json()
+    assert wf["status"] == "FAILED_CANCELED"
+
+
+async def test_reconcile_removes_pods_the_control_plane_does_not_know(
+    server: InProcessServer, kube: FakeKube, tmp_path: Path
+) -> None:
+    stray = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "stray-999999", "labels": {
+            "app.kubernetes.io/managed-by": "gantry", "gantry.io/backend": "local",
+            "gantry.io/attempt": "999999", "gantry.io/epoch": "1"},
+            "annotations": {"gantry.io/launch": '{"seq": 1, "epoch": 1, "attempt": {"id": 999999, "workflow_id": "old-1", "group": "g", "group_size": 1, "barrier": true, "task": "t", "retry": 0, "lead": true, "image": "x", "command": ["sleep", "100"], "args": [], "environment": {}, "files": [], "inputs": []}}'}},
+        "spec": {"containers": [{"name": "task", "image": "ubuntu", "command": ["sleep", "100"]}], "volumes": []},
+    }  # fmt: skip
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{kube.port}") as k:
+        assert (await k.post("/api/v1/namespaces/gantry/pods", json=stray)).status_code == 201
+    async with runner_in_loop(server.base, tmp_path / "r", executor=executor(tmp_path / "r")):
+        for _ in range(100):
+            if kube.get("pods", "gantry", "stray-999999") is None:
+                break
+            await asyncio.sleep(0.1)
+    assert kube.get("pods", "gantry", "stray-999999") is None
+
+
+async def test_losing_a_node_fails_its_attempts(
+    server: InProcessServer, api: httpx.AsyncClient, kube: FakeKube, tmp_path: Path
+) -> None:
+    spec = "workflow:\n  name: kube-node\n  tasks:\n  - {name: long, image: ubuntu, command: [sleep, '300']}\n"
+    async with runner_in_loop(server.base, tmp_path / "r", executor=executor(tmp_path / "r")):
+        wid = await submit(api, spec)
+        wf = await wait_for(api, wid, lambda wf: task_of(wf, "long")["status"] == "RUNNING", 30)
+        await kube.lose_node(task_of(wf, "long")["node"])
+        wf = await wait_for(api, wid, timeout=30)
+    assert wf["status"] == "FAILED_BACKEND_ERROR"
+    assert "disappeared" in task_of(wf, "long")["reason"]
+
+
+async def test_refused_objects_and_missing_images_fail_with_the_servers_words(
+    server: InProcessServer, api: httpx.AsyncClient, kube: FakeKube, tmp_path: Path
+) -> None:
+    kube.quota_exceeded = True
+    spec = (
+        "workflow:\n  name: kube-quota\n  tasks:\n  - {name: t, image: ubuntu, command: [echo]}\n"
+    )
+    async with runner_in_loop(
+        server.base, tmp_path / "r", executor=executor(tmp_path / "r", image_pull_grace=1.0)
+    ):
+        wid = await submit(api, spec)
+        wf = await wait_for(api, wid, timeout=30)
+        assert wf["status"] == "FAILED_START_ERROR"
+        assert "exceeded quota" in task_of(wf, "t")["reason"]
+        creates = [
+            p for m, p in kube.requests if m == "POST" and p.endswith("persistentvolumeclaims")
+        ]
+        assert len(creates) == 1, "a refusal is not retried"
+        kube.quota_exceeded = False
+        missing = "workflow:\n  name: kube-pull\n  tasks:\n  - {name: t, image: 'registry.example/missing:1', command: [echo]}\n"
+        wid = await submit(api, missing)
+        wf = await wait_for(api, wid, timeout=30)
+    assert wf["status"] == "FAILED_IMAGE_PULL"
+    assert "could not be pulled" in task_of(wf, "t")["reason"]
+
+
+async def test_capacity_comes_from_ready_schedulable_nodes(
+    server: InProcessServer, api: httpx.AsyncClient, kube: FakeKube, tmp_path: Path
+) -> None:
+    await kube.add_node(
+        "gpu-1", cpu="32", memory="256Gi", gpus=8, labels={"gantry.io/platform": "dgx-h100"}
+    )
+    await kube.add_node("broken", cpu="16", memory="64Gi", ready=False)
+    await kube.cordon("node-b")
+    async with runner_in_loop(server.base, tmp_path / "r", executor=executor(tmp_path / "r")):
+        backend = next(
+            b for b in (await api.get("/api/v1/backends")).json()["items"] if b["name"] == "local"
+        )
+    nodes = {n["name"]: n for n in backend["capacity"]["nodes"]}
+    assert nodes["gpu-1"] == {
+        "name": "gpu-1",
+        "cpu": 32.0,
+        "memory": 256 * 2**30,
+        "gpu": 8,
+        "platform": "dgx-h100",
+    }
+    assert nodes["node-a"]["cpu"] == 4.0
+    assert nodes["node-b"]["cpu"] == 0.0 and nodes["broken"]["memory"] == 0  # cordoned, NotReady
