@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -80,6 +81,7 @@ class FakeKube:
         self.watch_generation = 0  # bumping it ends every open watch (a dropped connection)
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.token = "fake-token"  # every request must carry it, as a bearer token
 
     # -- the store ------------------------------------------------------------------------
 
@@ -151,8 +153,10 @@ class FakeKube:
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    async def start(self) -> str:
-        app = web.Application()
+    async def start(self, tls: tuple[Path, Path] | None = None) -> str:
+        """Serve on a free port: plain HTTP, or HTTPS with (certificate, key) as a real API
+        server does (in-cluster clients insist on it)."""
+        app = web.Application(middlewares=[self.authenticate])
         app.router.add_route("*", "/api/v1/nodes", self.collection)
         app.router.add_route("*", "/api/v1/nodes/{name}", self.member)
         app.router.add_route("*", "/api/v1/namespaces/{ns}/{resource}", self.collection)
@@ -166,10 +170,22 @@ class FakeKube:
         )
         self.runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        context = None
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+
+    @web.middleware
+    async def authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            self.requests.append((request.method, request.path))
+            return _status(401, "Unauthorized", "Unauthorized")
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def stop(self) -> None:
         await self.kubelet.stop()
@@ -183,7 +199,7 @@ class FakeKube:
         path.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
-            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+            "users": [{"name": "fake", "user": {"token": self.token}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "gantry"}}],
         }))  # fmt: skip
         return path
@@ -610,9 +626,9 @@ def _requests(pod: dict[str, Any]) -> tuple[float, int, int]:
 
 
 @contextlib.asynccontextmanager
-async def fake_kube(workdir: Path) -> AsyncIterator[FakeKube]:
+async def fake_kube(workdir: Path, tls: tuple[Path, Path] | None = None) -> AsyncIterator[FakeKube]:
     api = FakeKube(workdir)
-    await api.start()
+    await api.start(tls)
     try:
         yield api
     finally:

@@ -99,9 +99,15 @@ class KubernetesExecutor(Executor):
     async def open(self) -> None:
         if self.cluster is not None:
             return
-        self.cluster = await self.connect(self.settings)
-        pods, pods_rv = await self.cluster.list_pods(manifests.selector(self.settings))
-        nodes, nodes_rv = await self.cluster.list_nodes()
+        cluster = await self.connect(self.settings)
+        try:
+            pods, pods_rv = await cluster.list_pods(manifests.selector(self.settings))
+            nodes, nodes_rv = await cluster.list_nodes()
+        except BaseException:
+            # Open only once both lists are in hand: a half-open executor would have no watches.
+            await cluster.close()
+            raise
+        self.cluster = cluster
         self._replace_pods(pods)
         self.nodes = {n["metadata"]["name"]: n for n in nodes}
         self._tasks = [

@@ -16,7 +16,14 @@ import pytest
 from runner.executors.kubernetes.config import KubeSettings
 from runner.executors.kubernetes.executor import KubernetesExecutor
 from tests.fake_k8s import FakeKube, fake_kube
-from tests.support import InProcessServer, runner_in_loop, submit, task_of, wait_for
+from tests.support import (
+    InProcessServer,
+    runner_in_loop,
+    self_signed_cert,
+    submit,
+    task_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="the fake kubelet runs containers in bwrap"
@@ -159,7 +166,9 @@ async def test_reconcile_removes_pods_the_control_plane_does_not_know(
             "annotations": {"gantry.io/launch": '{"seq": 1, "epoch": 1, "attempt": {"id": 999999, "workflow_id": "old-1", "group": "g", "group_size": 1, "barrier": true, "task": "t", "retry": 0, "lead": true, "image": "x", "command": ["sleep", "100"], "args": [], "environment": {}, "files": [], "inputs": []}}'}},
         "spec": {"containers": [{"name": "task", "image": "ubuntu", "command": ["sleep", "100"]}], "volumes": []},
     }  # fmt: skip
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{kube.port}") as k:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{kube.port}", headers={"Authorization": f"Bearer {kube.token}"}
+    ) as k:
         assert (await k.post("/api/v1/namespaces/gantry/pods", json=stray)).status_code == 201
     async with runner_in_loop(server.base, tmp_path / "r", executor=executor(tmp_path / "r")):
         for _ in range(100):
@@ -230,3 +239,42 @@ async def test_capacity_comes_from_ready_schedulable_nodes(
     }
     assert nodes["node-a"]["cpu"] == 4.0
     assert nodes["node-b"]["cpu"] == 0.0 and nodes["broken"]["memory"] == 0  # cordoned, NotReady
+
+
+async def test_in_a_pod_the_runner_uses_its_service_account(
+    server: InProcessServer,
+    api: httpx.AsyncClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a pod the API server is reached over HTTPS with the mounted token and CA; a wrong token
+    is refused with the server's words, and the executor does not count itself open."""
+    from kubernetes_asyncio.config import incluster_config
+
+    from runner.executors.kubernetes.cluster import KubeError
+
+    cert, key = self_signed_cert(tmp_path)
+    token = tmp_path / "token"
+    async with fake_kube(tmp_path / "kube", tls=(cert, key)) as kube:
+        await kube.add_node("node-a", cpu="4", memory="8Gi")
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(kube.port))
+        monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+        monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
+
+        token.write_text("not-the-token")
+        refused = executor(tmp_path / "refused")
+        for _ in range(2):
+            with pytest.raises(KubeError, match="Unauthorized"):
+                await refused.open()
+        await refused.close()
+
+        token.write_text(kube.token)
+        spec = "workflow:\n  name: kube-incluster\n  tasks:\n  - {name: t, image: ubuntu, command: [echo, in a pod]}\n"
+        async with runner_in_loop(server.base, tmp_path / "r", executor=executor(tmp_path / "r")):
+            wid = await submit(api, spec)
+            wf = await wait_for(api, wid, timeout=30)
+        assert wf["status"] == "COMPLETED", wf
+        assert task_of(wf, "t")["node"] == "node-a"
+        assert "in a pod" in (await api.get(f"/api/v1/workflows/{wid}/tasks/t/logs")).text
