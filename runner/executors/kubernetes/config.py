@@ -55,13 +55,7 @@ class KubeSettings:
                 platforms = json.loads(env["GANTRY_K8S_PLATFORMS"])
             except ValueError as exc:
                 raise KubeSettingsError(f"GANTRY_K8S_PLATFORMS is not JSON: {exc}") from None
-            if not isinstance(platforms, dict) or not all(
-                isinstance(v, dict) for v in platforms.values()
-            ):
-                raise KubeSettingsError(
-                    "GANTRY_K8S_PLATFORMS must map platform names to "
-                    '{"nodeSelector": {...}, "tolerations": [...]}'
-                )
+            _check_platforms(platforms)
 
         def number(name: str, default: float) -> float:
             try:
@@ -84,3 +78,28 @@ class KubeSettings:
             image_pull_grace=number("GANTRY_K8S_IMAGE_PULL_GRACE", 120.0),
             service_account=env.get("GANTRY_K8S_TASK_SERVICE_ACCOUNT") or None,
         )
+
+
+_PLATFORM_FIELDS = {"nodeSelector": dict, "tolerations": list}
+
+
+def _check_platforms(platforms: Any) -> None:
+    """Refuse what the executor would not use, rather than ignore it."""
+    shape = '{"nodeSelector": {...}, "tolerations": [...]}'
+    if not isinstance(platforms, dict):
+        raise KubeSettingsError(f"GANTRY_K8S_PLATFORMS must map platform names to {shape}")
+    for name, platform in platforms.items():
+        if not isinstance(platform, dict):
+            raise KubeSettingsError(f"GANTRY_K8S_PLATFORMS[{name!r}] must be {shape}")
+        for key, value in platform.items():
+            kind = _PLATFORM_FIELDS.get(key)
+            if kind is None:
+                raise KubeSettingsError(
+                    f"GANTRY_K8S_PLATFORMS[{name!r}] has {key!r}; "
+                    "only nodeSelector and tolerations are supported"
+                )
+            if not isinstance(value, kind):
+                raise KubeSettingsError(
+                    f"GANTRY_K8S_PLATFORMS[{name!r}].{key} must be a JSON "
+                    f"{'object' if kind is dict else 'list'}"
+                )

@@ -77,6 +77,10 @@ def test_settings_are_checked() -> None:
         KubeSettings.from_env({"GANTRY_K8S_GANG": "volcano"}, "b")
     with pytest.raises(KubeSettingsError, match="JSON"):
         KubeSettings.from_env({"GANTRY_K8S_PLATFORMS": "{nope"}, "b")
+    with pytest.raises(KubeSettingsError, match=r"\['dgx'\] has 'node_selector'"):
+        KubeSettings.from_env({"GANTRY_K8S_PLATFORMS": '{"dgx": {"node_selector": {}}}'}, "b")
+    with pytest.raises(KubeSettingsError, match=r"\['dgx'\]\.tolerations must be a JSON list"):
+        KubeSettings.from_env({"GANTRY_K8S_PLATFORMS": '{"dgx": {"tolerations": {}}}'}, "b")
     assert KubeSettings.from_env({"GANTRY_K8S_NAMESPACE": "ml"}, "b").namespace == "ml"
 
 
