@@ -9,6 +9,7 @@ import random
 import asyncpg
 import httpx
 
+from app.db import notify
 from app.logs.lines import Line, LineAssembler
 from app.logs.windows import Resume, compile_filter
 from tests.support import InProcessServer, submit
@@ -39,6 +40,21 @@ def _random_log(
         out.append((k, bytes(text[k][cursors[k] : cursors[k] + n])))
         cursors[k] += n
     return out
+
+
+async def _two_task_log(
+    server: InProcessServer, api: httpx.AsyncClient, seed: int, lines: int
+) -> tuple[str, list[int], list[tuple[tuple[int, int], bytes]]]:
+    """A workflow of two tasks, and a random log for them (a: stdout and stderr, b: stdout)."""
+    wid = await submit(api, SPEC)
+    ids = [
+        r["id"]
+        for r in await server.app.state.db.pool.fetch(
+            "SELECT id FROM task WHERE workflow = $1 ORDER BY name", wid
+        )
+    ]
+    keys = [(ids[0], 1), (ids[0], 2), (ids[1], 1)]
+    return wid, ids, _random_log(random.Random(seed), keys, lines)
 
 
 async def _store(
@@ -74,14 +90,8 @@ def _pairs(lines: list[Line]) -> list[tuple[int, str]]:
 async def test_windows_agree_with_one_pass_over_the_whole_log(
     server: InProcessServer, api: httpx.AsyncClient
 ) -> None:
-    wid = await submit(api, SPEC)
+    wid, ids, chunks = await _two_task_log(server, api, seed=7, lines=6000)
     db = server.app.state.db
-    ids = [
-        r["id"]
-        for r in await db.pool.fetch("SELECT id FROM task WHERE workflow = $1 ORDER BY name", wid)
-    ]
-    keys = [(ids[0], 1), (ids[0], 2), (ids[1], 1)]
-    chunks = _random_log(random.Random(7), keys, 6000)
     offsets: dict = {}
     async with db.connection() as conn:
         await _store(conn, chunks, offsets)
@@ -120,14 +130,8 @@ async def test_windows_agree_with_one_pass_over_the_whole_log(
 async def test_follow_continues_where_the_page_stopped(
     server: InProcessServer, api: httpx.AsyncClient
 ) -> None:
-    wid = await submit(api, SPEC)
+    _, ids, chunks = await _two_task_log(server, api, seed=11, lines=800)
     db = server.app.state.db
-    ids = [
-        r["id"]
-        for r in await db.pool.fetch("SELECT id FROM task WHERE workflow = $1 ORDER BY name", wid)
-    ]
-    keys = [(ids[0], 1), (ids[0], 2), (ids[1], 1)]
-    chunks = _random_log(random.Random(11), keys, 800)
     split = len(chunks) // 2
     offsets: dict = {}
     async with db.connection() as conn:
@@ -151,21 +155,17 @@ async def test_follow_continues_where_the_page_stopped(
     async with db.connection() as conn:
         for piece in (chunks[split : split + 50], chunks[split + 50 :]):
             await _store(conn, piece, offsets)
-            await conn.execute("SELECT pg_notify('gantry', $1)", f"log:{ids[0]}")
+            await notify(conn, f"log:{ids[0]}")
             await asyncio.sleep(0.2)
     done.set()
-    await conn_notify(db, ids[0])
+    async with db.connection() as conn:
+        await notify(conn, f"log:{ids[0]}")
     await asyncio.wait_for(task, 20)
     reference = _pairs(_reference(chunks))
     last_shown = page.lines[-1].number if page.lines else 0
     complete_lines = [p for p in reference if p[0] > last_shown]
     # After the page's last line, the follow shows every later line, then the unfinished ones.
     assert _pairs(followed)[: len(complete_lines)] == complete_lines
-
-
-async def conn_notify(db, task: int) -> None:  # type: ignore[no-untyped-def]
-    async with db.connection() as conn:
-        await conn.execute("SELECT pg_notify('gantry', $1)", f"log:{task}")
 
 
 async def test_a_catastrophic_regex_is_stopped_and_the_server_stays_responsive(

@@ -25,7 +25,7 @@ from runner.executors.base import AttemptState, Executor, Held
 from runner.executors.kubernetes import manifests
 from runner.executors.kubernetes.cluster import Cluster, KubeError
 from runner.executors.kubernetes.config import KubeSettings
-from runner.executors.kubernetes.states import pod_state
+from runner.executors.kubernetes.states import pod_state, task_container
 from runner.protocol import Capacity, Launch, Node
 
 __all__ = ("KubernetesExecutor", "parse_bytes", "parse_cpu")
@@ -150,9 +150,10 @@ class KubernetesExecutor(Executor):
                     if attempt is None:
                         continue
                     if kind == "DELETED":
-                        self.pods.pop(attempt, None)
-                        self.gone.add(attempt)
-                    else:
+                        if self.pods.pop(attempt, None) is not None:
+                            self.gone.add(attempt)
+                    elif attempt in self.pods or not obj["metadata"].get("deletionTimestamp"):
+                        # (A pod already cleaned up and forgotten is not taken up again.)
                         self.pods[attempt] = obj
                         self.gone.discard(attempt)
             except Exception as exc:  # any failure: list again, then watch on
@@ -439,48 +440,42 @@ class KubernetesExecutor(Executor):
         )
 
     async def _clean_up(self, attempt: int, p: dict[str, Any] | None) -> None:
-        if self.cluster is None:
-            return
         (self.log_dir / f"{attempt}.log").unlink(missing_ok=True)
-        p = self.pods.get(attempt) or p
-        if p is None:
-            return
-        labels = p["metadata"].get("labels") or {}
-        group = labels.get(f"{manifests.LABEL}/group")
+        p = self.pods.pop(attempt, None) or p  # popped first: its DELETED event is then ignored
         try:
-            await self.cluster.delete("Pod", p["metadata"]["name"], grace=0)
-            self.pods.pop(attempt, None)
-            others = [
-                q for a, q in self.pods.items()
-                if a != attempt and (q["metadata"].get("labels") or {}).get(f"{manifests.LABEL}/group") == group
-            ]  # fmt: skip
-            if group and not others:
-                name = f"gt-{group}"
-                await self.cluster.delete("Service", name)
-                await self.cluster.delete("Secret", f"{name}-files")
-                if self.settings.gang != "none":
-                    version = (
-                        "scheduling.run.ai/v2alpha2"
-                        if self.settings.gang == "kai"
-                        else "scheduling.x-k8s.io/v1alpha1"
-                    )
-                    await self.cluster.delete("PodGroup", name, api_version=version)
+            if p is not None and self.cluster is not None:
+                await self._delete_objects(p)
         except KubeError as exc:
             log.warning("cleaning up attempt %d: %s", attempt, exc)
+        finally:
+            # Nothing more is asked about the attempt: keep a long-lived runner's memory flat.
+            self.gone.discard(attempt)
+            self.stopping.discard(attempt)
+            self.refused.pop(attempt, None)
+            self.first_seen.pop(attempt, None)
+            self.follow_done.discard(attempt)
 
-
-def _container(p: dict[str, Any]) -> dict[str, Any]:
-    for c in (p.get("status") or {}).get("containerStatuses") or []:
-        if c.get("name") == "task":
-            return c
-    return {}
+    async def _delete_objects(self, p: dict[str, Any]) -> None:
+        """Delete the pod, then its group's objects once no pod of the group is left."""
+        assert self.cluster is not None
+        await self.cluster.delete("Pod", p["metadata"]["name"], grace=0)
+        group = (p["metadata"].get("labels") or {}).get(f"{manifests.LABEL}/group")
+        others = [
+            q for q in self.pods.values()
+            if (q["metadata"].get("labels") or {}).get(f"{manifests.LABEL}/group") == group
+        ]  # fmt: skip
+        if group and not others:
+            for kind, name, api_version in manifests.group_objects(group, self.settings):
+                await self.cluster.delete(kind, name, api_version=api_version)
 
 
 def _has_started(p: dict[str, Any]) -> bool:
-    state = _container(p).get("state") or {}
+    state = task_container(p).get("state") or {}
     return "running" in state or "terminated" in state
 
 
 def _has_ended(p: dict[str, Any]) -> bool:
     phase = (p.get("status") or {}).get("phase")
-    return phase in ("Succeeded", "Failed") or "terminated" in (_container(p).get("state") or {})
+    return phase in ("Succeeded", "Failed") or "terminated" in (
+        task_container(p).get("state") or {}
+    )

@@ -67,7 +67,28 @@ def pod_name(a: Attempt) -> str:
 
 
 def service_name(a: Attempt) -> str:
-    return f"gt-{group_key(a)}"
+    return _group_name(group_key(a))
+
+
+def _group_name(key: str) -> str:
+    return f"gt-{key}"
+
+
+def _files_secret_name(a: Attempt) -> str:
+    return f"{service_name(a)}-files"
+
+
+# The PodGroup API of each gang scheduler.
+PODGROUP_API = {"coscheduling": "scheduling.x-k8s.io/v1alpha1", "kai": "scheduling.run.ai/v2alpha2"}
+
+
+def group_objects(key: str, settings: KubeSettings) -> list[tuple[str, str, str]]:
+    """(kind, name, apiVersion) of what a group's pods share, deleted after its last pod."""
+    name = _group_name(key)
+    objects = [("Service", name, "v1"), ("Secret", f"{name}-files", "v1")]
+    if settings.gang in PODGROUP_API:
+        objects.append(("PodGroup", name, PODGROUP_API[settings.gang]))
+    return objects
 
 
 def data_claim_name(workflow_id: str) -> str:
@@ -142,7 +163,7 @@ def pod(a: Attempt, epoch: int, settings: KubeSettings) -> dict[str, Any]:
         {"name": "data", "persistentVolumeClaim": {"claimName": claim}}
     ]
     if a.files:
-        volumes.append({"name": "files", "secret": {"secretName": f"{service_name(a)}-files"}})
+        volumes.append({"name": "files", "secret": {"secretName": _files_secret_name(a)}})
         mounts += [
             {"name": "files", "mountPath": f.path, "subPath": f"{a.id}-{i}", "readOnly": True}
             for i, f in enumerate(a.files)
@@ -220,7 +241,7 @@ def files_secret(attempts: list[Attempt], settings: KubeSettings) -> dict[str, A
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": f"{service_name(first)}-files",
+            "name": _files_secret_name(first),
             "namespace": settings.namespace,
             "labels": _labels(first, settings),
         },
@@ -256,14 +277,14 @@ def pod_group(a: Attempt, settings: KubeSettings) -> dict[str, Any] | None:
     }
     if settings.gang == "coscheduling" and a.group_size > 1:
         return {
-            "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+            "apiVersion": PODGROUP_API["coscheduling"],
             "kind": "PodGroup",
             "metadata": meta,
             "spec": {"minMember": a.group_size},
         }
     if settings.gang == "kai":
         return {
-            "apiVersion": "scheduling.run.ai/v2alpha2",
+            "apiVersion": PODGROUP_API["kai"],
             "kind": "PodGroup",
             "metadata": meta,
             "spec": {"minMember": a.group_size, "queue": settings.kai_queue},

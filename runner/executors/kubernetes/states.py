@@ -17,7 +17,7 @@ from typing import Any
 from runner.executors.base import AttemptState
 from runner.executors.kubernetes.config import KubeSettings
 
-__all__ = ("pod_state",)
+__all__ = ("pod_state", "task_container")
 
 _PULL_WAITING = {"ErrImagePull", "ImagePullBackOff"}
 _START_ERRORS = {"StartError", "ContainerCannotRun", "RunContainerError"}
@@ -66,10 +66,7 @@ def pod_state(
             node,
             3001,
         )
-    container = next(
-        (c for c in status.get("containerStatuses") or [] if c.get("name") == "task"), None
-    )
-    state = (container or {}).get("state") or {}
+    state = task_container(pod).get("state") or {}
     terminated = state.get("terminated")
     waiting = state.get("waiting")
     if phase == "Succeeded":
@@ -89,8 +86,6 @@ def pod_state(
             return _ended(
                 "FAILED_START_ERROR", f"the container could not start: {detail}", node, code
             )
-        if code == 0 and phase != "Failed":
-            return AttemptState(False, 0, None, None, "ended", node)
         return AttemptState(False, code, None, None, "ended", node)
     if phase == "Failed":
         message = status.get("message") or status.get("reason") or "the pod failed"
@@ -131,6 +126,14 @@ def pod_state(
             )
     placed = conditions.get("PodScheduled", {}).get("status") == "True" or bool(node)
     return AttemptState(True, phase="initializing" if placed else "pending", node=node)
+
+
+def task_container(pod: dict[str, Any]) -> dict[str, Any]:
+    """The status of the pod's ``task`` container ({} before the kubelet reports one)."""
+    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+        if c.get("name") == "task":
+            return c
+    return {}
 
 
 def _message(what: str, condition: dict[str, Any]) -> str:

@@ -78,7 +78,8 @@ workflow:
 async def test_a_workflow_runs_as_pods_with_files_inputs_and_logs(
     server: InProcessServer, api: httpx.AsyncClient, kube: FakeKube, tmp_path: Path
 ) -> None:
-    async with runner_in_loop(server.base, tmp_path / "r", executor=executor(tmp_path / "r")):
+    ex = executor(tmp_path / "r")
+    async with runner_in_loop(server.base, tmp_path / "r", executor=ex):
         wid = await submit(api, SERIAL)
         wf = await wait_for(api, wid, timeout=60)
         assert wf["status"] == "COMPLETED", wf
@@ -91,12 +92,19 @@ async def test_a_workflow_runs_as_pods_with_files_inputs_and_logs(
         created = {(m, p.rsplit("/", 1)[-1]) for m, p in kube.requests if m == "POST"}
         assert ("POST", "persistentvolumeclaims") in created and ("POST", "services") in created
         assert ("POST", "secrets") in created and ("POST", "pods") in created
+
         # Finished pods, and then their group's objects, are cleaned up after a while.
+        def cleaned() -> bool:
+            left = [kube.items(kind) for kind in ("pods", "services", "secrets")]
+            remembered = [ex.pods, ex.gone, ex.stopping, ex.refused, ex.first_seen, ex.follow_done]
+            return not any(left) and not any(remembered)
+
         for _ in range(50):
-            if not kube.items("pods") and not kube.items("services"):
+            if cleaned():
                 break
             await asyncio.sleep(0.1)
         assert not kube.items("pods") and not kube.items("services") and not kube.items("secrets")
+        assert cleaned(), "the executor forgets attempts it has cleaned up"
 
 
 COUNTER = """\
