@@ -1,0 +1,1 @@
+"""Security tests: hostile inputs, isolation, limits, the access matrix (issue 7)."""
