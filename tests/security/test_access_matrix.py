@@ -1,0 +1,451 @@
+"""The access matrix: every route of the app against every kind of caller, checked against a real server.
+
+The rows are keyed by the app's own route table, so a route added without a row here fails
+`test_every_route_has_a_row`. Each row says which kind of route it is (who may use it) and how
+to make a well-formed request to it; the expected answer per caller follows from the kind,
+with overrides where a route answers differently on purpose. Nothing may ever answer 5xx.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from runner import protocol as p
+from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, InProcessServer
+
+pytestmark = pytest.mark.timeout(600)
+
+HELLO_SPEC = "workflow:\n  name: matrix\n  tasks:\n  - {name: t, image: x, command: [echo, hi]}\n"
+RUNNER_B_TOKEN = "gbk_matrix-runner-b"
+
+CALLERS = (
+    "anonymous",
+    "malformed",  # an Authorization header that is not a usable bearer token
+    "revoked",  # a token of the owner's that was revoked
+    "signed_out",  # the owner's session cookie, copied before signing out
+    "user",  # alice: owns the workflows the rows act on
+    "other",  # bob: another ordinary user
+    "admin",
+    "runner_a",  # the runner of backend `local`, whose session the rows use
+    "runner_b",  # the runner of backend `second`
+)
+UNAUTHENTICATED = ("anonymous", "malformed", "revoked", "signed_out")
+PEOPLE = ("user", "other", "admin")
+RUNNERS = ("runner_a", "runner_b")
+
+# What a caller may get: "pass" (2xx, or 3xx not to the sign-in page), "unauth" (401, or a
+# redirect to the sign-in page), "forbidden" (403), "notfound" (404).
+Outcome = str
+
+
+def _expect(kind: str) -> dict[str, Outcome]:
+    if kind == "public":
+        return dict.fromkeys(CALLERS, "pass")
+    base = dict.fromkeys(UNAUTHENTICATED, "unauth")
+    if kind == "runner":
+        return {**base, **dict.fromkeys(PEOPLE, "forbidden"), "runner_a": "pass",
+                "runner_b": "notfound"}  # fmt: skip
+    base.update(dict.fromkeys(RUNNERS, "forbidden"))
+    if kind == "person":
+        return {**base, **dict.fromkeys(PEOPLE, "pass")}
+    if kind == "owner":  # acts on alice's workflow: alice or an admin
+        return {**base, "user": "pass", "other": "forbidden", "admin": "pass"}
+    if kind == "admin":
+        return {**base, "user": "forbidden", "other": "forbidden", "admin": "pass"}
+    if kind == "mine":  # one of alice's own tokens: nobody else even sees it
+        return {**base, "user": "pass", "other": "notfound", "admin": "notfound"}
+    raise ValueError(kind)
+
+
+@dataclass
+class Ctx:
+    server: InProcessServer
+    alice_token: str
+    bob_token: str
+    revoked_token: str
+    signed_out_cookies: httpx.Cookies
+    workflow_id: str  # alice's, never cancelled by the rows that only read
+
+    async def new_workflow(self) -> str:
+        async with self.server.client(self.alice_token) as c:
+            r = await c.post("/api/v1/workflows", json={"spec": HELLO_SPEC})
+            assert r.status_code == 201, r.text
+            return str(r.json()["id"])
+
+    async def new_alice_token(self) -> int:
+        auth = self.server.app.state.auth
+        await auth.create_token("alice", "matrix")
+        return int((await auth.list_tokens("alice"))[0]["id"])
+
+    async def runner_session(self) -> str:
+        async with self.server.client(RUNNER_TOKEN) as c:
+            hello = p.Hello(backend="local", protocol_version=1, runner_version="matrix")
+            r = await c.post("/api/runner/v1/sessions", content=msgspec.json.encode(hello))
+            assert r.status_code == 201, r.text
+            return str(r.json()["session_id"])
+
+
+Request = tuple[str, str, dict[str, Any]]
+Maker = Callable[[Ctx], Awaitable[Request]]
+
+
+@dataclass
+class Row:
+    kind: str
+    make: Maker
+    overrides: dict[str, Outcome] = field(default_factory=dict)
+    stream: bool = False  # a long-lived response: read the status line only
+    signs_out: bool = False  # success is a redirect to the sign-in page
+
+    def expected(self) -> dict[str, Outcome]:
+        return {**_expect(self.kind), **self.overrides}
+
+
+def get(path: str | Callable[[Ctx], str]) -> Maker:
+    async def make(ctx: Ctx) -> Request:
+        return "GET", path(ctx) if callable(path) else path, {}
+
+    return make
+
+
+def _wf(suffix: str = "") -> Callable[[Ctx], str]:
+    return lambda ctx: suffix.replace("{id}", ctx.workflow_id)
+
+
+async def _cancel_api(ctx: Ctx) -> Request:
+    wf = await ctx.new_workflow()
+    return "POST", f"/api/v1/workflows/{wf}/cancel", {"json": {"reason": "matrix"}}
+
+
+async def _cancel_page(ctx: Ctx) -> Request:
+    wf = await ctx.new_workflow()
+    return "POST", f"/workflows/{wf}/cancel", {"data": {"reason": "matrix"}}
+
+
+async def _bulk_cancel(ctx: Ctx) -> Request:
+    wf = await ctx.new_workflow()
+    return "POST", "/workflows/cancel", {"data": {"ids": [wf], "reason": "matrix"}}
+
+
+async def _resubmit(ctx: Ctx) -> Request:
+    return "POST", f"/workflows/{ctx.workflow_id}/resubmit", {}
+
+
+async def _submit_api(ctx: Ctx) -> Request:
+    return "POST", "/api/v1/workflows", {"json": {"spec": HELLO_SPEC}}
+
+
+async def _submit_page(ctx: Ctx) -> Request:
+    files = {"file": ("spec.yaml", HELLO_SPEC.encode())}  # the page's form is multipart
+    return "POST", "/submit", {"data": {"pool": "default"}, "files": files}
+
+
+async def _create_pool(ctx: Ctx) -> Request:
+    return "POST", "/api/v1/pools", {"json": {"name": f"p{id(ctx) % 100000}-{_n()}"}}
+
+
+async def _create_backend(ctx: Ctx) -> Request:
+    return "POST", "/api/v1/backends", {"json": {"name": f"b{_n()}", "pool": "default"}}
+
+
+async def _create_token_api(ctx: Ctx) -> Request:
+    return "POST", "/api/v1/tokens", {"json": {"name": "matrix"}}
+
+
+async def _create_token_page(ctx: Ctx) -> Request:
+    return "POST", "/tokens", {"data": {"name": "matrix"}}
+
+
+async def _delete_token(ctx: Ctx) -> Request:
+    return "DELETE", f"/api/v1/tokens/{await ctx.new_alice_token()}", {}
+
+
+async def _revoke_token_page(ctx: Ctx) -> Request:
+    return "POST", f"/tokens/{await ctx.new_alice_token()}/revoke", {}
+
+
+async def _login(ctx: Ctx) -> Request:
+    # A wrong password: a readable 401 page for everyone (the sign-in form is public).
+    return "POST", "/login", {"data": {"username": "nobody", "password": "wrong"}}
+
+
+async def _logout(ctx: Ctx) -> Request:
+    return "POST", "/logout", {}
+
+
+def _runner(suffix: str, body: Any = None, method: str = "POST") -> Maker:
+    async def make(ctx: Ctx) -> Request:
+        session = await ctx.runner_session()
+        kw = {"content": msgspec.json.encode(body)} if body is not None else {}
+        return method, f"/api/runner/v1/sessions/{session}/{suffix}", kw
+
+    return make
+
+
+async def _hello(ctx: Ctx) -> Request:
+    hello = p.Hello(backend="local", protocol_version=1, runner_version="matrix")
+    return "POST", "/api/runner/v1/sessions", {"content": msgspec.json.encode(hello)}
+
+
+_counter = 0
+
+
+def _n() -> int:
+    global _counter
+    _counter += 1
+    return _counter
+
+
+LOG = "/workflows/{id}/tasks/t/logs"
+MATRIX: dict[str, Row] = {
+    # operations and static files
+    "GET /healthz": Row("public", get("/healthz")),
+    "GET /readyz": Row("public", get("/readyz")),
+    "GET /metrics": Row("person", get("/metrics")),
+    "GET /static/{file_path:path}": Row("public", get("/static/app.css")),
+    "GET /schema": Row("person", get("/schema")),
+    "GET /schema/swagger": Row("person", get("/schema/swagger")),
+    "GET /schema/{path:str}": Row(  # Litestar's answer for schema paths it does not serve
+        "person", get("/schema/nothing-here"), dict.fromkeys(PEOPLE, "notfound")
+    ),
+    "GET /schema/openapi.json": Row("person", get("/schema/openapi.json")),
+    "GET /schema/oauth2-redirect.html": Row("person", get("/schema/oauth2-redirect.html")),
+    # sign-in: the form is public; a wrong password is a 401 page whoever asks
+    "GET /login": Row("public", get("/login")),
+    "POST /login": Row("public", _login, dict.fromkeys(CALLERS, "unauth")),
+    "POST /logout": Row("person", _logout, signs_out=True),
+    # JSON API
+    "GET /api/v1/workflows": Row("person", get("/api/v1/workflows")),
+    "POST /api/v1/workflows": Row("person", _submit_api),
+    "GET /api/v1/workflows/{workflow_id:str}": Row("person", get(_wf("/api/v1/workflows/{id}"))),
+    "GET /api/v1/workflows/{workflow_id:str}/spec": Row(
+        "person", get(_wf("/api/v1/workflows/{id}/spec"))
+    ),
+    "GET /api/v1/workflows/{workflow_id:str}/events": Row(
+        "person", get(_wf("/api/v1/workflows/{id}/events")), stream=True
+    ),
+    "GET /api/v1/workflows/{workflow_id:str}/tasks/{task:str}/logs": Row(
+        "person", get(_wf("/api/v1/workflows/{id}/tasks/t/logs"))
+    ),
+    "POST /api/v1/workflows/{workflow_id:str}/cancel": Row("owner", _cancel_api),
+    "GET /api/v1/pools": Row("person", get("/api/v1/pools")),
+    "POST /api/v1/pools": Row("admin", _create_pool),
+    "GET /api/v1/backends": Row("person", get("/api/v1/backends")),
+    "POST /api/v1/backends": Row("admin", _create_backend),
+    "GET /api/v1/tokens": Row("person", get("/api/v1/tokens")),
+    "POST /api/v1/tokens": Row("person", _create_token_api),
+    "DELETE /api/v1/tokens/{token_id:int}": Row("mine", _delete_token),
+    # runner API: only the runner of the session's backend
+    "POST /api/runner/v1/sessions": Row(
+        "runner", _hello, {"runner_b": "forbidden"}
+    ),  # B may not speak in A's name
+    "GET /api/runner/v1/sessions/{session_id:str}/stream": Row(
+        "runner", _runner("stream", method="GET"), stream=True
+    ),
+    "POST /api/runner/v1/sessions/{session_id:str}/events": Row(
+        "runner", _runner("events", p.EventBatch())
+    ),
+    "POST /api/runner/v1/sessions/{session_id:str}/heartbeat": Row(
+        "runner", _runner("heartbeat", p.Heartbeat(p.Capacity()))
+    ),
+    "POST /api/runner/v1/sessions/{session_id:str}/logs": Row(
+        "runner", _runner("logs", p.LogBatch())
+    ),
+    # pages
+    "GET /": Row("person", get("/")),
+    "GET /workflows": Row("person", get("/workflows")),
+    "GET /workflows/live": Row("person", get("/workflows/live"), stream=True),
+    "POST /workflows/cancel": Row(
+        "person", _bulk_cancel
+    ),  # answers 303 to all; who may cancel what is checked below
+    "GET /workflows/{workflow_id:str}": Row("person", get(_wf("/workflows/{id}"))),
+    "GET /workflows/{workflow_id:str}/live": Row(
+        "person", get(_wf("/workflows/{id}/live")), stream=True
+    ),
+    "POST /workflows/{workflow_id:str}/cancel": Row("owner", _cancel_page),
+    "POST /workflows/{workflow_id:str}/resubmit": Row("person", _resubmit),
+    "GET /workflows/{workflow_id:str}/tasks/{task:str}/logs": Row("person", get(_wf(LOG))),
+    "GET /workflows/{workflow_id:str}/tasks/{task:str}/logs/earlier": Row(
+        "person", get(_wf(LOG + "/earlier?before=1"))
+    ),
+    "GET /workflows/{workflow_id:str}/tasks/{task:str}/logs/live": Row(
+        "person", get(_wf(LOG + "/live?at=0~0~")), stream=True
+    ),
+    "GET /workflows/{workflow_id:str}/logs": Row("person", get(_wf("/workflows/{id}/logs"))),
+    "GET /workflows/{workflow_id:str}/logs/download": Row(
+        "person", get(_wf("/workflows/{id}/logs/download"))
+    ),
+    "GET /workflows/{workflow_id:str}/logs/earlier": Row(
+        "person", get(_wf("/workflows/{id}/logs/earlier?before=1"))
+    ),
+    "GET /workflows/{workflow_id:str}/logs/live": Row(
+        "person", get(_wf("/workflows/{id}/logs/live?at=0~0~")), stream=True
+    ),
+    "GET /submit": Row("person", get("/submit")),
+    "POST /submit": Row("person", _submit_page),
+    "GET /pools": Row("person", get("/pools")),
+    "GET /pools/live": Row("person", get("/pools/live"), stream=True),
+    "GET /tokens": Row("person", get("/tokens")),
+    "POST /tokens": Row("person", _create_token_page),
+    "POST /tokens/{token_id:int}/revoke": Row(
+        "person", _revoke_token_page
+    ),  # answers 303 to all; that only alice's revoke takes effect is checked below
+}
+
+
+def route_keys(app: Any) -> set[str]:
+    keys = set()
+    for route in app.routes:
+        for method in getattr(route, "methods", ()):
+            if method not in ("HEAD", "OPTIONS"):
+                keys.add(f"{method} {route.path}")
+    return keys
+
+
+def test_every_route_has_a_row() -> None:
+    from pathlib import Path
+
+    from app.asgi import create_app
+    from app.settings import Settings
+
+    app = create_app(
+        Settings(database_url="postgresql://unused/db", data_dir=Path("/nonexistent"),
+                 secret_key="k")
+    )  # fmt: skip
+    routes = route_keys(app)
+    missing = sorted(routes - MATRIX.keys())
+    stale = sorted(MATRIX.keys() - routes)
+    assert not missing, f"routes without a row in the access matrix: {missing}"
+    assert not stale, f"rows for routes that no longer exist: {stale}"
+
+
+async def _signed_out_cookies(server: InProcessServer) -> httpx.Cookies:
+    """Alice signs in through the form, the cookies are copied, then she signs out."""
+    async with server.client() as browser:
+        form = await browser.get("/login")
+        csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
+        assert csrf, "the sign-in form carries a CSRF token"
+        signed_in = await browser.post(
+            "/login",
+            data={"username": "alice", "password": "alice-password", "next": "/workflows",
+                  "_csrf_token": csrf.group(1)},
+        )  # fmt: skip
+        assert signed_in.status_code == 303, signed_in.text
+        assert (await browser.get("/api/v1/workflows")).status_code == 200
+        copied = httpx.Cookies(browser.cookies)
+        page = await browser.get("/workflows")
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text)
+        assert token, "pages carry a CSRF token for their forms"
+        out = await browser.post("/logout", data={"_csrf_token": token.group(1)})
+        assert out.status_code == 303
+    return copied
+
+
+def _client(server: InProcessServer, ctx: Ctx, caller: str) -> httpx.AsyncClient:
+    tokens = {
+        "user": ctx.alice_token,
+        "other": ctx.bob_token,
+        "admin": ADMIN_TOKEN,
+        "revoked": ctx.revoked_token,
+        "runner_a": RUNNER_TOKEN,
+        "runner_b": RUNNER_B_TOKEN,
+    }
+    headers = {"accept": "text/html"}
+    if caller in tokens:
+        headers["authorization"] = f"Bearer {tokens[caller]}"
+    elif caller == "malformed":
+        headers["authorization"] = "Bearer"
+    client = httpx.AsyncClient(base_url=server.base, headers=headers, timeout=30)
+    if caller == "signed_out":
+        client.cookies = ctx.signed_out_cookies
+    return client
+
+
+def _classify(response: httpx.Response, signs_out: bool) -> Outcome:
+    status = response.status_code
+    location = response.headers.get("location", "")
+    if signs_out and 300 <= status < 400 and location == "/login":
+        return "pass"
+    if status == 401 or (300 <= status < 400 and location.startswith("/login")):
+        return "unauth"
+    if status < 400:
+        return "pass"
+    return {403: "forbidden", 404: "notfound"}.get(status, f"status {status}")
+
+
+async def _call(client: httpx.AsyncClient, request: Request, stream: bool) -> httpx.Response:
+    method, url, kw = request
+    if method != "GET" and "authorization" not in client.headers:
+        # A browser's unsafe request carries the CSRF token its pages gave it; without one
+        # a refusal would be the CSRF check's, not the access rule's under test.
+        form = await client.get("/login")
+        found = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
+        assert found, "the sign-in form carries a CSRF token"
+        if "data" in kw:
+            kw = {**kw, "data": {**kw["data"], "_csrf_token": found.group(1)}}
+        else:
+            kw = {**kw, "headers": {"x-csrf-token": found.group(1)}}
+    if stream:
+        async with client.stream(method, url, **kw) as response:
+            return response  # the status line is enough; leaving closes the stream
+    return await client.request(method, url, **kw)
+
+
+async def test_every_route_answers_every_caller_as_it_should(server: InProcessServer) -> None:
+    auth = server.app.state.auth
+    await auth.ensure_user("alice", ["user"], "alice-password")
+    await auth.ensure_user("bob", ["user"], None)
+    alice = await auth.create_token("alice", "matrix")
+    bob = await auth.create_token("bob", "matrix")
+    revoked = await auth.create_token("alice", "to-revoke")
+    revoked_id = next(t["id"] for t in await auth.list_tokens("alice") if t["name"] == "to-revoke")
+    assert await auth.revoke_token("alice", int(revoked_id))
+    await server.app.state.pools.set_backend_token("second", "default", RUNNER_B_TOKEN)
+    ctx = Ctx(server, alice, bob, revoked, await _signed_out_cookies(server), "")
+    ctx.workflow_id = await ctx.new_workflow()
+
+    wrong: list[str] = []
+    for key, row in MATRIX.items():
+        for caller, expected in row.expected().items():
+            request = await row.make(ctx)
+            async with _client(server, ctx, caller) as client:
+                try:
+                    response = await _call(client, request, row.stream)
+                except httpx.TransportError as exc:  # the server dropped the connection
+                    wrong.append(f"{key} as {caller}: expected {expected}, got {exc!r}")
+                    continue
+            got = _classify(response, row.signs_out)
+            if response.status_code >= 500 or got != expected:
+                wrong.append(
+                    f"{key} as {caller}: expected {expected}, got {response.status_code}"
+                    f" {response.headers.get('location', '')}"
+                )
+    assert not wrong, "\n".join(wrong)
+
+
+async def test_forms_that_answer_everyone_act_only_for_those_allowed(
+    server: InProcessServer,
+) -> None:
+    """Bulk cancel and token revoke answer 303 to every person; only allowed changes happen."""
+    auth = server.app.state.auth
+    await auth.ensure_user("alice", ["user"], None)
+    await auth.ensure_user("bob", ["user"], None)
+    alice = await auth.create_token("alice", "t")
+    bob = await auth.create_token("bob", "t")
+    async with server.client(alice) as a, server.client(bob) as b:
+        wf = (await a.post("/api/v1/workflows", json={"spec": HELLO_SPEC})).json()["id"]
+        r = await b.post("/workflows/cancel", data={"ids": [wf]})
+        assert r.status_code == 303
+        assert (await a.get(f"/api/v1/workflows/{wf}")).json()["status"] == "PENDING"
+        token_id = next(t["id"] for t in await auth.list_tokens("alice") if t["name"] == "t")
+        assert (await b.post(f"/tokens/{token_id}/revoke")).status_code == 303
+        assert (await a.get("/api/v1/tokens")).status_code == 200  # alice's token still works
+        assert (await a.post(f"/tokens/{token_id}/revoke")).status_code == 303
+        assert (await a.get("/api/v1/tokens")).status_code == 401
