@@ -281,3 +281,25 @@ def test_limits_are_settings() -> None:
         Settings.from_env(
             {"GANTRY_SECRET_KEY": "k", "GANTRY_MAX_LOG_BYTES_PER_ATTEMPT": str(2**41)}
         )
+
+
+async def test_real_runner_stops_sending_a_cut_log(database_url: str, tmp_path: Path) -> None:
+    spec = """\
+workflow:
+  name: chatty
+  tasks:
+  - name: t
+    image: ubuntu
+    command: [sh, -c, 'for i in $(seq 2000); do echo "line $i"; done; echo done >&2']
+"""
+    async with (
+        limited(database_url, tmp_path, max_log_bytes_per_attempt=1000) as s,
+        s.client(ADMIN_TOKEN) as admin,
+        runner_in_loop(s.base, tmp_path / "r"),
+    ):
+        wf = await wait_for(admin, await submit(admin, spec), timeout=60)
+        assert wf["status"] == "COMPLETED", wf  # the attempt ends as usual
+        text = (await admin.get(f"/api/v1/workflows/{wf['id']}/tasks/t/logs")).text
+    assert "line 1\nline 2\n" in text and "line 2000" not in text
+    assert text.endswith("(GANTRY_MAX_LOG_BYTES_PER_ATTEMPT); the rest of its output was dropped\n")
+    assert len(text.encode()) < 1000 + 200
