@@ -35,6 +35,13 @@ from app.auth.service import AuthService
 from app.auth.views import AuthViews
 from app.db import Database, Hub
 from app.errors import DomainError, Invalid
+from app.limits import (
+    LimitExceeded,
+    StreamSlotMiddleware,
+    StreamSlots,
+    SubmissionLimits,
+    limit_exceeded,
+)
 from app.live.watch import WatchRegistry
 from app.logs.service import LogService
 from app.logs.views import LogViews
@@ -48,7 +55,7 @@ from app.runner_api.service import RunnerService
 from app.settings import Settings, get_settings
 from app.spec.template import TemplateRenderer
 from app.workflows.api import WorkflowController
-from app.workflows.scheduler import Scheduler, Sweeper
+from app.workflows.scheduler import Retention, Scheduler, Sweeper
 from app.workflows.service import WorkflowService
 from app.workflows.views import WorkflowViews
 
@@ -77,11 +84,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         workflows = WorkflowService(
             db, pools, renderer, settings.default_exec_timeout, settings.default_queue_timeout
         )
+        workflows.limits = SubmissionLimits(db, settings)
         auth = AuthService(db)
         await auth.ensure_bootstrap(settings)
         loops = [
             Scheduler(db, hub, settings, settings.scheduler_interval),
             Sweeper(db, hub, settings, settings.sweeper_interval),
+            Retention(db, hub, settings, settings.retention_interval),
         ]
         state = app.state
         state.update(
@@ -149,6 +158,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             session_config.middleware,
             DefineMiddleware(GantryAuthMiddleware, exclude=PUBLIC_PATHS),
             DefineMiddleware(BearerExemptCSRFMiddleware, config=csrf_config),
+            StreamSlotMiddleware(StreamSlots(settings.max_streams_per_user)),
         ],
         lifespan=[lifespan],
         state=State({"settings": settings}),
@@ -163,6 +173,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         exception_handlers={
             DomainError: _domain_error,
+            LimitExceeded: limit_exceeded,
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },

@@ -11,7 +11,14 @@ from app.auth.tables import ApiToken, User
 from app.backends.tables import Backend, RunnerSession
 from app.logs.tables import LogChunk
 from app.pools.tables import Pool
-from app.workflows.tables import Task, TaskEvent, TaskGroup, Workflow, WorkflowCounter
+from app.workflows.tables import (
+    SubmissionRate,
+    Task,
+    TaskEvent,
+    TaskGroup,
+    Workflow,
+    WorkflowCounter,
+)
 
 TABLES = [
     User,
@@ -25,6 +32,7 @@ TABLES = [
     Task,
     TaskEvent,
     LogChunk,
+    SubmissionRate,
 ]
 
 APP_CONFIG = AppConfig(

@@ -66,6 +66,14 @@ class Settings:
     template_timeout: float = 2.0
     template_memory: int = 256 * 1024 * 1024
     db_pool_size: int = 20
+    # Per-user limits (docs/security/limits.md); 0 turns one off.
+    max_queued_per_user: int = 1000
+    max_submissions_per_minute: int = 120
+    max_streams_per_user: int = 50
+    max_log_bytes_per_attempt: int = 1024**3
+    # Finished workflows' logs are removed after this many days (0 keeps everything).
+    retention_days: float = 30.0
+    retention_interval: float = 3600.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -101,7 +109,21 @@ class Settings:
             scheduler_interval=_float(env, "GANTRY_SCHEDULER_INTERVAL", 1.0),
             cancel_grace=_float(env, "GANTRY_CANCEL_GRACE", 10.0),
             db_pool_size=_int(env, "GANTRY_DB_POOL_SIZE", 20),
+            max_queued_per_user=_int(env, "GANTRY_MAX_QUEUED_PER_USER", 1000),
+            max_submissions_per_minute=_int(env, "GANTRY_MAX_SUBMISSIONS_PER_MINUTE", 120),
+            max_streams_per_user=_int(env, "GANTRY_MAX_STREAMS_PER_USER", 50),
+            max_log_bytes_per_attempt=_log_cap(env),
+            retention_days=_float(env, "GANTRY_RETENTION_DAYS", 30.0),
+            retention_interval=_float(env, "GANTRY_RETENTION_INTERVAL", 3600.0),
         )
+
+
+def _log_cap(env: dict[str, str]) -> int:
+    value = _int(env, "GANTRY_MAX_LOG_BYTES_PER_ATTEMPT", 1024**3)
+    # The runner API acknowledges a cut log at a far offset (app/runner_api/service.py).
+    if not 0 <= value < 2**40:
+        raise SettingsError("GANTRY_MAX_LOG_BYTES_PER_ATTEMPT must be between 0 and 2**40 - 1")
+    return value
 
 
 def _stored_secret(data_dir: Path) -> str:

@@ -3,7 +3,9 @@
 Environment: GANTRY_SERVER_URL, GANTRY_BACKEND, GANTRY_RUNNER_TOKEN, GANTRY_EXECUTOR (`local`),
 GANTRY_RUNNER_SLOTS (default 16), GANTRY_RUNNER_DATA_DIR (default `.gantry/runner-<backend>`),
 GANTRY_SANDBOX (`auto`, `bwrap` or `none`), GANTRY_RUNNER_PLATFORM, GANTRY_TLS_CA (a CA bundle
-for https), GANTRY_CLUSTER_ID.
+for https), GANTRY_CLUSTER_ID; for `local`: GANTRY_MAX_ATTEMPT_DISK_BYTES (default 10 GiB, 0 = no
+limit), GANTRY_ATTEMPT_DISK_CHECK_INTERVAL (seconds, default 10) and GANTRY_RETENTION_DAYS
+(default 30, 0 = keep every attempt directory) (runner/executors/disk.py).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from runner.client import RunnerClient
 from runner.executors.base import Executor
+from runner.executors.disk import DEFAULT_DISK_LIMIT, DiskLimit, keep_removing_old_attempts
 from runner.executors.local import LocalExecutor
 from runner.loop import Runner
 
@@ -31,6 +35,19 @@ def _require(env: dict[str, str], name: str) -> str:
     value = env.get(name)
     if not value:
         raise ConfigError(f"{name} is not set")
+    return value
+
+
+def _number(env: dict[str, str], name: str, default: float, kind: type[float] | type[int]) -> Any:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
     return value
 
 
@@ -50,6 +67,10 @@ def build(env: dict[str, str]) -> tuple[RunnerClient, Executor, str, str]:
             raise ConfigError("GANTRY_SANDBOX must be auto, bwrap or none")
         executor: Executor = LocalExecutor(
             data, slots, sandbox=sandbox, platform=env.get("GANTRY_RUNNER_PLATFORM") or None
+        )
+        executor.disk = DiskLimit(  # type: ignore[attr-defined]
+            _number(env, "GANTRY_MAX_ATTEMPT_DISK_BYTES", DEFAULT_DISK_LIMIT, int),
+            _number(env, "GANTRY_ATTEMPT_DISK_CHECK_INTERVAL", 10.0, float),
         )
     elif kind == "kubernetes":
         from runner.executors.kubernetes.config import KubeSettings, KubeSettingsError
@@ -79,9 +100,15 @@ async def run(env: dict[str, str]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    retention: asyncio.Task[None] | None = None
+    if isinstance(executor, LocalExecutor):
+        days = _number(env, "GANTRY_RETENTION_DAYS", 30.0, float)
+        retention = asyncio.create_task(keep_removing_old_attempts(executor.root, days))
     try:
         await runner.run(stop)
     finally:
+        if retention is not None:
+            retention.cancel()
         await executor.close()
         await client.close()
 

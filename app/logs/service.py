@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -37,9 +38,10 @@ class LogService:
             await _check_visible(conn, pools, workflow_id)
             row = await conn.fetchrow(
                 """
-                SELECT id, workflow, name, retry, status FROM task
-                WHERE workflow = $1 AND name = $2 AND ($3::int IS NULL OR retry = $3)
-                ORDER BY retry DESC LIMIT 1
+                SELECT t.id, t.workflow, t.name, t.retry, t.status, w.logs_removed_at
+                FROM task t JOIN workflow w ON w.id = t.workflow
+                WHERE t.workflow = $1 AND t.name = $2 AND ($3::int IS NULL OR t.retry = $3)
+                ORDER BY t.retry DESC LIMIT 1
                 """,
                 workflow_id,
                 task,
@@ -97,7 +99,18 @@ class LogService:
                 )
             )
 
+    async def removed_notice(self, workflow_id: str) -> str | None:
+        """A line saying the workflow's logs were removed by retention, or None."""
+        async with self.db.connection() as conn:
+            removed = await conn.fetchval(
+                "SELECT logs_removed_at FROM workflow WHERE id = $1", workflow_id
+            )
+        return None if removed is None else _removed_line(removed)
+
     async def all_bytes(self, attempt: Attempt) -> AsyncIterator[bytes]:
+        if attempt.get("logs_removed_at") is not None:
+            yield _removed_line(attempt["logs_removed_at"]).encode()
+            return
         after = 0
         while True:
             rows = await self.chunks(attempt["id"], after)
@@ -138,6 +151,9 @@ class LogService:
                 sub.drain()
 
     async def follow_bytes(self, attempt: Attempt) -> AsyncIterator[bytes]:
+        if attempt.get("logs_removed_at") is not None:
+            yield _removed_line(attempt["logs_removed_at"]).encode()
+            return
         async for rows in self.follow(attempt):
             yield b"".join(bytes(r["data"]) for r in rows)
 
@@ -146,3 +162,13 @@ async def _check_visible(conn: asyncpg.Connection, pools: list[str], workflow_id
     pool = await conn.fetchval("SELECT pool FROM workflow WHERE id = $1", workflow_id)
     if pool is None or pool not in pools:
         raise NotFound(f"workflow '{workflow_id}' does not exist")
+
+
+def _removed_line(removed_at: datetime) -> str:
+    # 200 with this line rather than 410: `gantry workflow logs` and scripts print it and go on,
+    # and the workflow itself is still there to see.
+    when = removed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"[gantry] the logs of this workflow were removed on {when}, after it had been "
+        "finished for longer than the retention period (GANTRY_RETENTION_DAYS)\n"
+    )

@@ -9,6 +9,7 @@ exactly where the page stopped. Every byte is HTML-escaped; ANSI colours become 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
@@ -82,6 +83,7 @@ async def _render_page(
 ) -> Template:
     logs: LogService = request.app.state.logs
     windows = request.app.state.log_windows
+    removed = await logs.removed_notice(target.workflow_id)  # by retention: say so
     complete = await logs.all_complete(target.attempts) if target.attempts else True
     try:
         keep = compile_filter(q, regex)
@@ -112,7 +114,9 @@ async def _render_page(
         request,
         "logs/view.html",
         target=target,
-        html=render_lines(window.lines, target.names),
+        html=render_lines(window.lines, target.names)
+        if removed is None
+        else f'<p class="notice" id="logs-removed">{escape(removed)}</p>',
         window=window,
         complete=complete,
         live_query=live_query,

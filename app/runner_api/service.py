@@ -40,6 +40,10 @@ RUNNER_STATUSES = {
 }
 _STREAM_CODE = {"stdout": 1, "stderr": 2}
 MAX_CHUNK = 1024 * 1024  # the log viewer reads windows of chunks; it relies on this bound
+# Where both streams of an attempt whose log was cut are acknowledged: far beyond any file
+# (GANTRY_MAX_LOG_BYTES_PER_ATTEMPT is below it), so the runner reads and sends nothing more
+# of them, with no change to the protocol. Below ext4's 16 TiB, where seek() would fail.
+LOG_CUT = 2**40
 _DISPATCHED = list(DISPATCHED)
 _json = msgspec.json.Encoder()
 
@@ -509,6 +513,7 @@ class RunnerService:
                 f"sent {len(too_big[0].data)}: split it"
             )
         chunks = sorted(batch.chunks, key=lambda c: (c.attempt, c.stream, c.offset))
+        cap = self.settings.max_log_bytes_per_attempt
         ends: dict[tuple[int, str], int] = {}
         refused: set[int] = set()
         touched: set[int] = set()
@@ -518,7 +523,8 @@ class RunnerService:
                     continue
                 column = "stdout_end" if c.stream == "stdout" else "stderr_end"
                 row = await conn.fetchrow(
-                    f"SELECT backend, epoch, {column} AS end_ FROM task WHERE id = $1 FOR UPDATE",  # noqa: S608
+                    f"SELECT backend, epoch, {column} AS end_, stdout_end + stderr_end AS stored"  # noqa: S608
+                    " FROM task WHERE id = $1 FOR UPDATE",
                     c.attempt,
                 )
                 if row is None or row["backend"] != session.backend or c.epoch < row["epoch"]:
@@ -528,6 +534,14 @@ class RunnerService:
                 stop = c.offset + len(c.data)
                 if c.offset <= end < stop:
                     data = c.data[end - c.offset :]
+                    if cap and row["stored"] + len(data) > cap:
+                        await _cut_log(
+                            conn, c.attempt, c.stream, end, data[: cap - row["stored"]], cap
+                        )
+                        for stream in ("stdout", "stderr"):
+                            ends[(c.attempt, stream)] = LOG_CUT
+                        touched.add(c.attempt)
+                        continue
                     await conn.execute(
                         """
                         INSERT INTO log_chunk (task, stream, start, data, newlines, received_at)
@@ -595,3 +609,32 @@ class RunnerService:
             if r["stop_requested_at"] is not None or r["status"] in TERMINAL
         ]
         return p.HeartbeatReply(cancels=cancels, kill=kill)
+
+
+async def _cut_log(
+    conn: asyncpg.Connection, attempt: int, stream: str, end: int, data: bytes, cap: int
+) -> None:
+    """Store what fits under the cap, then a line saying the log was cut, and close both
+    streams at LOG_CUT so later chunks change nothing (GANTRY_MAX_LOG_BYTES_PER_ATTEMPT)."""
+    marker = (
+        f"[gantry] log cut: this attempt wrote more than {cap} bytes of log "
+        "(GANTRY_MAX_LOG_BYTES_PER_ATTEMPT); the rest of its output was dropped\n"
+    ).encode()
+    if data and not data.endswith(b"\n"):
+        marker = b"\n" + marker
+    for start, piece in ((end, data), (end + len(data), marker)):
+        if piece:
+            await conn.execute(
+                """
+                INSERT INTO log_chunk (task, stream, start, data, newlines, received_at)
+                VALUES ($1, $2, $3, $4, $5, now())
+                """,
+                attempt,
+                _STREAM_CODE[stream],
+                start,
+                piece,
+                piece.count(b"\n"),
+            )
+    await conn.execute(
+        "UPDATE task SET stdout_end = $2, stderr_end = $2 WHERE id = $1", attempt, LOG_CUT
+    )

@@ -28,7 +28,7 @@ from app.settings import Settings
 from app.workflows.states import DISPATCHED, Status
 from app.workflows.transitions import fail_group, finish_task, lock_group, record_events
 
-__all__ = ("Loop", "Scheduler", "Sweeper")
+__all__ = ("Loop", "Retention", "Scheduler", "Sweeper")
 
 log = logging.getLogger(__name__)
 _DISPATCHED = list(DISPATCHED)
@@ -352,3 +352,69 @@ def _seconds(n: int) -> str:
         if n % size == 0:
             return f"{n // size}{unit}"
     return f"{n}s"
+
+
+class Retention(Loop):
+    """Removes finished workflows' log chunks after ``GANTRY_RETENTION_DAYS`` (0 keeps them).
+
+    The workflow, group, task and event rows stay; ``workflow.logs_removed_at`` records that the
+    logs are gone, which the log endpoints then say. Deletes go in batches of ``CHUNK_BATCH``
+    rows, each its own short transaction, so no lock is held long and replication keeps up.
+    One replica works at a time: the pass holds a session-level advisory lock on its connection.
+    """
+
+    name = "retention"
+    topics = ()
+    CHUNK_BATCH = 5000
+    WORKFLOW_BATCH = 100
+    BATCHES_PER_PASS = 50  # then yield and come back at once (the loop's pass has 60 s)
+
+    async def pass_once(self) -> bool:
+        days = self.settings.retention_days
+        if days <= 0:
+            return False
+        async with self.db.connection() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('gantry-retention'))"):
+                return False
+            try:
+                return await self._remove(conn, days)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext('gantry-retention'))")
+
+    async def _remove(self, conn: asyncpg.Connection, days: float) -> bool:
+        batches = 0
+        while batches < self.BATCHES_PER_PASS:
+            workflows = [
+                r["id"]
+                for r in await conn.fetch(
+                    """
+                    SELECT id FROM workflow
+                    WHERE ended_at IS NOT NULL AND logs_removed_at IS NULL
+                      AND ended_at < now() - make_interval(secs => $1)
+                    ORDER BY ended_at LIMIT $2
+                    """,
+                    days * 86400,
+                    self.WORKFLOW_BATCH,
+                )
+            ]
+            if not workflows:
+                return False
+            while batches < self.BATCHES_PER_PASS:
+                batches += 1
+                deleted = await conn.execute(
+                    """
+                    DELETE FROM log_chunk WHERE id IN (
+                      SELECT c.id FROM task t JOIN log_chunk c ON c.task = t.id
+                      WHERE t.workflow = ANY($1::text[]) LIMIT $2)
+                    """,
+                    workflows,
+                    self.CHUNK_BATCH,
+                )
+                if int(deleted.split()[-1]) < self.CHUNK_BATCH:
+                    await conn.execute(
+                        "UPDATE workflow SET logs_removed_at = now() WHERE id = ANY($1::text[])",
+                        workflows,
+                    )
+                    log.info("retention: removed the logs of %d workflows", len(workflows))
+                    break
+        return True

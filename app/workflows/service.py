@@ -17,6 +17,7 @@ import msgspec
 from app.auth.service import Principal
 from app.db import Database, notify
 from app.errors import Forbidden, Invalid, NotFound
+from app.limits import SubmissionLimits
 from app.pools.service import PoolService
 from app.spec.errors import SpecError, SpecIssue, format_path
 from app.spec.model import Resources
@@ -33,6 +34,9 @@ _json = msgspec.json.Encoder()
 
 
 class WorkflowService:
+    # Per-user submission limits; create_app sets them (app/limits.py). None: unlimited.
+    limits: SubmissionLimits | None = None
+
     def __init__(
         self,
         db: Database,
@@ -59,6 +63,8 @@ class WorkflowService:
         priority: str,
         dry_run: bool,
     ) -> dict[str, Any]:
+        if self.limits is not None:  # before any parsing: a refused submission costs nothing
+            await self.limits.check(principal, dry_run=dry_run)
         if priority not in PRIORITIES:
             raise Invalid(
                 f"priority {priority!r} is not one of HIGH, NORMAL, LOW",

@@ -23,7 +23,9 @@ from piccolo.table import Table
 from app.auth.tables import User
 from app.pools.tables import Pool
 
-__all__ = ("Task", "TaskEvent", "TaskGroup", "Workflow", "WorkflowCounter")
+__all__ = (
+    "SubmissionRate", "Task", "TaskEvent", "TaskGroup", "Workflow", "WorkflowCounter"
+)  # fmt: skip
 
 
 class WorkflowCounter(Table, tablename="workflow_counter"):
@@ -52,6 +54,7 @@ class Workflow(Table, tablename="workflow"):
     ended_at = Timestamptz(null=True, default=None)
     reason = Text(null=True, default=None)
     canceled_by = Varchar(length=64, null=True, default=None)
+    logs_removed_at = Timestamptz(null=True, default=None)  # set by the retention loop
 
 
 class TaskGroup(Table, tablename="task_group"):
@@ -128,3 +131,11 @@ class TaskEvent(Table, tablename="task_event"):
     reason = Text(null=True, default=None)
     exit_code = Integer(null=True, default=None)
     at = Timestamptz(default=TimestamptzNow())
+
+
+class SubmissionRate(Table, tablename="submission_rate"):
+    """A user's current one-minute submission window (app/limits.py)."""
+
+    user_name = Varchar(length=64, primary_key=True)
+    window_start = Timestamptz()
+    submissions = Integer()

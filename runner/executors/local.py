@@ -30,6 +30,7 @@ from pathlib import Path
 import msgspec
 
 from runner.executors.base import AttemptState, Executor, Held, expand_vars
+from runner.executors.disk import DiskLimit
 from runner.protocol import Capacity, Launch, Node
 
 __all__ = ("LocalExecutor",)
@@ -63,6 +64,8 @@ def _memory_total() -> int:
 
 
 class LocalExecutor(Executor):
+    disk = DiskLimit()  # GANTRY_MAX_ATTEMPT_DISK_BYTES; runner/__main__.py sets its own
+
     def __init__(
         self,
         data_dir: Path,
@@ -229,6 +232,8 @@ class LocalExecutor(Executor):
 
     async def state(self, attempt: int) -> AttemptState:
         d = self._dir(attempt)
+        if (evicted := await self.disk.check(attempt, d, self.stop)) is not None:
+            return AttemptState(False, None, "FAILED_EVICTED", evicted)
         code = _read_int(d / "exit_code")
         if code is not None:
             error = _read_text(d / "start_error")
