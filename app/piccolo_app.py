@@ -7,7 +7,7 @@ from pathlib import Path
 from piccolo.conf.apps import AppConfig
 
 import migrations
-from app.auth.tables import ApiToken, User
+from app.auth.tables import ApiToken, SignInAttempt, User, WebSession
 from app.backends.tables import Backend, RunnerSession
 from app.logs.tables import LogChunk
 from app.pools.tables import Pool
@@ -25,6 +25,8 @@ TABLES = [
     Task,
     TaskEvent,
     LogChunk,
+    WebSession,
+    SignInAttempt,
 ]
 
 APP_CONFIG = AppConfig(

@@ -66,6 +66,12 @@ class Settings:
     template_timeout: float = 2.0
     template_memory: int = 256 * 1024 * 1024
     db_pool_size: int = 20
+    # Browser sign-in (issue 7): failed sign-ins allowed per account and per client address
+    # within the window (seconds) before 429; how long a session lives after its last change.
+    sign_in_account_limit: int = 10
+    sign_in_address_limit: int = 50
+    sign_in_window: float = 900.0
+    session_max_age: int = 7 * 24 * 3600
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -101,6 +107,10 @@ class Settings:
             scheduler_interval=_float(env, "GANTRY_SCHEDULER_INTERVAL", 1.0),
             cancel_grace=_float(env, "GANTRY_CANCEL_GRACE", 10.0),
             db_pool_size=_int(env, "GANTRY_DB_POOL_SIZE", 20),
+            sign_in_account_limit=_int(env, "GANTRY_SIGN_IN_ACCOUNT_LIMIT", 10),
+            sign_in_address_limit=_int(env, "GANTRY_SIGN_IN_ADDRESS_LIMIT", 50),
+            sign_in_window=_float(env, "GANTRY_SIGN_IN_WINDOW", 900.0),
+            session_max_age=_int(env, "GANTRY_SESSION_MAX_AGE", 7 * 24 * 3600),
         )
 
 
