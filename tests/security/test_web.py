@@ -5,6 +5,7 @@ Every test runs against the real server (hypercorn, PostgreSQL) through HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -14,7 +15,14 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support import ADMIN_PASSWORD, ADMIN_TOKEN, ROOT, InProcessServer, make_settings
+from tests.support import (
+    ADMIN_PASSWORD,
+    ADMIN_TOKEN,
+    ROOT,
+    InProcessServer,
+    make_settings,
+    self_signed_cert,
+)
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
 COOKIE = "gantry_session"
@@ -178,6 +186,11 @@ async def test_every_kind_of_answer_carries_the_browser_headers(server: InProces
         async with api.stream("GET", "/pools/live", headers={"hx-request": "true"}) as live:
             assert live.status_code == 200
             _check_headers(live, "fragment stream")
+        # The OpenAPI explorer runs Swagger UI's inline bootstrap, but still cannot be framed.
+        docs = await api.get("/schema/swagger")
+        assert docs.status_code == 200
+        assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+        assert docs.headers["x-frame-options"] == "DENY"
 
 
 def _template_files() -> list[Path]:
@@ -215,7 +228,10 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
 
 async def test_a_cookie_copied_before_sign_out_is_refused_after_it(server: InProcessServer) -> None:
     async with server.client() as browser:
-        assert (await _sign_in(browser)).status_code == 303
+        signed_in = await _sign_in(browser)
+        assert signed_in.status_code == 303
+        cookie = signed_in.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "path=/" in cookie
         stolen = browser.cookies[COOKIE]
         page = await browser.get("/workflows")
         assert page.status_code == 200
@@ -318,6 +334,18 @@ async def test_ten_wrong_passwords_then_the_right_one_is_429(server: InProcessSe
         assert (await _sign_in(owner, "ADMIN", ADMIN_PASSWORD)).status_code == 429
 
 
+async def test_parallel_guesses_cannot_slip_past_the_count(server: InProcessServer) -> None:
+    async with server.client() as guesser:
+        token = _csrf((await guesser.get("/login")).text)
+
+        async def guess(i: int) -> int:
+            data = {"username": "admin", "password": f"guess-{i}", "_csrf_token": token}
+            return (await guesser.post("/login", data=data)).status_code
+
+        codes = await asyncio.gather(*(guess(i) for i in range(25)))
+    assert sorted(codes) == [401] * 10 + [429] * 15
+
+
 @pytest.fixture
 async def strict_server(database_url: str, tmp_path: Path) -> AsyncIterator[InProcessServer]:
     srv = InProcessServer(
@@ -361,3 +389,29 @@ async def test_a_right_password_clears_the_accounts_failures(
             assert (await _sign_in(c, "alice", f"typo-{i}")).status_code == 401
         # 3 failures since the success (not 7): below the account limit of 5.
         assert (await _sign_in(c, "alice", "alice-password")).status_code == 303
+
+
+async def test_cookies_are_secure_behind_tls(database_url: str, tmp_path: Path) -> None:
+    cert, key = self_signed_cert(tmp_path)
+    srv = InProcessServer(
+        make_settings(database_url, tmp_path, certfile=str(cert), keyfile=str(key))
+    )
+    await srv.start()
+    try:
+        async with srv.client() as browser:
+            form = await browser.get("/login")
+            csrf_cookie = form.cookies["gantry_csrf"]
+            r = await browser.post(
+                "/login",
+                data={
+                    "username": "admin",
+                    "password": ADMIN_PASSWORD,
+                    "_csrf_token": _csrf(form.text),
+                },
+                headers={"cookie": f"gantry_csrf={csrf_cookie}"},
+            )
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"].lower()
+        assert cookie.startswith(COOKIE) and "secure" in cookie and "httponly" in cookie
+    finally:
+        await srv.stop()
