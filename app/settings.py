@@ -75,11 +75,6 @@ class Settings:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
-    def session_secret(self) -> bytes:
-        """A 32-byte key for the session cookie, derived from the secret key."""
-        return hashlib.sha256(b"gantry-session:" + self.secret_key.encode()).digest()
-
-    @property
     def csrf_secret(self) -> str:
         return hashlib.sha256(b"gantry-csrf:" + self.secret_key.encode()).hexdigest()
 
