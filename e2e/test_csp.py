@@ -41,6 +41,7 @@ async def test_pages_run_under_the_policy_without_violations(
         wid = await submit(api, COLOURS)
         await wait_for(api, wid, timeout=60)
     for path in (
+        "/login",
         "/workflows",
         "/submit",
         "/pools",

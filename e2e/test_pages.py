@@ -107,7 +107,9 @@ async def test_cancel_from_the_detail_page(
         await page.wait_for_selector(
             '#wf-header .status[data-status="FAILED_CANCELED"]', timeout=15_000
         )
-        assert "was canceled" in await page.inner_text("main")
+        # The old page's live stream may show the new status before the redirected page
+        # (with its flash message) arrives: wait for that page, not only for the status.
+        await page.locator("main .flash", has_text="was canceled").wait_for(timeout=15_000)
         for _ in range(100):
             if not runner.attempts:
                 break
