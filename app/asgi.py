@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from html import escape
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,18 +22,18 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.flash import FlashConfig, FlashPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.response import Redirect, Template
+from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from app import templating
 from app.auth.middleware import PUBLIC_PATHS, BearerExemptCSRFMiddleware, GantryAuthMiddleware
 from app.auth.service import AuthService
+from app.auth.sessions import COOKIE, STORE_NAME, PostgresSessionStore, WebSessionConfig
 from app.auth.views import AuthViews
 from app.db import Database, Hub
 from app.errors import DomainError, Invalid
@@ -54,6 +56,7 @@ from app.runner_api.api import RunnerController
 from app.runner_api.service import RunnerService
 from app.settings import Settings, get_settings
 from app.spec.template import TemplateRenderer
+from app.web import csrf_token_of, favicon, security_headers, signed_in
 from app.workflows.api import WorkflowController
 from app.workflows.scheduler import Retention, Scheduler, Sweeper
 from app.workflows.service import WorkflowService
@@ -118,13 +121,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await db.close()
             renderer.close()
 
-    session_config = CookieBackendConfig(
-        secret=settings.session_secret,
-        key="gantry_session",
+    app_state = State({"settings": settings})
+    # Sessions live in PostgreSQL (app/auth/sessions.py): signing out ends one on every replica.
+    session_store = PostgresSessionStore(app_state)
+    session_config = WebSessionConfig(
+        key=COOKIE,
+        store=STORE_NAME,
         httponly=True,
         samesite="lax",
         secure=bool(settings.certfile),
-        max_age=7 * 24 * 3600,
+        max_age=settings.session_max_age,
+        exclude=["^/static/", "^/favicon.ico$", "^/healthz$", "^/readyz$"],
     )
     csrf_config = CSRFConfig(
         secret=settings.csrf_secret,
@@ -150,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             healthz,
             readyz,
             metrics,
+            favicon,
             create_static_files_router(
                 path="/static", directories=[HERE / "static"], name="static"
             ),
@@ -161,7 +169,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             StreamSlotMiddleware(StreamSlots(settings.max_streams_per_user)),
         ],
         lifespan=[lifespan],
-        state=State({"settings": settings}),
+        state=app_state,
+        stores={STORE_NAME: session_store},
+        before_send=[security_headers],
         template_config=template_config,
         plugins=[FlashPlugin(FlashConfig(template_config=template_config))],
         openapi_config=OpenAPIConfig(
@@ -186,22 +196,49 @@ def _is_api(request: Request[Any, Any, Any]) -> bool:
     return path.startswith(("/api/", "/schema", "/metrics"))
 
 
-def _problem(status: int, title: str, detail: str, **extra: Any) -> Response[Any]:
+def _problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[Any]:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return Response(
         msgspec.json.encode(body),
         status_code=status,
         media_type="application/problem+json",
+        headers=headers,
     )
 
 
-def _page(request: Request[Any, Any, Any], status: int, title: str, detail: str) -> Response[Any]:
-    return Template(
-        template_name="errors/error.html",
-        context={"status": status, "title": title, "detail": detail},
-        status_code=status,
-        media_type=MediaType.HTML,
-    )
+def _page(
+    request: Request[Any, Any, Any],
+    status: int,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    """An error page with the navigation, rendered here so that a failure cannot cascade.
+
+    It may be answering for the router (an unknown path, a wrong method), before any
+    middleware ran: no session, no CSRF token, no user; the template copes with that.
+    """
+    token = csrf_token_of(request)
+    context = {
+        "request": request,
+        "status": status,
+        "title": title,
+        "detail": detail,
+        "user": signed_in(request),
+        "csrf_token": token,
+        "csrf_input": f'<input type="hidden" name="_csrf_token" value="{escape(token)}">',
+        "error_page": True,
+    }
+    try:
+        engine = request.app.template_engine
+        assert engine is not None
+        body = engine.get_template("errors/error.html").render(**context)
+    except Exception:
+        log.exception("the error page for %s %s failed", request.method, request.url.path)
+        body = f"<!doctype html><title>{status}</title><h1>{status} {title}</h1>"
+    return Response(body, status_code=status, media_type=MediaType.HTML, headers=headers)
 
 
 def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
@@ -234,10 +271,22 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
             return _problem(status, title, detail, errors=errors)
         return _page(request, status, title, detail)
     else:
-        title, detail = exc.__class__.__name__.replace("Exception", "") or "Error", exc.detail
+        title, detail = _title(status), exc.detail
+        if status == 404 and detail in ("", "Not Found"):
+            detail = f"There is nothing at {request.url.path}."
+        elif status == 405:
+            detail = f"{request.url.path} does not take {request.method} requests."
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"} or None
     if _is_api(request):
-        return _problem(status, title, detail)
-    return _page(request, status, title, detail)
+        return _problem(status, title, detail, headers=headers)
+    return _page(request, status, title, detail, headers=headers)
+
+
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from piccolo.conf.apps import AppConfig
 
 import migrations
-from app.auth.tables import ApiToken, User
+from app.auth.tables import ApiToken, SignInAttempt, User, WebSession
 from app.backends.tables import Backend, RunnerSession
 from app.logs.tables import LogChunk
 from app.pools.tables import Pool
@@ -33,6 +33,8 @@ TABLES = [
     TaskEvent,
     LogChunk,
     SubmissionRate,
+    WebSession,
+    SignInAttempt,
 ]
 
 APP_CONFIG = AppConfig(

@@ -74,12 +74,13 @@ class Settings:
     # Finished workflows' logs are removed after this many days (0 keeps everything).
     retention_days: float = 30.0
     retention_interval: float = 3600.0
+    # Browser sign-in (issue 7): failed sign-ins allowed per account and per client address
+    # within the window (seconds) before 429; how long a session lives after its last change.
+    sign_in_account_limit: int = 10
+    sign_in_address_limit: int = 50
+    sign_in_window: float = 900.0
+    session_max_age: int = 7 * 24 * 3600
     extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def session_secret(self) -> bytes:
-        """A 32-byte key for the session cookie, derived from the secret key."""
-        return hashlib.sha256(b"gantry-session:" + self.secret_key.encode()).digest()
 
     @property
     def csrf_secret(self) -> str:
@@ -115,6 +116,10 @@ class Settings:
             max_log_bytes_per_attempt=_log_cap(env),
             retention_days=_float(env, "GANTRY_RETENTION_DAYS", 30.0),
             retention_interval=_float(env, "GANTRY_RETENTION_INTERVAL", 3600.0),
+            sign_in_account_limit=_int(env, "GANTRY_SIGN_IN_ACCOUNT_LIMIT", 10),
+            sign_in_address_limit=_int(env, "GANTRY_SIGN_IN_ADDRESS_LIMIT", 50),
+            sign_in_window=_float(env, "GANTRY_SIGN_IN_WINDOW", 900.0),
+            session_max_age=_int(env, "GANTRY_SESSION_MAX_AGE", 7 * 24 * 3600),
         )
 
 

@@ -73,8 +73,7 @@ async def test_workflow_list_updates_live_and_log_follows(
         # Open the log while the task runs: later lines arrive without a reload.
         await page.goto(f"{server.base}/workflows/{wid}/tasks/t/logs")
         await page.evaluate("window.__logPage = true")
-        await page.wait_for_function(
-            "document.querySelector('#log').innerText.includes('tick 4')", timeout=20_000
-        )
+        # Locators, not wait_for_function: the page's CSP refuses the eval that one needs.
+        await page.locator("#log", has_text="tick 4").wait_for(timeout=20_000)
         assert await page.evaluate("window.__logPage") is True
         await wait_for(api, wid, timeout=20)

@@ -17,9 +17,11 @@ from litestar.middleware.csrf import CSRFMiddleware
 from litestar.types import Receive, Scope, Send
 
 from app.auth.service import AuthService, Principal
+from app.auth.sessions import SESSION_KEY
 
 __all__ = (
     "PUBLIC_PATHS",
+    "SESSION_KEY",
     "BearerExemptCSRFMiddleware",
     "GantryAuthMiddleware",
     "admin_guard",
@@ -28,7 +30,6 @@ __all__ = (
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/static/", "^/login$", "^/favicon.ico$"]
 RUNNER_PREFIX = "/api/runner/v1"
-SESSION_KEY = "user"
 
 
 def bearer_token(headers: Any) -> str | None:

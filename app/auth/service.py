@@ -182,6 +182,19 @@ class AuthService:
             )
         return token
 
+    async def end_sessions(self, user: str) -> int:
+        """End every browser session of ``user`` at once, on every replica (sessions live in
+        PostgreSQL); for password changes and disabled users. Returns how many ended."""
+        async with self.db.transaction() as conn:
+            ended = await conn.fetchval(
+                """
+                WITH gone AS (DELETE FROM web_session WHERE "user" = $1 RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                user,
+            )
+        return int(ended or 0)
+
     async def list_tokens(self, user: str) -> list[dict[str, object]]:
         async with self.db.connection() as conn:
             rows = await conn.fetch(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from piccolo.columns import (
     Array,
     BigSerial,
+    Bytea,
     ForeignKey,
     OnDelete,
     Text,
@@ -14,7 +15,7 @@ from piccolo.columns import (
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
-__all__ = ("ApiToken", "User")
+__all__ = ("ApiToken", "SignInAttempt", "User", "WebSession")
 
 
 class User(Table, tablename="gantry_user"):
@@ -38,3 +39,31 @@ class ApiToken(Table, tablename="api_token"):
     expires_at = Timestamptz(null=True, default=None)
     last_used_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
+
+
+class WebSession(Table, tablename="web_session"):
+    """A signed-in browser session, kept on the server so that signing out ends it everywhere.
+
+    ``id`` is the SHA-256 of the cookie's value (a database leak gives no usable cookie);
+    ``user`` lets every session of one person be ended at once. Created by the hand-written
+    migration gantry_2026_12_01t15_00_00_000000.
+    """
+
+    id = Varchar(length=64, primary_key=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, null=True)
+    data = Bytea()
+    expires_at = Timestamptz()
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class SignInAttempt(Table, tablename="sign_in_attempt"):
+    """A sign-in that failed (or is being checked), counted per account and per address.
+
+    ``account`` is cleared, not the row deleted, when the account signs in successfully, so
+    the address keeps its count.
+    """
+
+    id = BigSerial(primary_key=True)
+    account = Varchar(length=200, null=True, default=None)
+    address = Varchar(length=64)
+    at = Timestamptz(default=TimestamptzNow())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
@@ -9,8 +10,10 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 
-from app.auth.middleware import SESSION_KEY, principal_of
+from app.auth.middleware import principal_of
 from app.auth.service import AuthService
+from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
+from app.auth.throttle import Refused, SignInThrottle
 from app.web import flash, page
 
 __all__ = ("AuthViews",)
@@ -37,7 +40,18 @@ class AuthViews(Controller):
     @post("/login", status_code=303)
     async def login(self, request: Request[Any, Any, Any], data: Form) -> Template | Redirect:
         auth: AuthService = request.app.state.auth
+        settings = request.app.state.settings
         username = (data.get("username") or "").strip()
+        throttle = SignInThrottle(
+            request.app.state.db,
+            settings.sign_in_account_limit,
+            settings.sign_in_address_limit,
+            settings.sign_in_window,
+        )
+        address = request.client.host if request.client else "unknown"
+        attempt = await throttle.begin(username, address)
+        if isinstance(attempt, Refused):
+            return _too_many(request, data, username, attempt)
         principal = await auth.check_password(username, data.get("password") or "")
         if principal is None:
             return page(
@@ -48,12 +62,16 @@ class AuthViews(Controller):
                 error="Wrong username or password.",
                 username=username,
             )
-        request.set_session({SESSION_KEY: principal.name})
+        await throttle.succeeded(attempt, username)
+        start_session(request, principal.name)
+        store = request.app.stores.get(STORE_NAME)
+        if isinstance(store, PostgresSessionStore):
+            await store.delete_expired()
         return Redirect(path=_safe_next(data.get("next")), status_code=303)
 
     @post("/logout", status_code=303)
     async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
-        request.clear_session()
+        request.clear_session()  # the session's row is deleted as this answer is sent
         return Redirect(path="/login", status_code=303)
 
     @get("/tokens")
@@ -76,3 +94,25 @@ class AuthViews(Controller):
         if await auth.revoke_token(principal_of(request).name, token_id):
             flash(request, "The token was revoked.", "good")
         return Redirect(path="/tokens", status_code=303)
+
+
+def _too_many(
+    request: Request[Any, Any, Any], data: dict[str, str], username: str, refused: Refused
+) -> Template:
+    """429 with Retry-After, and a page that says when to try again."""
+    when = datetime.now(UTC) + timedelta(seconds=refused.retry_after)
+    minutes = max(1, -(-refused.retry_after // 60))
+    subject = "this account" if refused.which == "account" else "your network address"
+    error = (
+        f"Too many failed sign-ins for {subject}. Try again in {minutes} minute"
+        f"{'s' if minutes != 1 else ''} (after {when:%H:%M} UTC)."
+    )
+    return page(
+        request,
+        "auth/login.html",
+        status_code=429,
+        headers={"retry-after": str(refused.retry_after)},
+        next=_safe_next(data.get("next")),
+        error=error,
+        username=username,
+    )
