@@ -210,6 +210,7 @@ MATRIX: dict[str, Row] = {
     "GET /readyz": Row("public", get("/readyz")),
     "GET /metrics": Row("person", get("/metrics")),
     "GET /static/{file_path:path}": Row("public", get("/static/app.css")),
+    "GET /favicon.ico": Row("public", get("/favicon.ico")),
     "GET /schema": Row("person", get("/schema")),
     "GET /schema/swagger": Row("person", get("/schema/swagger")),
     "GET /schema/{path:str}": Row(  # Litestar's answer for schema paths it does not serve
