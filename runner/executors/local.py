@@ -44,7 +44,7 @@ from runner.executors.base import AttemptState, Executor, Held, expand_vars
 from runner.executors.sandbox import STAGE
 from runner.protocol import Capacity, Launch, Node
 
-__all__ = ("NO_SANDBOX_REASON", "LocalExecutor")
+__all__ = ("NO_SANDBOX_REASON", "LocalExecutor", "describe_isolation")
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,7 @@ class LocalExecutor(Executor):
     @property
     def isolation(self) -> str:
         """What protects the host from tasks, in a sentence for logs and `gantry dev`."""
-        if self.bwrap is None:
-            what = "none (GANTRY_SANDBOX=none)" if self.sandbox == "none" else "none"
-            return f"{what}: tasks run as plain processes of the runner's user" + (
-                "" if self.sandbox == "none" else ", so only administrators' tasks run"
-            )
-        net = "outbound through pasta" if self.pasta else "loopback only (pasta not installed)"
-        return f"bubblewrap: unprivileged user and namespaces per task; network {net}"
+        return describe_isolation(self.sandbox, self.bwrap, self.pasta)
 
     def _dir(self, attempt: int) -> Path:
         return self.root / str(attempt)
@@ -283,7 +277,7 @@ class LocalExecutor(Executor):
         # an empty tmpfs: its secrets and other attempts' files stay out of sight.
         for mask in sorted(self.masks):
             if any(mask.is_relative_to(b) for b in bound):
-                args += ["--tmpfs", str(mask)]
+                args += ["--tmpfs", str(self._mask_point(mask))]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
         args += ["--dir", "/gantry", "--bind", f"\0{output}", OUTPUT_DIR]
         for i, src in sorted(inputs.items()):
@@ -292,6 +286,21 @@ class LocalExecutor(Executor):
             args += ["--ro-bind", f"\0{src}", path]
         args += ["--chdir", "/"]
         return args
+
+    def _mask_point(self, path: Path) -> Path:
+        """Where to mount the tmpfs that hides ``path``: the path itself, or its first folder
+        that the task's user may not search (bwrap, running as that user, could not reach
+        below it to mount; the task cannot either, and masking it hides its name too)."""
+        uid, gid = (self.uid, self.gid) if self.as_root else (os.getuid(), os.getgid())
+        for folder in [*reversed(path.parents[:-1]), path]:
+            try:
+                st = folder.stat()
+            except OSError:
+                return folder
+            bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+            if not st.st_mode & bit:
+                return folder
+        return path
 
     async def _sandbox(self, d: Path, launch: Launch, argv: list[str]) -> dict[str, object]:
         """Resolve the bind sources in ``argv`` (in place) and say how ``enter`` gets in."""
@@ -472,6 +481,20 @@ class _StartError(Exception):
 _PYTHONPATH = str(Path(__file__).resolve().parents[2])
 
 
+def describe_isolation(sandbox: str, bwrap: str | None, pasta: str | None) -> str:
+    """The isolation a local runner with these settings gives its tasks, in a sentence."""
+    bwrap, pasta = _executable(bwrap), _executable(pasta)
+    if sandbox == "none":
+        return "none (GANTRY_SANDBOX=none): tasks run as plain processes of the runner's user"
+    if bwrap is None:
+        return (
+            "none: bubblewrap is not installed, so only administrators' tasks run, as plain "
+            "processes (`apt-get install bubblewrap passt` to sandbox everyone's)"
+        )
+    net = "outbound through pasta" if pasta else "loopback only (pasta is not installed)"
+    return f"bubblewrap: an unprivileged user and namespaces per task; network {net}"
+
+
 def _executable(path: str | None) -> str | None:
     return path if path and os.path.isfile(path) and os.access(path, os.X_OK) else None
 
@@ -485,11 +508,18 @@ def _holder_of(pgid: int, name: str) -> int | None:
             stat = (entry / "stat").read_text()
             if int(stat.rsplit(")", 1)[-1].split()[2]) != pgid:
                 continue
-            if name.encode() in (entry / "cmdline").read_bytes().split(b"\0"):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            # pasta's own command line names the holder too: the holder is the shell.
+            if argv[0] == b"/bin/sh" and name.encode() in argv and _own_netns(entry):
                 return int(entry.name)
         except (OSError, ValueError, IndexError):
             continue
     return None
+
+
+def _own_netns(proc: Path) -> bool:
+    """Is ``proc`` in a network namespace other than the runner's (the host's)?"""
+    return os.stat(proc / "ns" / "net").st_ino != os.stat("/proc/self/ns/net").st_ino
 
 
 def _hosts(text: str, hosts: list[str]) -> str:

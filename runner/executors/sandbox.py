@@ -67,7 +67,10 @@ def enter(directory: str) -> int:
             _stage(box["stage"])
         if box["join_userns"]:
             _setns(f"/proc/{box['netns_pid']}/ns/user", _CLONE_NEWUSER)
+        host_net = os.stat("/proc/self/ns/net").st_ino
         _setns(f"/proc/{box['netns_pid']}/ns/net", _CLONE_NEWNET)
+        if os.stat("/proc/self/ns/net").st_ino == host_net:
+            raise OSError(0, "the group's network namespace is the host's; refusing to run")
         if box["uid"] is not None:
             os.setgroups([])
             os.setgid(box["gid"])
