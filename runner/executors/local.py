@@ -119,6 +119,7 @@ class LocalExecutor(Executor):
         self.uid, self.gid = sandbox_uid, sandbox_gid
         self.masks = tuple({p.resolve() for p in (data_dir, *mask)})
         self._stoppers: dict[int, asyncio.Task[None]] = {}
+        self._net_locks: dict[str, asyncio.Lock] = {}
 
     @property
     def isolation(self) -> str:
@@ -331,7 +332,7 @@ class LocalExecutor(Executor):
         """The pid of a process in the network namespace of the launch's task group.
 
         bwrap 0.8 cannot join a network namespace, and a namespace lives only while a process
-        is in it, so each group on this host gets a holder process (``sleep``) that owns one;
+        is in it, so each group on this host gets a holder process (a sleeping shell) in one;
         its tasks join it before bwrap runs (``runner.executors.sandbox.enter``), so they
         share loopback as a pod's containers do and ``{{host:<task>}}`` is 127.0.0.1. With
         pasta, pasta starts the holder in a new user and network namespace and forwards its
@@ -341,13 +342,19 @@ class LocalExecutor(Executor):
         """
         a = launch.attempt
         key = hashlib.sha256(f"{a.workflow_id}\0{a.group}".encode()).hexdigest()[:24]
+        # The tasks of a group start together: one of them creates the holder.
+        async with self._net_locks.setdefault(key, asyncio.Lock()):
+            return await self._holder(key)
+
+    async def _holder(self, key: str) -> int:
         d = self.root / f"net-{key}"
         name = f"gantry-net-{key}"
         pid, pgid = _read_int(d / "pid"), _read_int(d / "pgid")
         if pid is not None and pgid is not None and _holder_of(pgid, name) == pid:
             return pid
+        if pgid is not None:
+            _signal_group(pgid, signal.SIGKILL)  # what is left of a broken holder
         d.mkdir(exist_ok=True)
-        (d / "group").write_text(f"{a.workflow_id}\0{a.group}")
         # sh stays (no exec) so that its command line keeps the name.
         holder = ["/bin/sh", "-c", 'echo "$$"; while sleep 86400; do :; done', name]
         if self.pasta is not None:
@@ -405,8 +412,9 @@ class LocalExecutor(Executor):
                 return
         pgid = _read_int(d / "pgid")
         if pgid is not None:
-            _signal_group(pgid, signal.SIGKILL)
+            _signal_group(pgid, signal.SIGKILL)  # the holder is PID 1 of pasta's namespace
         shutil.rmtree(d, ignore_errors=True)
+        self._net_locks.pop(key, None)
 
     async def state(self, attempt: int) -> AttemptState:
         d = self._dir(attempt)
