@@ -14,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +28,17 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, Stack, submit, task_of, wait_for
+from tests.runner.test_dev import _read_until
+from tests.support import (
+    ADMIN_TOKEN,
+    ROOT,
+    RUNNER_TOKEN,
+    Stack,
+    free_port,
+    submit,
+    task_of,
+    wait_for,
+)
 
 BWRAP = shutil.which("bwrap")
 PASTA = shutil.which("pasta")
@@ -388,3 +402,67 @@ async def test_runner_reads_its_token_from_a_file(database_url: str, tmp_path: P
         assert RUNNER_TOKEN.encode() not in environ
     finally:
         await stack.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[-1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+@pytest.mark.slow
+async def test_gantry_dev_keeps_secrets_out_of_its_childrens_environment(tmp_path: Path) -> None:
+    data = tmp_path / "gantry-data"
+    tmp_path.chmod(0o755)  # the embedded server runs as its own system user when we are root
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANTRY_")}
+    env.update(
+        GANTRY_DATA_DIR=str(data),
+        GANTRY_PORT=str(port),
+        GANTRY_LOG_LEVEL="WARNING",
+        GANTRY_SECRET_KEY="dev-secret-key-from-the-operator",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = await asyncio.to_thread(_read_until, proc, r"admin password: ", 120)
+        text = "".join(lines)
+        assert "task isolation: " in text, text  # which isolation is in force, said at start
+        token = re.search(r"admin token: (\S+)", text).group(1)  # type: ignore[union-attr]
+        runner_token = json.loads((data / "credentials.json").read_text())["runner_token"]
+        children = _children(proc.pid)
+        assert len(children) >= 2, children  # serve and runner
+        for child in children:
+            environ = Path(f"/proc/{child}/environ").read_bytes().decode()
+            for secret in (token, runner_token, "dev-secret-key-from-the-operator"):
+                assert secret not in environ, f"a secret in the environment of {child}"
+            names = {kv.split("=", 1)[0] for kv in environ.split("\0") if kv}
+            assert not names & {
+                "GANTRY_SECRET_KEY", "GANTRY_BOOTSTRAP_ADMIN_TOKEN",
+                "GANTRY_BOOTSTRAP_ADMIN_PASSWORD", "GANTRY_RUNNER_TOKEN", "GANTRY_DATABASE_URL",
+            }  # fmt: skip
+        for path in (data / "secrets").iterdir():
+            assert path.stat().st_mode & 0o777 == 0o600, path
+        assert (data / "secrets").stat().st_mode & 0o777 == 0o700
+        # The files serve: the admin token works, the runner is connected with its file.
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Bearer {token}"}
+        ) as client:
+            backends = (await client.get("/api/v1/backends")).json()["items"]
+            assert any(b["name"] == "local" and b["connected"] for b in backends)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
