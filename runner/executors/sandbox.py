@@ -19,6 +19,7 @@ Python 3.11 has no ``os.unshare``/``os.setns``/``mount``: they are called throug
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import sys
@@ -31,6 +32,7 @@ STAGE = "/tmp/gantry-stage"  # inside a private mount namespace, see _stage()
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
+_NS_GET_USERNS = 0xB701  # ioctl on a namespace fd: its owning user namespace
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
@@ -50,14 +52,6 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     _check(result, f"mount {target}")
 
 
-def _setns(path: str, kind: int) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _check(_libc.setns(fd, kind), f"setns {path}")
-    finally:
-        os.close(fd)
-
-
 def enter(directory: str) -> int:
     spec = json.loads((Path(directory) / "argv.json").read_text())
     box = spec["sandbox"]
@@ -65,10 +59,16 @@ def enter(directory: str) -> int:
     try:
         if box["stage"]:
             _stage(box["stage"])
-        if box["join_userns"]:
-            _setns(f"/proc/{box['netns_pid']}/ns/user", _CLONE_NEWUSER)
         host_net = os.stat("/proc/self/ns/net").st_ino
-        _setns(f"/proc/{box['netns_pid']}/ns/net", _CLONE_NEWNET)
+        net = os.open(f"/proc/{box['netns_pid']}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        if box["join_userns"]:
+            # The user namespace that owns the network namespace (bwrap's holder sits in a
+            # nested one): only there do we have the capability to join the network.
+            owner = fcntl.ioctl(net, _NS_GET_USERNS)
+            _check(_libc.setns(owner, _CLONE_NEWUSER), "setns into the network's user namespace")
+            os.close(owner)
+        _check(_libc.setns(net, _CLONE_NEWNET), "setns into the group's network namespace")
+        os.close(net)
         if os.stat("/proc/self/ns/net").st_ino == host_net:
             raise OSError(0, "the group's network namespace is the host's; refusing to run")
         if box["uid"] is not None:
