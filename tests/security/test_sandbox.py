@@ -466,3 +466,42 @@ async def test_gantry_dev_keeps_secrets_out_of_its_childrens_environment(tmp_pat
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
+
+
+def test_a_launch_from_an_older_control_plane_counts_as_not_admin() -> None:
+    import msgspec
+
+    from runner.protocol import Launch, StreamMessage
+
+    launch = msgspec.json.decode(
+        b'{"type":"launch","seq":1,"epoch":1,"attempt":{"id":1,"workflow_id":"w-1","group":"g",'
+        b'"group_size":1,"barrier":false,"task":"t","retry":0,"lead":true,"image":"x",'
+        b'"command":["true"],"args":[],"environment":{},"files":[],"inputs":[]}}',
+        type=StreamMessage,
+    )
+    assert isinstance(launch, Launch) and launch.owner_admin is False
+
+
+def test_secrets_can_come_from_files(tmp_path: Path) -> None:
+    from app.settings import Settings, SettingsError
+
+    files = {}
+    for name, value in (
+        ("GANTRY_SECRET_KEY", "key-from-file"),
+        ("GANTRY_DATABASE_URL", "postgresql://u:p@db/gantry"),
+        ("GANTRY_BOOTSTRAP_ADMIN_TOKEN", "gnt_from-file"),
+        ("GANTRY_BOOTSTRAP_ADMIN_PASSWORD", "password-from-file"),
+    ):
+        path = tmp_path / name.lower()
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+        files[f"{name}_FILE"] = str(path)
+    settings = Settings.from_env({"GANTRY_DATA_DIR": str(tmp_path), **files})
+    assert settings.secret_key == "key-from-file"
+    assert settings.database_url == "postgresql://u:p@db/gantry"
+    assert settings.bootstrap_admin_token == "gnt_from-file"
+    assert settings.bootstrap_admin_password == "password-from-file"
+    # The plain variables keep working.
+    assert Settings.from_env({"GANTRY_SECRET_KEY": "plain"}).secret_key == "plain"
+    with pytest.raises(SettingsError, match="GANTRY_SECRET_KEY_FILE"):
+        Settings.from_env({"GANTRY_SECRET_KEY_FILE": str(tmp_path / "missing")})
