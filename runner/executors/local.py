@@ -277,8 +277,9 @@ class LocalExecutor(Executor):
         # A data directory inside a bound folder (/opt/gantry, /etc/gantry) is covered by
         # an empty tmpfs: its secrets and other attempts' files stay out of sight.
         for mask in sorted(self.masks):
-            if any(mask.is_relative_to(b) for b in bound):
-                args += ["--tmpfs", str(self._mask_point(mask))]
+            point = self._mask_point(mask) if any(mask.is_relative_to(b) for b in bound) else None
+            if point is not None:
+                args += ["--tmpfs", str(point)]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
         args += ["--dir", "/gantry", "--bind", f"\0{output}", OUTPUT_DIR]
         for i, src in sorted(inputs.items()):
@@ -288,16 +289,17 @@ class LocalExecutor(Executor):
         args += ["--chdir", "/"]
         return args
 
-    def _mask_point(self, path: Path) -> Path:
+    def _mask_point(self, path: Path) -> Path | None:
         """Where to mount the tmpfs that hides ``path``: the path itself, or its first folder
         that the task's user may not search (bwrap, running as that user, could not reach
-        below it to mount; the task cannot either, and masking it hides its name too)."""
+        below it to mount; the task cannot either, and masking it hides its name too).
+        None when it does not exist: there is nothing to hide."""
         uid, gid = (self.uid, self.gid) if self.as_root else (os.getuid(), os.getgid())
         for folder in [*reversed(path.parents[:-1]), path]:
             try:
                 st = folder.stat()
             except OSError:
-                return folder
+                return None
             bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
             if not st.st_mode & bit:
                 return folder
