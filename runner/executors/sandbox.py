@@ -18,6 +18,7 @@ Python 3.11 has no ``os.unshare``/``os.setns``/``mount``: they are called throug
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -56,6 +57,8 @@ def enter(directory: str) -> int:
     spec = json.loads((Path(directory) / "argv.json").read_text())
     box = spec["sandbox"]
     argv: list[str] = spec["argv"]
+    # Kept open: after _stage() the directory's path may be hidden (it may lie under /tmp).
+    folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         if box["stage"]:
             _stage(box["stage"])
@@ -77,7 +80,13 @@ def enter(directory: str) -> int:
             os.setuid(box["uid"])
         os.execve(argv[0], argv, spec["env"])  # noqa: S606 - bwrap, by absolute path
     except OSError as exc:
-        print(f"gantry sandbox: could not set up the task's sandbox: {exc}", file=sys.stderr)
+        message = f"could not set up the task's sandbox: {exc}"
+        print(f"gantry sandbox: {message}", file=sys.stderr)
+        # The executor reports an attempt with a start_error as FAILED_START_ERROR.
+        with contextlib.suppress(OSError):
+            fd = os.open("start_error", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=folder)
+            with os.fdopen(fd, "w") as f:
+                f.write(message)
         return 127
 
 
