@@ -2,8 +2,13 @@
 
 Embedded PostgreSQL under the data directory (unless GANTRY_DATABASE_URL is set), migrations,
 the bootstrap admin, a `default` pool with a `local` backend, then `gantry serve` and one local
-runner as child processes. Prints ``Gantry ready at http://HOST:PORT`` once /readyz passes
-and the runner is connected. Ctrl-C or SIGTERM stops everything it started.
+runner as child processes. Prints which isolation the runner gives tasks, then ``Gantry ready
+at http://HOST:PORT`` once /readyz passes and the runner is connected. Ctrl-C or SIGTERM stops
+everything it started.
+
+The children get their secrets (database URL, secret key, bootstrap credentials, runner token)
+as files of mode 0600 under ``<data dir>/secrets/`` named by ``GANTRY_*_FILE`` variables, never
+in their environment, which every process they start would inherit.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +49,45 @@ def _credentials(data_dir: Path, settings: Settings) -> dict[str, str]:
     if settings.bootstrap_admin_password:
         creds["admin_password"] = settings.bootstrap_admin_password
     return creds
+
+
+_SECRET_VARIABLES = (
+    "GANTRY_DATABASE_URL",
+    "GANTRY_SECRET_KEY",
+    "GANTRY_BOOTSTRAP_ADMIN_TOKEN",
+    "GANTRY_BOOTSTRAP_ADMIN_PASSWORD",
+    "GANTRY_RUNNER_TOKEN",
+)
+
+
+def _secret_files(data_dir: Path, secrets_: dict[str, str]) -> dict[str, str]:
+    """Write each secret to a file of mode 0600; return ``{NAME_FILE: path}``."""
+    folder = data_dir / "secrets"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.chmod(0o700)
+    out = {}
+    for name, value in secrets_.items():
+        path = folder / name.removeprefix("GANTRY_").lower()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        path.chmod(0o600)
+        out[f"{name}_FILE"] = str(path)
+    return out
+
+
+def _without_secrets(env: dict[str, str]) -> dict[str, str]:
+    names = {*_SECRET_VARIABLES, *(f"{n}_FILE" for n in _SECRET_VARIABLES)}
+    return {k: v for k, v in env.items() if k not in names}
+
+
+def _isolation() -> str:
+    from runner.executors.local import describe_isolation
+
+    sandbox = os.environ.get("GANTRY_SANDBOX", "auto")
+    bwrap = os.environ.get("GANTRY_SANDBOX_BWRAP", shutil.which("bwrap"))
+    pasta = os.environ.get("GANTRY_SANDBOX_PASTA", shutil.which("pasta"))
+    return describe_isolation(sandbox, bwrap, pasta)
 
 
 def _embedded_database(data_dir: Path) -> tuple[str, Any]:
@@ -111,22 +156,29 @@ def run_dev() -> int:
     asyncio.run(_prepare(url, admin_url, creds))
     connect_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     base = f"http://{connect_host}:{settings.port}"
+    inherited = _without_secrets(dict(os.environ))
     env = {
-        **os.environ,
-        "GANTRY_DATABASE_URL": url,
+        **inherited,
         "GANTRY_DATA_DIR": str(data_dir),
-        "GANTRY_SECRET_KEY": settings.secret_key,
-        "GANTRY_BOOTSTRAP_ADMIN_TOKEN": creds["admin_token"],
-        "GANTRY_BOOTSTRAP_ADMIN_PASSWORD": creds["admin_password"],
+        **_secret_files(
+            data_dir,
+            {
+                "GANTRY_DATABASE_URL": url,
+                "GANTRY_SECRET_KEY": settings.secret_key,
+                "GANTRY_BOOTSTRAP_ADMIN_TOKEN": creds["admin_token"],
+                "GANTRY_BOOTSTRAP_ADMIN_PASSWORD": creds["admin_password"],
+            },
+        ),
     }
     runner_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("GANTRY_BOOTSTRAP")},
+        **inherited,
         "GANTRY_SERVER_URL": base,
         "GANTRY_BACKEND": "local",
-        "GANTRY_RUNNER_TOKEN": creds["runner_token"],
         "GANTRY_RUNNER_DATA_DIR": str(data_dir / "runner"),
+        "GANTRY_DATA_DIR": str(data_dir),  # masked from tasks, wherever it lies
+        **_secret_files(data_dir, {"GANTRY_RUNNER_TOKEN": creds["runner_token"]}),
     }
-    runner_env.pop("GANTRY_DATABASE_URL", None)
+    print(f"task isolation: {_isolation()}", flush=True)
     names = ["serve", "runner"]
     children = [
         subprocess.Popen([sys.executable, "-m", "app", "serve"], env=env),

@@ -36,6 +36,24 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _secret(env: dict[str, str], name: str) -> str | None:
+    """``NAME``, or the contents of the file named by ``NAME_FILE`` (which wins when set).
+
+    A file (mode 0600) keeps a secret out of the process's environment, which every child
+    inherits and ``/proc/<pid>/environ`` shows; `gantry dev` passes its secrets this way.
+    """
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise SettingsError(f"{name}_FILE: {path} is empty")
+        return value
+    return env.get(name) or None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the control plane reads from its environment."""
@@ -90,15 +108,15 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         data_dir = Path(env.get("GANTRY_DATA_DIR") or ".gantry")
-        secret = env.get("GANTRY_SECRET_KEY") or _stored_secret(data_dir)
+        secret = _secret(env, "GANTRY_SECRET_KEY") or _stored_secret(data_dir)
         return cls(
-            database_url=env.get("GANTRY_DATABASE_URL") or None,
+            database_url=_secret(env, "GANTRY_DATABASE_URL"),
             data_dir=data_dir,
             secret_key=secret,
             host=env.get("GANTRY_HOST") or "127.0.0.1",
             port=_int(env, "GANTRY_PORT", 8080),
-            bootstrap_admin_token=env.get("GANTRY_BOOTSTRAP_ADMIN_TOKEN") or None,
-            bootstrap_admin_password=env.get("GANTRY_BOOTSTRAP_ADMIN_PASSWORD") or None,
+            bootstrap_admin_token=_secret(env, "GANTRY_BOOTSTRAP_ADMIN_TOKEN"),
+            bootstrap_admin_password=_secret(env, "GANTRY_BOOTSTRAP_ADMIN_PASSWORD"),
             certfile=env.get("GANTRY_TLS_CERTFILE") or None,
             keyfile=env.get("GANTRY_TLS_KEYFILE") or None,
             keep_alive=_int(env, "GANTRY_KEEP_ALIVE", 75),

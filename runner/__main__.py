@@ -1,11 +1,16 @@
 """Run one runner until SIGTERM: ``python -m runner`` or ``gantry runner``.
 
-Environment: GANTRY_SERVER_URL, GANTRY_BACKEND, GANTRY_RUNNER_TOKEN, GANTRY_EXECUTOR (`local`),
+Environment: GANTRY_SERVER_URL, GANTRY_BACKEND, GANTRY_RUNNER_TOKEN (or GANTRY_RUNNER_TOKEN_FILE,
+a file holding it, so that it stays out of the environment), GANTRY_EXECUTOR (`local`),
 GANTRY_RUNNER_SLOTS (default 16), GANTRY_RUNNER_DATA_DIR (default `.gantry/runner-<backend>`),
-GANTRY_SANDBOX (`auto`, `bwrap` or `none`), GANTRY_RUNNER_PLATFORM, GANTRY_TLS_CA (a CA bundle
-for https), GANTRY_CLUSTER_ID; for `local`: GANTRY_MAX_ATTEMPT_DISK_BYTES (default 10 GiB, 0 = no
-limit), GANTRY_ATTEMPT_DISK_CHECK_INTERVAL (seconds, default 10) and GANTRY_RETENTION_DAYS
-(default 30, 0 = keep every attempt directory) (runner/executors/disk.py).
+GANTRY_SANDBOX (`auto`, `bwrap` or `none`), GANTRY_SANDBOX_BWRAP and GANTRY_SANDBOX_PASTA (their
+paths; default: found on PATH; an empty pasta path switches outbound network off),
+GANTRY_SANDBOX_UID and GANTRY_SANDBOX_GID (whom a root runner runs tasks as; default 65534),
+GANTRY_DATA_DIR (the control plane's data directory on this host, masked from tasks),
+GANTRY_RUNNER_PLATFORM, GANTRY_TLS_CA (a CA bundle for https), GANTRY_CLUSTER_ID; for `local`:
+GANTRY_MAX_ATTEMPT_DISK_BYTES (default 10 GiB, 0 = no limit), GANTRY_ATTEMPT_DISK_CHECK_INTERVAL
+(seconds, default 10) and GANTRY_RETENTION_DAYS (default 30, 0 = keep every attempt directory)
+(runner/executors/disk.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from runner.executors.local import LocalExecutor
 from runner.loop import Runner
 
 __all__ = ("main", "run")
+
+log = logging.getLogger("runner")
 
 
 class ConfigError(Exception):
@@ -54,7 +61,7 @@ def _number(env: dict[str, str], name: str, default: float, kind: type[float] | 
 def build(env: dict[str, str]) -> tuple[RunnerClient, Executor, str, str]:
     server = _require(env, "GANTRY_SERVER_URL")
     backend = _require(env, "GANTRY_BACKEND")
-    token = _require(env, "GANTRY_RUNNER_TOKEN")
+    token = _secret(env, "GANTRY_RUNNER_TOKEN")
     kind = env.get("GANTRY_EXECUTOR", "local")
     try:
         slots = int(env.get("GANTRY_RUNNER_SLOTS") or 16)
@@ -65,13 +72,36 @@ def build(env: dict[str, str]) -> tuple[RunnerClient, Executor, str, str]:
         sandbox = env.get("GANTRY_SANDBOX", "auto")
         if sandbox not in ("auto", "bwrap", "none"):
             raise ConfigError("GANTRY_SANDBOX must be auto, bwrap or none")
-        executor: Executor = LocalExecutor(
-            data, slots, sandbox=sandbox, platform=env.get("GANTRY_RUNNER_PLATFORM") or None
-        )
-        executor.disk = DiskLimit(  # type: ignore[attr-defined]
+        try:
+            uid = int(env.get("GANTRY_SANDBOX_UID") or 65534)
+            gid = int(env.get("GANTRY_SANDBOX_GID") or 65534)
+        except ValueError:
+            raise ConfigError(
+                "GANTRY_SANDBOX_UID and GANTRY_SANDBOX_GID must be integers"
+            ) from None
+        if uid <= 0 or gid <= 0:
+            raise ConfigError("GANTRY_SANDBOX_UID and GANTRY_SANDBOX_GID must not be 0 (root)")
+        control_data = env.get("GANTRY_DATA_DIR")
+        try:
+            local = LocalExecutor(
+                data,
+                slots,
+                sandbox=sandbox,
+                platform=env.get("GANTRY_RUNNER_PLATFORM") or None,
+                bwrap=env.get("GANTRY_SANDBOX_BWRAP"),
+                pasta=env.get("GANTRY_SANDBOX_PASTA"),
+                sandbox_uid=uid,
+                sandbox_gid=gid,
+                mask=(Path(control_data),) if control_data else (),
+            )
+        except RuntimeError as exc:
+            raise ConfigError(str(exc)) from None
+        local.disk = DiskLimit(
             _number(env, "GANTRY_MAX_ATTEMPT_DISK_BYTES", DEFAULT_DISK_LIMIT, int),
             _number(env, "GANTRY_ATTEMPT_DISK_CHECK_INTERVAL", 10.0, float),
         )
+        _log_isolation(local)
+        executor: Executor = local
     elif kind == "kubernetes":
         from runner.executors.kubernetes.config import KubeSettings, KubeSettingsError
         from runner.executors.kubernetes.executor import KubernetesExecutor
@@ -91,6 +121,35 @@ def build(env: dict[str, str]) -> tuple[RunnerClient, Executor, str, str]:
         backend,
         env.get("GANTRY_CLUSTER_ID", ""),
     )
+
+
+def _secret(env: dict[str, str], name: str) -> str:
+    """``NAME`` or the contents of the file ``NAME_FILE`` (the file keeps it out of ``environ``)."""
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{name}_FILE: {path} is empty")
+        return value
+    return _require(env, name)
+
+
+def _log_isolation(executor: LocalExecutor) -> None:
+    if executor.sandbox == "none":
+        log.warning(
+            "GANTRY_SANDBOX=none: tasks run unsandboxed as the runner's user and can read "
+            "whatever it can (its token, other tasks' files); use it only where every user "
+            "is trusted"
+        )
+    elif executor.bwrap is None:
+        log.warning(
+            "bubblewrap (bwrap) is not installed: only administrators' tasks run here, "
+            "others fail at once; install it with `apt-get install bubblewrap passt`"
+        )
+    log.info("task isolation: %s", executor.isolation)
 
 
 async def run(env: dict[str, str]) -> None:

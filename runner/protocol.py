@@ -156,6 +156,9 @@ class Launch(msgspec.Struct, frozen=True, tag="launch"):
     seq: int
     epoch: int
     attempt: Attempt
+    # The workflow's owner holds the built-in `admin` role: a runner without a sandbox runs
+    # only such tasks. An older control plane does not send it: treated as not an admin.
+    owner_admin: bool = False
 
 
 class Cancel(msgspec.Struct, frozen=True, tag="cancel"):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 __all__ = ("main",)
 
+_PYTHONPATH = str(Path(__file__).resolve().parents[1])
+
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -28,6 +30,13 @@ def _write_atomic(path: Path, text: str) -> None:
 def main(directory: str) -> int:
     root = Path(directory)
     spec = json.loads((root / "argv.json").read_text())
+    argv, env, cwd = spec["argv"], spec["env"], spec["cwd"]
+    if spec.get("sandbox"):
+        # Namespaces and the user switch are set up by a helper that then becomes bwrap, with
+        # the task's environment (runner.executors.sandbox). PYTHONPATH is only the helper's.
+        argv = [sys.executable, "-m", "runner.executors.sandbox", "enter", str(root)]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _PYTHONPATH}
+        cwd = "/"
     # Signals meant for the task go to its process group; the supervisor must not die of
     # them first (it would lose the exit code).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -36,9 +45,9 @@ def main(directory: str) -> int:
     with open(root / "stdout", "ab") as out, open(root / "stderr", "ab") as err:
         try:
             proc = subprocess.Popen(
-                spec["argv"],
-                env=spec["env"],
-                cwd=spec["cwd"],
+                argv,
+                env=env,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

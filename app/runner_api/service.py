@@ -375,6 +375,14 @@ class RunnerService:
             workflows,
         )
         completed = {(u["workflow"], u["name"]): u["id"] for u in upstream}
+        owners = await conn.fetch(
+            """
+            SELECT w.id, coalesce('admin' = ANY(u.roles), false) AS admin FROM workflow w
+            LEFT JOIN gantry_user u ON u.name = w.owner WHERE w.id = ANY($1::text[])
+            """,
+            workflows,
+        )
+        owner_admin = {o["id"]: o["admin"] for o in owners}
         out = []
         for r in rows:
             spec = msgspec.json.decode(r["spec"])
@@ -404,7 +412,14 @@ class RunnerService:
                 platform=r["platform"],
                 hosts=names_of.get(r["group_id"], []),
             )
-            out.append(p.Launch(seq=r["launch_seq"], epoch=max(r["epoch"], epoch), attempt=attempt))
+            out.append(
+                p.Launch(
+                    seq=r["launch_seq"],
+                    epoch=max(r["epoch"], epoch),
+                    attempt=attempt,
+                    owner_admin=owner_admin.get(r["workflow"], False),
+                )
+            )
         return out
 
     # -- reports --------------------------------------------------------------------------

@@ -1,17 +1,26 @@
-"""The local executor: each attempt a process on this host, sandboxed with bubblewrap if present.
+"""The local executor: each attempt a process on this host, sandboxed with bubblewrap.
 
 Layout of an attempt, under ``<data dir>/attempts/<id>/``: ``launch.json`` (the launch),
 ``epoch``, ``argv.json`` (what the supervisor starts), ``files/`` (the spec's files),
 ``output/`` (``{{output}}``), ``stdout`` and ``stderr``, ``pgid`` and ``exit_code`` (written by
 ``runner.supervise``), ``start_error``, and ``reported`` once the control plane has the end.
+A task group's network namespace is held by a process recorded in
+``<data dir>/attempts/net-<key>/`` (``pgid``, ``pid``): like an attempt, it outlives the runner.
 
-With bwrap, each attempt gets mount, PID and IPC namespaces whose root is built from read-only
-binds of the host's system folders (so anything can be mounted anywhere): a private ``/tmp``,
+With bwrap, each attempt runs as an unprivileged user (``sandbox_uid``, 65534 by default; the
+runner's own user when the runner is not root) in new user, mount, PID, IPC and UTS namespaces
+with no capabilities, in the network namespace of its group. Its root is built from read-only
+binds of the host's system folders (so anything can be mounted anywhere), with the runner's and
+the control plane's data directories masked where they lie inside them: a private ``/tmp``,
 the spec's files at their paths, ``/gantry/output`` and each input read-only at
-``/gantry/input/N``. Without bwrap the same layout is rewritten into the attempt directory:
-file paths, ``/gantry/output`` and ``/gantry/input/N`` in command, args, environment and file
-contents point at the real paths. The image is recorded, not pulled. A task sees only its
-spec's environment plus PATH, HOME, LANG and GANTRY_* variables, never the runner's.
+``/gantry/input/N``. A group's network reaches the outside world through ``pasta`` (user-mode
+networking, never the host's loopback) when it is installed, and has only loopback otherwise.
+
+Without a sandbox (``GANTRY_SANDBOX=none``, or ``auto`` where bwrap is missing, which runs only
+administrators' tasks) the same layout is rewritten into the attempt directory: file paths,
+``/gantry/output`` and ``/gantry/input/N`` in command, args, environment and file contents
+point at the real paths. The image is recorded, not pulled. A task sees only its spec's
+environment plus PATH, HOME, LANG and GANTRY_* variables describing itself, never the runner's.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -31,14 +42,23 @@ import msgspec
 
 from runner.executors.base import AttemptState, Executor, Held, expand_vars
 from runner.executors.disk import DiskLimit
+from runner.executors.sandbox import STAGE
 from runner.protocol import Capacity, Launch, Node
 
-__all__ = ("LocalExecutor",)
+__all__ = ("NO_SANDBOX_REASON", "LocalExecutor", "describe_isolation")
+
+log = logging.getLogger(__name__)
 
 OUTPUT_DIR = "/gantry/output"
 INPUT_ROOT = "/gantry/input"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
+SANDBOX_ID = 65534  # nobody/nogroup on Debian: owns no file a task could read
+NO_SANDBOX_REASON = (
+    "this runner has no sandbox: bubblewrap (bwrap) is not installed, so it runs only "
+    "administrators' tasks; its operator can install it with `apt-get install bubblewrap` "
+    "(and `passt` for outbound network)"
+)
 _launch_decoder = msgspec.json.Decoder(Launch)
 _encoder = msgspec.json.Encoder()
 
@@ -73,19 +93,41 @@ class LocalExecutor(Executor):
         *,
         sandbox: str = "auto",
         platform: str | None = None,
+        bwrap: str | None = None,
+        pasta: str | None = None,
+        sandbox_uid: int = SANDBOX_ID,
+        sandbox_gid: int = SANDBOX_ID,
+        mask: tuple[Path, ...] = (),
     ) -> None:
+        """``bwrap``/``pasta``: their paths (default: found on PATH; a missing file counts as
+        not installed, ``""`` switches pasta off). ``mask``: more folders tasks must not see
+        (the control plane's data directory); this runner's own data directory always is."""
         self.root = data_dir / "attempts"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)  # every attempt's files: nobody but the runner walks in here
         self.slots = slots
         self.platform = platform
-        bwrap = shutil.which("bwrap")
-        if sandbox == "none" or (sandbox == "auto" and bwrap is None):
+        self.sandbox = sandbox
+        found = _executable(bwrap if bwrap is not None else shutil.which("bwrap"))
+        if sandbox == "none" or (sandbox == "auto" and found is None):
             self.bwrap = None
-        elif bwrap is None:
+        elif found is None:
             raise RuntimeError("GANTRY_SANDBOX=bwrap but bwrap is not installed")
         else:
-            self.bwrap = bwrap
+            self.bwrap = found
+        self.pasta = _executable(pasta if pasta is not None else shutil.which("pasta"))
+        # As root, tasks (and the network holders) run as the sandbox user; otherwise the
+        # runner's user, which a user namespace can map but not change.
+        self.as_root = os.geteuid() == 0
+        self.uid, self.gid = sandbox_uid, sandbox_gid
+        self.masks = tuple({p.resolve() for p in (data_dir, *mask)})
         self._stoppers: dict[int, asyncio.Task[None]] = {}
+        self._net_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def isolation(self) -> str:
+        """What protects the host from tasks, in a sentence for logs and `gantry dev`."""
+        return describe_isolation(self.sandbox, self.bwrap, self.pasta)
 
     def _dir(self, attempt: int) -> Path:
         return self.root / str(attempt)
@@ -130,11 +172,15 @@ class LocalExecutor(Executor):
             return await self.state(attempt)  # started before a runner restart
         launch = _launch_decoder.decode((d / "launch.json").read_bytes())
         try:
+            if self.bwrap is None and self.sandbox != "none" and not launch.owner_admin:
+                raise _StartError(NO_SANDBOX_REASON)
             argv, env, cwd = self._layout(d, launch)
+            box = await self._sandbox(d, launch, argv) if self.bwrap is not None else None
         except _StartError as exc:
             (d / "start_error").write_text(str(exc))
             return AttemptState(False, None, "FAILED_START_ERROR", str(exc))
-        _write_atomic(d / "argv.json", json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode())
+        spec = {"argv": argv, "env": env, "cwd": cwd, "sandbox": box}
+        _write_atomic(d / "argv.json", json.dumps(spec).encode())
         (d / "stdout").touch()
         (d / "stderr").touch()
         proc = await asyncio.create_subprocess_exec(
@@ -214,21 +260,166 @@ class LocalExecutor(Executor):
     def _bwrap_args(
         self, output: Path, inputs: dict[int, Path], staged: list[tuple[Path, str]]
     ) -> list[str]:
+        """bwrap's arguments; each bind source is a ``\0<path>`` token that ``_sandbox``
+        resolves (staged under ``STAGE`` when the runner is root)."""
         assert self.bwrap is not None
-        args = [self.bwrap, "--unshare-pid", "--unshare-ipc"]
+        # The user namespace maps one non-root uid and gid; --cap-drop ALL leaves no
+        # capability in it, and --disable-userns forbids nesting one with new capabilities.
+        # No --unshare-net: the task joins its group's network namespace before bwrap runs.
+        uid, gid = (self.uid, self.gid) if self.as_root else (SANDBOX_ID, SANDBOX_ID)
+        args = [self.bwrap, "--unshare-user", "--disable-userns", "--uid", str(uid)]
+        args += ["--gid", str(gid), "--cap-drop", "ALL"]
+        args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        bound = []
         for path in _SYSTEM_DIRS:
             if os.path.isdir(path) and not os.path.islink(path):
                 args += ["--ro-bind", path, path]
+                bound.append(Path(path).resolve())
             elif os.path.islink(path):
                 args += ["--symlink", os.readlink(path), path]
+        # A data directory inside a bound folder (/opt/gantry, /etc/gantry) is covered by
+        # an empty tmpfs: its secrets and other attempts' files stay out of sight.
+        for mask in sorted(self.masks):
+            point = self._mask_point(mask) if any(mask.is_relative_to(b) for b in bound) else None
+            if point is not None:
+                args += ["--tmpfs", str(point)]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
-        args += ["--dir", "/gantry", "--bind", str(output), OUTPUT_DIR]
+        args += ["--dir", "/gantry", "--bind", f"\0{output}", OUTPUT_DIR]
         for i, src in sorted(inputs.items()):
-            args += ["--ro-bind", str(src), f"{INPUT_ROOT}/{i}"]
+            args += ["--ro-bind", f"\0{src}", f"{INPUT_ROOT}/{i}"]
         for src, path in staged:
-            args += ["--ro-bind", str(src), path]
+            args += ["--ro-bind", f"\0{src}", path]
         args += ["--chdir", "/"]
         return args
+
+    def _mask_point(self, path: Path) -> Path | None:
+        """Where to mount the tmpfs that hides ``path``: the path itself, or its first folder
+        that the task's user may not search (bwrap, running as that user, could not reach
+        below it to mount; the task cannot either, and masking it hides its name too).
+        None when it does not exist: there is nothing to hide."""
+        uid, gid = (self.uid, self.gid) if self.as_root else (os.getuid(), os.getgid())
+        for folder in [*reversed(path.parents[:-1]), path]:
+            try:
+                st = folder.stat()
+            except OSError:
+                return None
+            bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+            if not st.st_mode & bit:
+                return folder
+        return path
+
+    async def _sandbox(self, d: Path, launch: Launch, argv: list[str]) -> dict[str, object]:
+        """Resolve the bind sources in ``argv`` (in place) and say how ``enter`` gets in."""
+        stage: list[str] = []
+        for i, arg in enumerate(argv):
+            if arg.startswith("\0"):
+                source = arg[1:]
+                if self.as_root:
+                    argv[i] = f"{STAGE}/{len(stage)}"
+                    stage.append(source)
+                else:
+                    argv[i] = source
+        if self.as_root:
+            output = d / "output"
+            os.chown(output, self.uid, self.gid)  # the task's only writable folder
+            for f in (d / "files").iterdir():
+                f.chmod(0o644)
+        pid = await self._network(launch)
+        return {
+            "netns_pid": pid,
+            "join_userns": not self.as_root,
+            "stage": stage,
+            "uid": self.uid if self.as_root else None,
+            "gid": self.gid if self.as_root else None,
+        }
+
+    async def _network(self, launch: Launch) -> int:
+        """The pid of a process in the network namespace of the launch's task group.
+
+        bwrap 0.8 cannot join a network namespace, and a namespace lives only while a process
+        is in it, so each group on this host gets a holder process (a sleeping shell) in one;
+        its tasks join it before bwrap runs (``runner.executors.sandbox.enter``), so they
+        share loopback as a pod's containers do and ``{{host:<task>}}`` is 127.0.0.1. With
+        pasta, pasta starts the holder in a new user and network namespace and forwards its
+        outbound connections from the host's sockets, with ``--no-map-gw`` (the gateway
+        address is not the host's loopback) and no port forwarded either way; without pasta,
+        bwrap starts it with only loopback. The holder ends with the group (``forget``).
+        """
+        a = launch.attempt
+        key = hashlib.sha256(f"{a.workflow_id}\0{a.group}".encode()).hexdigest()[:24]
+        # The tasks of a group start together: one of them creates the holder.
+        async with self._net_locks.setdefault(key, asyncio.Lock()):
+            return await self._holder(key)
+
+    async def _holder(self, key: str) -> int:
+        d = self.root / f"net-{key}"
+        name = f"gantry-net-{key}"
+        pid, pgid = _read_int(d / "pid"), _read_int(d / "pgid")
+        if pid is not None and pgid is not None and _holder_of(pgid, name) == pid:
+            return pid
+        if pgid is not None:
+            _signal_group(pgid, signal.SIGKILL)  # what is left of a broken holder
+        d.mkdir(exist_ok=True)
+        # sh stays (no exec) so that its command line keeps the name.
+        holder = ["/bin/sh", "-c", 'echo "$$"; while sleep 86400; do :; done', name]
+        if self.pasta is not None:
+            prefix = [self.pasta, "--config-net", "--no-map-gw", "-t", "none", "-u", "none"]
+            prefix += ["-T", "none", "-U", "none", "--quiet", "--foreground", "--"]
+        else:
+            assert self.bwrap is not None
+            prefix = [self.bwrap, "--unshare-net", "--ro-bind", "/", "/", "--dev", "/dev", "--"]
+        as_user = {"user": self.uid, "group": self.gid, "extra_groups": []} if self.as_root else {}
+        with open(d / "log", "ab") as errors:  # noqa: ASYNC230 - opening a local file
+            proc = await asyncio.create_subprocess_exec(
+                *prefix,
+                *holder,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=errors,
+                start_new_session=True,
+                cwd="/",
+                env={"PATH": DEFAULT_PATH},
+                **as_user,  # type: ignore[arg-type]
+            )
+        _write_atomic(d / "pgid", str(proc.pid).encode())
+        asyncio.get_running_loop().create_task(proc.wait())
+        assert proc.stdout is not None
+        try:
+            # The holder prints its pid once its network is configured; pasta gives it a PID
+            # namespace of its own, so that pid is 1: look it up in the process group we
+            # started (only there: a task could name a process of its own like a holder).
+            int(await asyncio.wait_for(proc.stdout.readline(), 15))
+            pid = _holder_of(proc.pid, name)
+            if pid is None:
+                raise ValueError("the holder process vanished")
+        except (TimeoutError, ValueError):
+            _signal_group(proc.pid, signal.SIGKILL)
+            tail = (d / "log").read_text(errors="replace")[-500:].strip()
+            raise _StartError(f"could not create the task group's network: {tail}") from None
+        _write_atomic(d / "pid", str(pid).encode())
+        return pid
+
+    def _release_network(self, launch: Launch) -> None:
+        """Stop the group's holder once no attempt of the group is held here."""
+        a = launch.attempt
+        key = hashlib.sha256(f"{a.workflow_id}\0{a.group}".encode()).hexdigest()[:24]
+        d = self.root / f"net-{key}"
+        if not d.exists():
+            return
+        for other in self.root.iterdir():
+            if other.name.startswith("net-") or (other / "reported").exists():
+                continue
+            try:
+                o = _launch_decoder.decode((other / "launch.json").read_bytes()).attempt
+            except (OSError, msgspec.DecodeError):
+                continue
+            if (o.workflow_id, o.group) == (a.workflow_id, a.group):
+                return
+        pgid = _read_int(d / "pgid")
+        if pgid is not None:
+            _signal_group(pgid, signal.SIGKILL)  # the holder is PID 1 of pasta's namespace
+        shutil.rmtree(d, ignore_errors=True)
+        self._net_locks.pop(key, None)
 
     async def state(self, attempt: int) -> AttemptState:
         d = self._dir(attempt)
@@ -293,6 +484,8 @@ class LocalExecutor(Executor):
         d = self._dir(attempt)
         if d.exists():
             (d / "reported").touch()
+            with contextlib.suppress(OSError, msgspec.DecodeError):
+                self._release_network(_launch_decoder.decode((d / "launch.json").read_bytes()))
 
 
 class _StartError(Exception):
@@ -303,8 +496,49 @@ class _StartError(Exception):
 _PYTHONPATH = str(Path(__file__).resolve().parents[2])
 
 
+def describe_isolation(sandbox: str, bwrap: str | None, pasta: str | None) -> str:
+    """The isolation a local runner with these settings gives its tasks, in a sentence."""
+    bwrap, pasta = _executable(bwrap), _executable(pasta)
+    if sandbox == "none":
+        return "none (GANTRY_SANDBOX=none): tasks run as plain processes of the runner's user"
+    if bwrap is None:
+        return (
+            "none: bubblewrap is not installed, so only administrators' tasks run, as plain "
+            "processes (`apt-get install bubblewrap passt` to sandbox everyone's)"
+        )
+    net = "outbound through pasta" if pasta else "loopback only (pasta is not installed)"
+    return f"bubblewrap: an unprivileged user and namespaces per task; network {net}"
+
+
+def _executable(path: str | None) -> str | None:
+    return path if path and os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def _holder_of(pgid: int, name: str) -> int | None:
+    """The pid of the network holder ``name`` in the process group ``pgid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[-1].split()[2]) != pgid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            # pasta's own command line names the holder too: the holder is the shell.
+            if argv[0] == b"/bin/sh" and name.encode() in argv and _own_netns(entry):
+                return int(entry.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def _own_netns(proc: Path) -> bool:
+    """Is ``proc`` in a network namespace other than the runner's (the host's)?"""
+    return os.stat(proc / "ns" / "net").st_ino != os.stat("/proc/self/ns/net").st_ino
+
+
 def _hosts(text: str, hosts: list[str]) -> str:
-    """``{{host:<task>}}``: tasks of a group share this host's network."""
+    """``{{host:<task>}}``: tasks of a group share one network namespace (or the host's)."""
     if "{{host:" not in text:
         return text
     for name in hosts:
