@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
         ),
+        before_request=_refuse_nul_in_url,
         exception_handlers={
             DomainError: _domain_error,
             HTTPException: _http_error,
@@ -168,6 +169,35 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         debug=False,
     )
+
+
+def _refuse_nul_in_url(request: Request[Any, Any, Any]) -> None:
+    """Refuse a NUL character anywhere in the path or the query, naming the parameter.
+
+    PostgreSQL cannot store NUL in text and the filesystem cannot name a file with one, so no
+    handler can use such a value; checking here covers every route, including ones whose
+    parameters carry no pattern of their own (each route's own bounds are in app/bounds.py).
+    """
+    problems = [
+        (name, "path")
+        for name, value in request.path_params.items()
+        if isinstance(value, str) and "\x00" in value
+    ]
+    if not problems and "\x00" in request.url.path:
+        problems.append(("path", "path"))
+    problems += [
+        (name, "query")
+        for name, value in request.query_params.multi_items()
+        if "\x00" in name or "\x00" in value
+    ]
+    if problems:
+        raise ValidationException(
+            detail="; ".join(f"{name} must not contain NUL characters" for name, _ in problems),
+            extra=[
+                {"key": name, "source": source, "message": "must not contain NUL characters"}
+                for name, source in problems
+            ],
+        )
 
 
 def _is_api(request: Request[Any, Any, Any]) -> bool:

@@ -11,6 +11,7 @@ from litestar.response import Redirect, Template
 
 from app.auth.middleware import SESSION_KEY, principal_of
 from app.auth.service import AuthService
+from app.bounds import id_path, refuse_nul, text_query
 from app.web import flash, page
 
 __all__ = ("AuthViews",)
@@ -30,13 +31,14 @@ class AuthViews(Controller):
 
     @get("/login")
     async def login_form(
-        self, request: Request[Any, Any, Any], next: str | None = None
+        self, request: Request[Any, Any, Any], next: str | None = text_query(2000, default=None)
     ) -> Template:
         return page(request, "auth/login.html", next=_safe_next(next), error=None)
 
     @post("/login", status_code=303)
     async def login(self, request: Request[Any, Any, Any], data: Form) -> Template | Redirect:
         auth: AuthService = request.app.state.auth
+        refuse_nul({"username": 200, "password": 1000, "next": 2000}, **data)
         username = (data.get("username") or "").strip()
         principal = await auth.check_password(username, data.get("password") or "")
         if principal is None:
@@ -66,12 +68,13 @@ class AuthViews(Controller):
     async def create_token(self, request: Request[Any, Any, Any], data: Form) -> Template:
         auth: AuthService = request.app.state.auth
         user = principal_of(request).name
+        refuse_nul({"name": 100}, name=data.get("name"))
         name = (data.get("name") or "").strip() or "token"
         token = await auth.create_token(user, name[:100])
         return page(request, "auth/tokens.html", tokens=await auth.list_tokens(user), created=token)
 
     @post("/tokens/{token_id:int}/revoke", status_code=303)
-    async def revoke(self, request: Request[Any, Any, Any], token_id: int) -> Redirect:
+    async def revoke(self, request: Request[Any, Any, Any], token_id: int = id_path()) -> Redirect:
         auth: AuthService = request.app.state.auth
         if await auth.revoke_token(principal_of(request).name, token_id):
             flash(request, "The token was revoked.", "good")
