@@ -43,6 +43,7 @@ from app.ops.api import healthz, metrics, readyz
 from app.pools.api import BackendController, PoolController, TokenController
 from app.pools.service import PoolService
 from app.pools.views import PoolViews
+from app.problems import describe_request_bodies
 from app.runner_api.api import RunnerController
 from app.runner_api.service import RunnerService
 from app.settings import Settings, get_settings
@@ -151,6 +152,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DefineMiddleware(BearerExemptCSRFMiddleware, config=csrf_config),
         ],
         lifespan=[lifespan],
+        on_startup=[describe_request_bodies],
         state=State({"settings": settings}),
         template_config=template_config,
         plugins=[FlashPlugin(FlashConfig(template_config=template_config))],

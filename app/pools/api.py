@@ -66,7 +66,7 @@ class PoolController(Controller):
         status_code=201,
         guards=[admin_guard],
         summary="Create a pool (admin)",
-        responses=problems(400, 403, 409, 422),
+        responses=problems(403, 409, 422),
     )
     async def create_pool(self, request: Request[Any, Any, Any], data: PoolIn) -> dict[str, Any]:
         return await _pools(request).create_pool(
@@ -93,7 +93,7 @@ class BackendController(Controller):
         status_code=201,
         guards=[admin_guard],
         summary="Create a backend; its token is shown once",
-        responses=problems(400, 403, 404, 409, 422),
+        responses=problems(403, 404, 409, 422),
     )
     async def create_backend(
         self, request: Request[Any, Any, Any], data: BackendIn
@@ -119,7 +119,7 @@ class TokenController(Controller):
         "/",
         status_code=201,
         summary="Create a personal API token; it is shown once",
-        responses=problems(400),
+        responses=problems(),
     )
     async def create_token(self, request: Request[Any, Any, Any], data: TokenIn) -> dict[str, str]:
         auth: AuthService = request.app.state.auth
@@ -130,7 +130,7 @@ class TokenController(Controller):
         "/{token_id:int}",
         status_code=204,
         summary="Revoke one of your tokens",
-        responses=problems(400, 404),
+        responses=problems(404),
     )
     async def revoke(self, request: Request[Any, Any, Any], token_id: int = id_path()) -> None:
         auth: AuthService = request.app.state.auth

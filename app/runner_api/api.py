@@ -30,7 +30,7 @@ class RunnerController(Controller):
         "/sessions",
         status_code=201,
         summary="Open a runner session (hello)",
-        responses=problems(400, 403, 422),
+        responses=problems(403, 422),
     )
     async def open_session(self, request: Request[Any, Any, Any], data: p.Hello) -> p.Welcome:
         return await _service(request).open_session(principal_of(request).name, data)
@@ -39,7 +39,7 @@ class RunnerController(Controller):
         "/sessions/{session_id:str}/stream",
         summary="Launches and cancels as NDJSON",
         media_type="application/x-ndjson",
-        responses=problems(400, 404, 409),
+        responses=problems(403, 404, 409),
     )
     async def stream(self, request: Request[Any, Any, Any], session_id: str = SESSION_ID) -> Stream:
         service = _service(request)
@@ -54,7 +54,7 @@ class RunnerController(Controller):
         "/sessions/{session_id:str}/events",
         status_code=200,
         summary="State reports and acks",
-        responses=problems(400, 404, 409, 422),
+        responses=problems(403, 404, 409, 422),
     )
     async def events(
         self, request: Request[Any, Any, Any], data: p.EventBatch, session_id: str = SESSION_ID
@@ -67,7 +67,7 @@ class RunnerController(Controller):
         "/sessions/{session_id:str}/logs",
         status_code=200,
         summary="Log chunks by offset",
-        responses=problems(400, 404, 409, 422),
+        responses=problems(403, 404, 409, 422),
     )
     async def logs(
         self, request: Request[Any, Any, Any], data: p.LogBatch, session_id: str = SESSION_ID
@@ -80,7 +80,7 @@ class RunnerController(Controller):
         "/sessions/{session_id:str}/heartbeat",
         status_code=200,
         summary="Capacity and leases",
-        responses=problems(400, 404, 409, 422),
+        responses=problems(403, 404, 409, 422),
     )
     async def heartbeat(
         self, request: Request[Any, Any, Any], data: p.Heartbeat, session_id: str = SESSION_ID

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -42,7 +42,9 @@ class WorkflowController(Controller):
         summary="Submit a workflow (or validate it with dry_run)",
         responses={
             200: ResponseSpec(
-                DryRunPlan, description="dry_run: the rendered plan; nothing is stored"
+                DryRunPlan,
+                description="dry_run: the rendered plan; nothing is stored",
+                generate_examples=False,
             ),
             **problems(400, 403, 413, 422),
         },
@@ -68,7 +70,7 @@ class WorkflowController(Controller):
     @get(
         "/",
         summary="List workflows, newest first (keyset pagination)",
-        responses=problems(400),
+        responses=problems(422),
     )
     async def list_workflows(
         self,
@@ -77,8 +79,8 @@ class WorkflowController(Controller):
         pool: str | None = text_query(64, default=None),
         name: str | None = text_query(200, default=None),
         user: str | None = text_query(64, default=None),
-        sort: str = text_query(
-            16, default="submitted", description="submitted, started or duration"
+        sort: Literal["submitted", "started", "duration"] = Parameter(
+            default="submitted", description="newest submitted, recently started, or longest"
         ),
         limit: int = Parameter(default=50, ge=1, le=500),
         cursor: str | None = text_query(500, default=None),
@@ -99,7 +101,7 @@ class WorkflowController(Controller):
     @get(
         "/{workflow_id:str}",
         summary="A workflow with its groups and tasks",
-        responses=problems(400, 404),
+        responses=problems(404),
     )
     async def get_workflow(
         self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
@@ -112,7 +114,7 @@ class WorkflowController(Controller):
     @get(
         "/{workflow_id:str}/spec",
         summary="The spec as submitted and as rendered",
-        responses=problems(400, 404),
+        responses=problems(404),
     )
     async def get_spec(
         self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
@@ -124,7 +126,7 @@ class WorkflowController(Controller):
         "/{workflow_id:str}/cancel",
         status_code=200,
         summary="Cancel a workflow",
-        responses=problems(400, 403, 404, 409),
+        responses=problems(403, 404, 409),
     )
     async def cancel(
         self,
@@ -141,7 +143,7 @@ class WorkflowController(Controller):
         "/{workflow_id:str}/tasks/{task:str}/logs",
         summary="A task attempt's log as text (follow=true streams until the attempt ends)",
         media_type="text/plain",
-        responses=problems(400, 404),
+        responses=problems(404),
     )
     async def task_logs(
         self,
@@ -164,7 +166,7 @@ class WorkflowController(Controller):
     @get(
         "/{workflow_id:str}/events",
         summary="Server-sent events: a snapshot, then workflow and task changes, then end",
-        responses=problems(400, 404),
+        responses=problems(404),
     )
     async def events(
         self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
