@@ -33,6 +33,7 @@ from app import templating
 from app.auth.middleware import PUBLIC_PATHS, BearerExemptCSRFMiddleware, GantryAuthMiddleware
 from app.auth.service import AuthService
 from app.auth.views import AuthViews
+from app.bounds import NO_NUL
 from app.db import Database, Hub
 from app.errors import DomainError, Invalid
 from app.live.watch import WatchRegistry
@@ -245,12 +246,13 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         title, detail = "Forbidden", exc.detail
     elif isinstance(exc, ValidationException):
         title = "Malformed request"
-        detail = exc.detail
         errors = [
             {"path": str(e.get("key") or e.get("source") or ""), "line": None,
-             "message": str(e.get("message"))}
+             "message": _readable(str(e.get("message")))}
             for e in (exc.extra or []) if isinstance(e, dict)
         ]  # fmt: skip
+        # Name the fields in the detail too: "Validation failed for POST /x" says nothing.
+        detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors) or exc.detail
         if _is_api(request):
             return _problem(status, title, detail, errors=errors)
         return _page(request, status, title, detail)
@@ -259,6 +261,13 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     if _is_api(request):
         return _problem(status, title, detail)
     return _page(request, status, title, detail)
+
+
+def _readable(message: str) -> str:
+    """msgspec's message for the NUL-free pattern (app/bounds.py), in words."""
+    if f"matching regex {NO_NUL!r}" in message:
+        return "must not contain NUL characters"
+    return message
 
 
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

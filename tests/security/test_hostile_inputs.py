@@ -88,13 +88,22 @@ async def test_nul_in_strings_that_reach_postgres_is_refused(api: httpx.AsyncCli
 
 
 async def test_body_fields_are_bounded_and_unknown_fields_refused(api: httpx.AsyncClient) -> None:
-    names_field(await api.post("/api/v1/workflows", json={"spec": ONE, "colour": 1}), "colour")
-    names_field(await api.post("/api/v1/workflows", json={"spec": "#" * (1024 * 1024 + 1)}), "spec")
+    """The envelope is refused at the edge (400 naming the field) before any spec work."""
     too_many = {f"k{i}": i for i in range(1001)}
-    names_field(await api.post("/api/v1/workflows", json={"spec": ONE, "set": too_many}), "set")
-    names_field(
-        await api.post("/api/v1/workflows", json={"spec": ONE, "priority": "URGENT"}), "priority"
-    )
+    for body, field in (
+        ({"spec": ONE, "colour": 1}, "colour"),
+        ({"spec": "#" * (1024 * 1024 + 1)}, "spec"),
+        ({"spec": ONE, "set": too_many}, "set"),
+        ({"spec": ONE, "set": {"k\x00": 1}}, "set"),
+        ({"spec": ONE, "set": {"k" * 129: 1}}, "set"),
+        ({"spec": ONE, "priority": "URGENT"}, "priority"),
+        ({"spec": ONE, "pool": "p" * 65}, "pool"),
+    ):
+        r = await api.post("/api/v1/workflows", json=body)
+        assert r.status_code == 400, (field, r.status_code, r.text[:300])
+        names_field(r, field)
+    r = await api.post("/api/v1/pools", json={"name": "p", "platforms": ["x" * 65]})
+    names_field(r, "platforms")
 
 
 async def test_html_forms_refuse_nul_with_a_readable_page(server: InProcessServer) -> None:
@@ -168,10 +177,13 @@ async def test_a_bad_report_is_refused_alone(server: InProcessServer) -> None:
 async def test_absurd_capacity_is_refused_per_node_and_pages_stay_up(
     server: InProcessServer, api: httpx.AsyncClient
 ) -> None:
+    good = p.Node("good", cpu=8, memory=2**34, gpu=1)
+    bad = [p.Node("a", cpu=1e308, memory=2**30), p.Node("b", cpu=1e308, memory=2**30)]
     async with runner_http(server) as http:
+        # The hello's capacity is checked the same way: the Welcome names what was not counted.
+        first = await hello(http, p.Capacity(nodes=[good, bad[0]]))
+        assert [x.path for x in first.refused] == ["capacity.nodes[1]"]
         welcome = await hello(http)
-        good = p.Node("good", cpu=8, memory=2**34, gpu=1)
-        bad = [p.Node("a", cpu=1e308, memory=2**30), p.Node("b", cpu=1e308, memory=2**30)]
         hb = p.Heartbeat(p.Capacity(nodes=[*bad, good], slots=4))
         r = await http.post(
             f"/sessions/{welcome.session_id}/heartbeat", content=msgspec.json.encode(hb)

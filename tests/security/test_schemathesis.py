@@ -108,3 +108,74 @@ async def test_the_runner_api_as_a_runner_conforms_to_its_schema(
         _fuzz, server.base, RUNNER_TOKEN, "/api/runner/v1", NOT_FUZZED_AS_RUNNER
     )
     assert tested >= 4
+
+
+ONE = "workflow:\n  name: one\n  tasks:\n  - {name: t, image: x, command: [echo, hi]}\n"
+
+
+def _real_answers(base: str) -> list[int]:
+    """Requests with real ids (which generation never finds): their answers match the schema."""
+    schema = schemathesis.openapi.from_url(
+        f"{base}/schema/openapi.json",
+        timeout=30,
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    statuses = []
+
+    def call(path: str, method: str, **kw: Any) -> Any:
+        case = schema[path][method].Case(**kw)
+        response = case.call(base_url=base, headers=headers, timeout=30)
+        case.validate_response(response, checks=CHECKS, headers=headers)
+        statuses.append(response.status_code)
+        return response
+
+    call("/api/v1/workflows", "POST", body={"spec": ONE, "dry_run": True})  # the plan
+    created = call("/api/v1/workflows", "POST", body={"spec": ONE}).json()
+    wid = {"workflow_id": created["id"]}
+    call("/api/v1/workflows", "GET", query={"limit": 1})
+    call("/api/v1/workflows/{workflow_id}", "GET", path_parameters=wid)
+    call("/api/v1/workflows/{workflow_id}/spec", "GET", path_parameters=wid)
+    call(
+        "/api/v1/workflows/{workflow_id}/tasks/{task}/logs",
+        "GET",
+        path_parameters={**wid, "task": "t"},
+    )
+    call("/api/v1/workflows/{workflow_id}/cancel", "POST", path_parameters=wid, body={})
+    call("/api/v1/workflows", "POST", body={"spec": "workflow: {}"})  # refused: 422 with errors
+    call("/api/v1/tokens", "POST", body={"name": "mine"})
+    call("/api/v1/tokens", "GET")
+    call("/api/v1/backends", "GET")
+    call("/api/v1/pools", "GET")
+    return statuses
+
+
+async def test_real_answers_conform_to_the_schema(server: InProcessServer) -> None:
+    statuses = await asyncio.to_thread(_real_answers, server.base)
+    assert statuses[:2] == [200, 201] and 422 in statuses
+
+
+async def test_the_schema_names_problems_refused_fields_and_the_plan(
+    server: InProcessServer,
+) -> None:
+    async with server.client(ADMIN_TOKEN) as api:
+        doc = (await api.get("/schema/openapi.json")).json()
+    components = doc["components"]["schemas"]
+    for body in ("SubmitRequest", "CancelRequest", "PoolIn", "BackendIn", "TokenIn"):
+        assert components[body]["additionalProperties"] is False, body
+    submit_answers = doc["paths"]["/api/v1/workflows"]["post"]["responses"]
+    assert submit_answers["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/DryRunPlan"
+    )
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            answers = operation["responses"]
+            for status in ("400", "401"):
+                assert "application/problem+json" in answers[status]["content"], (
+                    method,
+                    path,
+                    status,
+                )
+            if "{" in path:
+                assert "404" in answers, (method, path)
+    assert "422" in submit_answers
