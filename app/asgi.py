@@ -168,6 +168,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers={
             DomainError: _domain_error,
             HTTPException: _http_error,
+            RecursionError: _too_deep,
             Exception: _unexpected_error,
         },
         debug=False,
@@ -268,6 +269,17 @@ def _readable(message: str) -> str:
     if f"matching regex {NO_NUL!r}" in message:
         return "must not contain NUL characters"
     return message
+
+
+def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """A body nested deeper than the decoder recurses (msgspec raises RecursionError for the
+    ``Any``-typed `set` values): the client's mistake, answered 400 without a traceback."""
+    log.warning("refused a too deeply nested request on %s %s", request.method, request.url.path)
+    detail = "the request is nested too deeply to read; flatten it"
+    if _is_api(request):
+        return _problem(400, "Malformed request", detail, errors=[
+            {"path": "", "line": None, "message": detail}])  # fmt: skip
+    return _page(request, 400, "Malformed request", detail)
 
 
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
