@@ -257,7 +257,9 @@ _PARAM = re.compile(r"\{(\w+):(\w+)\}")
 _SAMPLE = {"str": "sample", "int": "999999", "path": "app.css"}
 
 
-def _routes(app: Any) -> list[tuple[str, str, list[str], list[tuple[str, type]], dict[str, str]]]:
+def _routes(
+    app: Any,
+) -> list[tuple[str, str, list[str], list[tuple[str, type]], dict[str, str], Any]]:
     """(method, path template, path parameter names, query parameters) for every route."""
     out = []
     for route in app.routes:
@@ -272,7 +274,7 @@ def _routes(app: Any) -> list[tuple[str, str, list[str], list[tuple[str, type]],
                 for name, field in handler.parsed_fn_signature.parameters.items()
                 if name not in ("self", "request", "data", *path_params)
             ]
-            out.append((method, route.path, path_params, query, kinds))
+            out.append((method, route.path, path_params, query, kinds, handler))
     return out
 
 
@@ -281,10 +283,14 @@ def _fill(path: str, values: dict[str, str]) -> str:
 
 
 async def _status(
-    client: httpx.AsyncClient, method: str, url: str, params: dict[str, str] | None = None
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    params: dict[str, str] | None = None,
+    json: Any = None,
 ) -> tuple[int, str]:
     """The status of one request, without waiting for a stream (SSE, NDJSON) to end."""
-    async with client.stream(method, url, params=params, timeout=30) as r:
+    async with client.stream(method, url, params=params, json=json, timeout=30) as r:
         text = (await r.aread()).decode(errors="replace")[:500] if r.status_code >= 500 else ""
         return r.status_code, text
 
@@ -292,13 +298,66 @@ async def _status(
 HOSTILE = ["a\x00b", "x" * 70_000, str(HUGE), str(-HUGE), "%00"]
 
 
+def _sample(t: Any) -> Any:
+    """A plausible value of msgspec type ``t`` (so that only the field under test is wrong)."""
+    if isinstance(t, msgspec.inspect.NoneType):
+        return None
+    if isinstance(t, msgspec.inspect.UnionType):
+        return _sample(t.types[0])
+    if isinstance(t, msgspec.inspect.StrType):
+        return "sample"
+    if isinstance(t, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        return 1
+    if isinstance(t, msgspec.inspect.BoolType):
+        return False
+    if isinstance(t, msgspec.inspect.DateTimeType):
+        return "2026-12-01T00:00:00Z"
+    if isinstance(t, msgspec.inspect.LiteralType):
+        return t.values[0]
+    if isinstance(t, msgspec.inspect.ListType | msgspec.inspect.SetType):
+        return []
+    if isinstance(t, msgspec.inspect.DictType):
+        return {}
+    if isinstance(t, msgspec.inspect.StructType):
+        return {f.encode_name: _sample(f.type) for f in t.fields if f.required}
+    return "sample"
+
+
+def _bodies(handler: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(field, body) pairs: a plausible body of the handler's Struct with one field made hostile."""
+    data = handler.parsed_fn_signature.parameters.get("data")
+    if data is None:
+        return []
+    struct = next(
+        (
+            t
+            for t in (data.annotation, *getattr(data.annotation, "__args__", ()))
+            if isinstance(t, type) and issubclass(t, msgspec.Struct)
+        ),
+        None,
+    )
+    if struct is None:
+        return []  # a form: its fields are not in the signature (see the form tests above)
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    base = _sample(info)
+    out = []
+    for f in info.fields:
+        for value in ("a\x00b", "x" * 70_000, HUGE, -HUGE, [HUGE], {"k\x00": "v"}):
+            out.append((f.encode_name, {**base, f.encode_name: value}))
+    return out
+
+
 @pytest.mark.timeout(240)
 async def test_every_route_bounds_every_parameter(server: InProcessServer) -> None:
     routes = _routes(server.app)
     assert len(routes) > 30  # the walk sees the real table
-    seen: list[tuple[str, str, str]] = []
-    async with html_client(server) as client:
-        for method, path, path_params, query, kinds in routes:
+    seen: list[tuple[str, str, int]] = []
+    async with html_client(server) as pages, runner_http(server) as runner:
+        runner.base_url = httpx.URL(server.base)  # the walk sends whole paths
+        for method, path, path_params, query, kinds, handler in routes:
+            # Runner routes need a backend token to get past authentication to the bounds.
+            client = runner if path.startswith("/api/runner/") else pages
             for name in path_params:
                 for value in HOSTILE:
                     if len(value) > 8000:
@@ -316,4 +375,8 @@ async def test_every_route_bounds_every_parameter(server: InProcessServer) -> No
                     status, text = await _status(client, method, _fill(path, {}), {name: value})
                     seen.append((method, f"{path}?{name}", status))
                     assert status < 500, (method, path, name, value[:40], status, text)
-    assert seen
+            for field, body in _bodies(handler):
+                status, text = await _status(client, method, _fill(path, {}), json=body)
+                seen.append((method, f"{path} {field}", status))
+                assert status < 500, (method, path, field, status, text)
+    assert any(s[1].startswith("/api/runner/") and s[2] == 400 for s in seen)  # bounds reached
