@@ -280,8 +280,8 @@ class Runner:
                             status=item.status,
                             time=item.time,
                             exit_code=item.exit_code,
-                            reason=item.reason,
-                            node=item.node,
+                            reason=p.fit_report_text(item.reason, p.MAX_REASON),
+                            node=p.fit_report_text(item.node, p.MAX_NODE_NAME),
                         )
                     )
                 reply = await self.client.events(self.session_id, p.EventBatch(events, acks))

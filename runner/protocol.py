@@ -50,6 +50,7 @@ __all__ = (
     "Welcome",
     "decode_stream_line",
     "encode_stream_line",
+    "fit_report_text",
     "node_problem",
     "report_problem",
 )
@@ -66,7 +67,8 @@ Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Epoch = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Int8 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 Short = Annotated[str, msgspec.Meta(max_length=64, pattern=_NO_NUL)]
-NodeName = Annotated[str, msgspec.Meta(max_length=200, pattern=_NO_NUL)]
+NodeName = Annotated[str, msgspec.Meta(max_length=1000)]  # checked per node by node_problem()
+MAX_NODE_NAME_IN_CAPACITY = 253  # a Kubernetes node name is a DNS subdomain
 ClusterId = Annotated[str, msgspec.Meta(max_length=200, pattern=_NO_NUL)]
 MAX_NODES = 10_000  # per report
 MAX_ITEMS = 100_000  # events, acks, live attempts, inventory, log chunks per request
@@ -86,8 +88,8 @@ class Node(msgspec.Struct, frozen=True):
 
 def node_problem(node: Node) -> str | None:
     """Why ``node``'s reported capacity cannot be true (None: it can)."""
-    if not node.name:
-        return "a node needs a name"
+    if not node.name or len(node.name) > MAX_NODE_NAME_IN_CAPACITY or "\x00" in node.name:
+        return f"a node needs a name of 1 to {MAX_NODE_NAME_IN_CAPACITY} characters without NUL"
     for resource, most in NODE_LIMITS.items():
         value = getattr(node, resource)
         if not math.isfinite(value) or value < 0 or value > most:
@@ -237,7 +239,16 @@ class StateReport(msgspec.Struct, frozen=True):
 
 
 MAX_REASON = 4096
-MAX_NODE_NAME = 200
+MAX_NODE_NAME = 200  # task.node is varchar(200)
+
+
+def fit_report_text(text: str | None, most: int) -> str | None:
+    """What a runner sends as a report's reason or node: without NUL and at most ``most``
+    characters, so an executor's odd message never gets its report refused."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "\ufffd")
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def report_problem(report: StateReport, reportable: set[str] | frozenset[str]) -> str | None:

@@ -181,6 +181,16 @@ async def test_a_bad_report_is_refused_alone(server: InProcessServer) -> None:
         assert [(x.attempt, x.outcome) for x in reply.results] == [(7, "unknown")]
 
 
+def test_the_runner_fits_its_report_text_to_the_protocol() -> None:
+    """An executor's message with a NUL, or a long one, is sent fitted, not refused."""
+    reason = p.fit_report_text("bad\x00" + "x" * 10_000, p.MAX_REASON)
+    node = p.fit_report_text("n" * 253, p.MAX_NODE_NAME)
+    assert reason is not None and "\x00" not in reason and len(reason) == p.MAX_REASON
+    report = p.StateReport(1, 1, "FAILED", datetime.now(UTC), reason=reason, node=node)
+    assert p.report_problem(report, {"FAILED"}) is None
+    assert p.report_problem(msgspec.structs.replace(report, node="n" * 201), {"FAILED"})
+
+
 async def test_absurd_capacity_is_refused_per_node_and_pages_stay_up(
     server: InProcessServer, api: httpx.AsyncClient
 ) -> None:
@@ -205,6 +215,8 @@ async def test_absurd_capacity_is_refused_per_node_and_pages_stay_up(
             {"name": "x", "cpu": 1, "memory": 2**51},
             {"name": "x", "cpu": 1, "memory": 1, "gpu": 1025},
             {"name": "", "cpu": 1, "memory": 1},
+            {"name": "n" * 254, "cpu": 1, "memory": 1},
+            {"name": "n\x00", "cpu": 1, "memory": 1},
         ):
             r = await http.post(
                 f"/sessions/{welcome.session_id}/heartbeat",
