@@ -8,6 +8,7 @@ integer, and no answer may be a 5xx.
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -83,6 +84,12 @@ async def test_nul_in_strings_that_reach_postgres_is_refused(api: httpx.AsyncCli
     for name in ("status", "pool", "name", "user", "cursor"):
         names_field(await api.get("/api/v1/workflows", params={name: "a\x00"}), name)
     names_field(await api.get("/api/v1/workflows/a%00b"), "workflow_id")
+    # A cursor is opaque but decodable: one crafted to carry a NUL is refused like any other.
+    crafted = msgspec.json.encode(
+        ["submitted", "2026-12-01T00:00:00+00:00", "a\x00", "2026-12-01T00:00:00+00:00"]
+    )
+    cursor = base64.urlsafe_b64encode(crafted).decode().rstrip("=")
+    names_field(await api.get("/api/v1/workflows", params={"cursor": cursor}), "cursor")
     names_field(await api.post("/api/v1/workflows", json={"spec": ONE, "pool": "a\x00"}), "pool")
     names_field(await api.post("/api/v1/pools", json={"name": "p", "description": "\x00"}), "desc")
 
