@@ -28,6 +28,12 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, InProcessServer
 
+# schemathesis's own strategies use `random` (a deprecation hypothesis reports on every run).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::hypothesis.errors.HypothesisDeprecationWarning",
+    "ignore:XDG_RUNTIME_DIR is not set",
+)
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
