@@ -125,7 +125,7 @@ class Refusal(msgspec.Struct, frozen=True):
 
 class Hello(msgspec.Struct, frozen=True):
     backend: Short
-    protocol_version: int
+    protocol_version: Annotated[int, msgspec.Meta(ge=0, le=1000)]
     runner_version: Annotated[str, msgspec.Meta(max_length=200, pattern=_NO_NUL)]
     cluster_id: ClusterId = ""
     capacity: Capacity = msgspec.field(default_factory=Capacity)
