@@ -35,6 +35,7 @@ from app.auth.middleware import PUBLIC_PATHS, BearerExemptCSRFMiddleware, Gantry
 from app.auth.service import AuthService
 from app.auth.sessions import COOKIE, STORE_NAME, PostgresSessionStore, WebSessionConfig
 from app.auth.views import AuthViews
+from app.bounds import NO_NUL
 from app.db import Database, Hub
 from app.errors import DomainError, Invalid
 from app.limits import (
@@ -52,6 +53,7 @@ from app.ops.api import healthz, metrics, readyz
 from app.pools.api import BackendController, PoolController, TokenController
 from app.pools.service import PoolService
 from app.pools.views import PoolViews
+from app.problems import describe_request_bodies
 from app.runner_api.api import RunnerController
 from app.runner_api.service import RunnerService
 from app.settings import Settings, get_settings
@@ -169,6 +171,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             StreamSlotMiddleware(StreamSlots(settings.max_streams_per_user)),
         ],
         lifespan=[lifespan],
+        on_startup=[describe_request_bodies],
         state=app_state,
         stores={STORE_NAME: session_store},
         before_send=[security_headers],
@@ -181,14 +184,45 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
         ),
+        before_request=_refuse_nul_in_url,
         exception_handlers={
             DomainError: _domain_error,
             LimitExceeded: limit_exceeded,
             HTTPException: _http_error,
+            RecursionError: _too_deep,
             Exception: _unexpected_error,
         },
         debug=False,
     )
+
+
+def _refuse_nul_in_url(request: Request[Any, Any, Any]) -> None:
+    """Refuse a NUL character anywhere in the path or the query, naming the parameter.
+
+    PostgreSQL cannot store NUL in text and the filesystem cannot name a file with one, so no
+    handler can use such a value; checking here covers every route, including ones whose
+    parameters carry no pattern of their own (each route's own bounds are in app/bounds.py).
+    """
+    problems = [
+        (name, "path")
+        for name, value in request.path_params.items()
+        if isinstance(value, str) and "\x00" in value
+    ]
+    if not problems and "\x00" in request.url.path:
+        problems.append(("path", "path"))
+    problems += [
+        (name, "query")
+        for name, value in request.query_params.multi_items()
+        if "\x00" in name or "\x00" in value
+    ]
+    if problems:
+        raise ValidationException(
+            detail="; ".join(f"{name} must not contain NUL characters" for name, _ in problems),
+            extra=[
+                {"key": name, "source": source, "message": "must not contain NUL characters"}
+                for name, source in problems
+            ],
+        )
 
 
 def _is_api(request: Request[Any, Any, Any]) -> bool:
@@ -261,12 +295,13 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         title, detail = "Forbidden", exc.detail
     elif isinstance(exc, ValidationException):
         title = "Malformed request"
-        detail = exc.detail
         errors = [
             {"path": str(e.get("key") or e.get("source") or ""), "line": None,
-             "message": str(e.get("message"))}
+             "message": _readable(str(e.get("message")))}
             for e in (exc.extra or []) if isinstance(e, dict)
         ]  # fmt: skip
+        # Name the fields in the detail too: "Validation failed for POST /x" says nothing.
+        detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors) or exc.detail
         if _is_api(request):
             return _problem(status, title, detail, errors=errors)
         return _page(request, status, title, detail)
@@ -287,6 +322,24 @@ def _title(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+def _readable(message: str) -> str:
+    """msgspec's message for the NUL-free pattern (app/bounds.py), in words."""
+    if f"matching regex {NO_NUL!r}" in message:
+        return "must not contain NUL characters"
+    return message
+
+
+def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """A body nested deeper than the decoder recurses (msgspec raises RecursionError for the
+    ``Any``-typed `set` values): the client's mistake, answered 400 without a traceback."""
+    log.warning("refused a too deeply nested request on %s %s", request.method, request.url.path)
+    detail = "the request is nested too deeply to read; flatten it"
+    if _is_api(request):
+        return _problem(400, "Malformed request", detail, errors=[
+            {"path": "", "line": None, "message": detail}])  # fmt: skip
+    return _page(request, 400, "Malformed request", detail)
 
 
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

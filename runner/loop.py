@@ -280,8 +280,8 @@ class Runner:
                             status=item.status,
                             time=item.time,
                             exit_code=item.exit_code,
-                            reason=item.reason,
-                            node=item.node,
+                            reason=p.fit_report_text(item.reason, p.MAX_REASON),
+                            node=p.fit_report_text(item.node, p.MAX_NODE_NAME),
                         )
                     )
                 reply = await self.client.events(self.session_id, p.EventBatch(events, acks))
@@ -296,6 +296,11 @@ class Runner:
                         await self._drop(result.attempt, kill=True)
                     elif result.attempt in final:
                         await self._drop(result.attempt, kill=False)
+                for refusal in reply.refused:
+                    # Sending it again would be refused again; the lease ends the attempt.
+                    log.error("report %s refused: %s", refusal.path, refusal.reason)
+                    if refusal.attempt in final:
+                        await self._drop(refusal.attempt, kill=False)
                 for cancel in reply.cancels:
                     await self._on_cancel(cancel)
 
@@ -378,6 +383,8 @@ class Runner:
                 self.session_id,
                 p.Heartbeat(await self.executor.capacity(), live=sorted(self.attempts)),
             )
+            for refusal in reply.refused:
+                log.error("capacity %s not counted: %s", refusal.path, refusal.reason)
             for attempt in reply.kill:
                 log.warning("attempt %d: unknown to the control plane; stopping it", attempt)
                 await self._drop(attempt, kill=True)

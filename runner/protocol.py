@@ -13,12 +13,15 @@ else is shared. Paths are under ``/api/runner/v1``; every request carries
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 __all__ = (
+    "MAX_NODES",
+    "NODE_LIMITS",
     "PROTOCOL_VERSION",
     "Attempt",
     "AttemptFile",
@@ -40,50 +43,95 @@ __all__ = (
     "LogReply",
     "Node",
     "Ping",
+    "Refusal",
     "ReportResult",
     "StateReport",
     "StreamMessage",
     "Welcome",
     "decode_stream_line",
     "encode_stream_line",
+    "fit_report_text",
+    "node_problem",
+    "report_problem",
 )
 
 PROTOCOL_VERSION = 1
 Stream = Literal["stdout", "stderr"]
 
+# Bounds on what a peer may send. A message outside them is malformed (the control plane answers
+# 400 naming the field): ids are PostgreSQL bigints, names fit their columns, and text carries no
+# NUL (PostgreSQL cannot store it). Values a correct runner could still get wrong (a node's
+# capacity, a status it may not report) are checked item by item and refused in the answer.
+_NO_NUL = r"^[^\x00]*$"
+Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Epoch = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Int8 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Short = Annotated[str, msgspec.Meta(max_length=64, pattern=_NO_NUL)]
+NodeName = Annotated[str, msgspec.Meta(max_length=1000)]  # checked per node by node_problem()
+MAX_NODE_NAME_IN_CAPACITY = 253  # a Kubernetes node name is a DNS subdomain
+ClusterId = Annotated[str, msgspec.Meta(max_length=200, pattern=_NO_NUL)]
+MAX_NODES = 10_000  # per report
+MAX_ITEMS = 100_000  # events, acks, live attempts, inventory, log chunks per request
+# What a real node can have (the largest machines have a few thousand cores, tens of TiB).
+NODE_LIMITS = {"cpu": 100_000, "memory": 2**50, "gpu": 1024}
+
 
 class Node(msgspec.Struct, frozen=True):
     """Total resources of one node (a host, a Kubernetes node)."""
 
-    name: str
-    cpu: float
-    memory: int
-    gpu: int = 0
-    platform: str | None = None  # None: the pool's default platform
+    name: NodeName
+    cpu: float  # bounded per node by node_problem(), so one bad node is refused alone
+    memory: Int8
+    gpu: Int8 = 0
+    platform: Short | None = None  # None: the pool's default platform
+
+
+def node_problem(node: Node) -> str | None:
+    """Why ``node``'s reported capacity cannot be true (None: it can)."""
+    if not node.name or len(node.name) > MAX_NODE_NAME_IN_CAPACITY or "\x00" in node.name:
+        return f"a node needs a name of 1 to {MAX_NODE_NAME_IN_CAPACITY} characters without NUL"
+    for resource, most in NODE_LIMITS.items():
+        value = getattr(node, resource)
+        if not math.isfinite(value) or value < 0 or value > most:
+            return f"{resource} {value!r} is not between 0 and {most}"
+    return None
 
 
 class Capacity(msgspec.Struct, frozen=True):
     """What a backend has in total; the control plane subtracts what it dispatched there."""
 
-    nodes: list[Node] = msgspec.field(default_factory=list)
-    slots: int = 16  # concurrent attempts the runner accepts
+    nodes: Annotated[list[Node], msgspec.Meta(max_length=MAX_NODES)] = msgspec.field(
+        default_factory=list
+    )
+    slots: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 16  # concurrent attempts accepted
 
 
 class InventoryItem(msgspec.Struct, frozen=True):
     """An attempt a (re)starting runner still holds, with the state it last saw."""
 
-    attempt: int
-    epoch: int
-    status: str
+    attempt: Id
+    epoch: Epoch
+    status: Short
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    """One item of a report the control plane refused: which (``path`` like ``capacity.nodes[3]``
+    or ``events[0]``), the attempt it was about when there is one, and why."""
+
+    path: str
+    reason: str
+    attempt: int | None = None
 
 
 class Hello(msgspec.Struct, frozen=True):
-    backend: str
-    protocol_version: int
-    runner_version: str
-    cluster_id: str = ""
+    backend: Short
+    protocol_version: Annotated[int, msgspec.Meta(ge=0, le=1000)]
+    runner_version: Annotated[str, msgspec.Meta(max_length=200, pattern=_NO_NUL)]
+    cluster_id: ClusterId = ""
     capacity: Capacity = msgspec.field(default_factory=Capacity)
-    inventory: list[InventoryItem] = msgspec.field(default_factory=list)
+    inventory: Annotated[list[InventoryItem], msgspec.Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class LogOffset(msgspec.Struct, frozen=True):
@@ -109,6 +157,7 @@ class Welcome(msgspec.Struct, frozen=True):
     lease_ttl: float
     log_flush_interval: float
     decisions: list[Decision] = msgspec.field(default_factory=list)
+    refused: list[Refusal] = msgspec.field(default_factory=list)  # capacity nodes not counted
 
 
 class AttemptFile(msgspec.Struct, frozen=True):
@@ -181,18 +230,53 @@ StreamMessage = Launch | Cancel | Ping | Goodbye
 
 
 class StateReport(msgspec.Struct, frozen=True):
-    attempt: int
-    epoch: int
-    status: str
+    attempt: Id
+    epoch: Epoch
+    status: Short
     time: datetime
-    exit_code: int | None = None
-    reason: str | None = None
-    node: str | None = None
+    exit_code: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)] | None = None
+    # Text an executor passed on (an error message, a node name) is checked per report by
+    # report_problem(), so one odd message refuses its report and not the whole batch.
+    reason: Annotated[str, msgspec.Meta(max_length=65_536)] | None = None
+    node: Annotated[str, msgspec.Meta(max_length=65_536)] | None = None
+
+
+MAX_REASON = 4096
+MAX_NODE_NAME = 200  # task.node is varchar(200)
+
+
+def fit_report_text(text: str | None, most: int) -> str | None:
+    """What a runner sends as a report's reason or node: without NUL and at most ``most``
+    characters, so an executor's odd message never gets its report refused."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "\ufffd")
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def report_problem(report: StateReport, reportable: set[str] | frozenset[str]) -> str | None:
+    """Why the control plane cannot apply ``report`` (None: it can)."""
+    if report.status not in reportable:
+        return (
+            f"status {report.status!r} cannot be reported by a runner; "
+            f"use one of {', '.join(sorted(reportable))}"
+        )
+    for field, text, most in (
+        ("reason", report.reason, MAX_REASON),
+        ("node", report.node, MAX_NODE_NAME),
+    ):
+        if text is not None and "\x00" in text:
+            return f"{field} contains a NUL character"
+        if text is not None and len(text) > most:
+            return f"{field} is longer than {most} characters"
+    return None
 
 
 class EventBatch(msgspec.Struct, frozen=True):
-    events: list[StateReport] = msgspec.field(default_factory=list)
-    acks: list[int] = msgspec.field(
+    events: Annotated[list[StateReport], msgspec.Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
+    acks: Annotated[list[Id], msgspec.Meta(max_length=MAX_ITEMS)] = msgspec.field(
         default_factory=list
     )  # launch sequence numbers received and persisted by the runner
 
@@ -205,18 +289,21 @@ class ReportResult(msgspec.Struct, frozen=True):
 class EventReply(msgspec.Struct, frozen=True):
     results: list[ReportResult] = msgspec.field(default_factory=list)
     cancels: list[Cancel] = msgspec.field(default_factory=list)
+    refused: list[Refusal] = msgspec.field(default_factory=list)  # reports not applied, and why
 
 
 class LogChunk(msgspec.Struct, frozen=True):
-    attempt: int
-    epoch: int
+    attempt: Id
+    epoch: Epoch
     stream: Stream
-    offset: int
+    offset: Id
     data: bytes
 
 
 class LogBatch(msgspec.Struct, frozen=True):
-    chunks: list[LogChunk] = msgspec.field(default_factory=list)
+    chunks: Annotated[list[LogChunk], msgspec.Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class LogReply(msgspec.Struct, frozen=True):
@@ -230,7 +317,9 @@ class LogReply(msgspec.Struct, frozen=True):
 
 class Heartbeat(msgspec.Struct, frozen=True):
     capacity: Capacity
-    live: list[int] = msgspec.field(default_factory=list)  # attempts alive on the runner
+    live: Annotated[list[Id], msgspec.Meta(max_length=MAX_ITEMS)] = msgspec.field(
+        default_factory=list
+    )  # attempts alive on the runner
 
 
 class HeartbeatReply(msgspec.Struct, frozen=True):
@@ -240,6 +329,7 @@ class HeartbeatReply(msgspec.Struct, frozen=True):
     kill: list[int] = msgspec.field(
         default_factory=list
     )  # unknown here, or fenced by a newer epoch: stop without reporting
+    refused: list[Refusal] = msgspec.field(default_factory=list)  # capacity nodes not counted
 
 
 _encoder = msgspec.json.Encoder()

@@ -14,6 +14,7 @@ from app.auth.middleware import principal_of
 from app.auth.service import AuthService
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
 from app.auth.throttle import Refused, SignInThrottle
+from app.bounds import id_path, refuse_nul, text_query
 from app.web import flash, page
 
 __all__ = ("AuthViews",)
@@ -33,7 +34,7 @@ class AuthViews(Controller):
 
     @get("/login")
     async def login_form(
-        self, request: Request[Any, Any, Any], next: str | None = None
+        self, request: Request[Any, Any, Any], next: str | None = text_query(2000, default=None)
     ) -> Template:
         return page(request, "auth/login.html", next=_safe_next(next), error=None)
 
@@ -41,6 +42,8 @@ class AuthViews(Controller):
     async def login(self, request: Request[Any, Any, Any], data: Form) -> Template | Redirect:
         auth: AuthService = request.app.state.auth
         settings = request.app.state.settings
+        refuse_nul({"username": 200, "next": 2000}, username=data.get("username"),
+                   next=data.get("next"))  # fmt: skip
         username = (data.get("username") or "").strip()
         throttle = SignInThrottle(
             request.app.state.db,
@@ -84,12 +87,13 @@ class AuthViews(Controller):
     async def create_token(self, request: Request[Any, Any, Any], data: Form) -> Template:
         auth: AuthService = request.app.state.auth
         user = principal_of(request).name
+        refuse_nul({"name": 100}, name=data.get("name"))
         name = (data.get("name") or "").strip() or "token"
         token = await auth.create_token(user, name[:100])
         return page(request, "auth/tokens.html", tokens=await auth.list_tokens(user), created=token)
 
     @post("/tokens/{token_id:int}/revoke", status_code=303)
-    async def revoke(self, request: Request[Any, Any, Any], token_id: int) -> Redirect:
+    async def revoke(self, request: Request[Any, Any, Any], token_id: int = id_path()) -> Redirect:
         auth: AuthService = request.app.state.auth
         if await auth.revoke_token(principal_of(request).name, token_id):
             flash(request, "The token was revoked.", "good")

@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream, Template
 
 from app.auth.middleware import principal_of
+from app.bounds import INT8_MAX, count_query, int8_query, text_query
 from app.logs.lines import render_lines
 from app.logs.service import LogService
 from app.logs.windows import Resume, Window, compile_filter
@@ -25,6 +26,16 @@ from app.templating import render_block
 from app.web import page
 
 __all__ = ("LogViews",)
+
+# Bounds on the viewer's parameters (they reach bigint and integer columns, and text queries).
+WORKFLOW_ID = text_query(80)
+TASK = text_query(64)
+RETRY = count_query(default=None)
+BEFORE = int8_query(default=None)
+LINE = count_query(default=None)
+FILTER = text_query(1000, default=None)
+REGEX = text_query(8, default=None)
+AT = text_query(65_536)
 
 
 class _Target:
@@ -134,13 +145,13 @@ class LogViews(Controller):
     async def task_log(
         self,
         request: Request[Any, Any, Any],
-        workflow_id: str,
-        task: str,
-        retry: int | None = None,
-        before: int | None = None,
-        line: int | None = None,
-        q: str | None = None,
-        re: str | None = None,
+        workflow_id: str = WORKFLOW_ID,
+        task: str = TASK,
+        retry: int | None = RETRY,
+        before: int | None = BEFORE,
+        line: int | None = LINE,
+        q: str | None = FILTER,
+        re: str | None = REGEX,
     ) -> Template:
         target = await _task_target(request.app.state.logs, request, workflow_id, task, retry)
         return await _render_page(request, target, before, line, q, re == "1")
@@ -149,17 +160,19 @@ class LogViews(Controller):
     async def workflow_log(
         self,
         request: Request[Any, Any, Any],
-        workflow_id: str,
-        before: int | None = None,
-        line: int | None = None,
-        q: str | None = None,
-        re: str | None = None,
+        workflow_id: str = WORKFLOW_ID,
+        before: int | None = BEFORE,
+        line: int | None = LINE,
+        q: str | None = FILTER,
+        re: str | None = REGEX,
     ) -> Template:
         target = await _workflow_target(request.app.state.logs, request, workflow_id)
         return await _render_page(request, target, before, line, q, re == "1")
 
     @get("/workflows/{workflow_id:str}/logs/download")
-    async def workflow_download(self, request: Request[Any, Any, Any], workflow_id: str) -> Stream:
+    async def workflow_download(
+        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
+    ) -> Stream:
         target = await _workflow_target(request.app.state.logs, request, workflow_id)
         assert target.names is not None
         return Stream(
@@ -172,17 +185,20 @@ class LogViews(Controller):
     async def task_earlier(
         self,
         request: Request[Any, Any, Any],
-        workflow_id: str,
-        task: str,
-        before: int,
-        retry: int | None = None,
+        workflow_id: str = WORKFLOW_ID,
+        task: str = TASK,
+        before: int = int8_query(),
+        retry: int | None = RETRY,
     ) -> Template | Response[str]:
         target = await _task_target(request.app.state.logs, request, workflow_id, task, retry)
         return await _earlier(request, target, before)
 
     @get("/workflows/{workflow_id:str}/logs/earlier")
     async def workflow_earlier(
-        self, request: Request[Any, Any, Any], workflow_id: str, before: int
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str = WORKFLOW_ID,
+        before: int = int8_query(),
     ) -> Template | Response[str]:
         target = await _workflow_target(request.app.state.logs, request, workflow_id)
         return await _earlier(request, target, before)
@@ -191,17 +207,17 @@ class LogViews(Controller):
     async def task_live(
         self,
         request: Request[Any, Any, Any],
-        workflow_id: str,
-        task: str,
-        at: str,
-        retry: int | None = None,
+        workflow_id: str = WORKFLOW_ID,
+        task: str = TASK,
+        at: str = AT,
+        retry: int | None = RETRY,
     ) -> ServerSentEvent:
         target = await _task_target(request.app.state.logs, request, workflow_id, task, retry)
         return _live(request, target, at)
 
     @get("/workflows/{workflow_id:str}/logs/live")
     async def workflow_live(
-        self, request: Request[Any, Any, Any], workflow_id: str, at: str
+        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID, at: str = AT
     ) -> ServerSentEvent:
         target = await _workflow_target(request.app.state.logs, request, workflow_id)
         return _live(request, target, at)
@@ -231,6 +247,12 @@ def _live(request: Request[Any, Any, Any], target: _Target, at: str) -> ServerSe
         resume = Resume.decode(at)
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
+    numbers = [resume.after, resume.number, *(o for o, _ in resume.offsets.values())]
+    numbers += [n for key in resume.offsets for n in key]
+    if not all(0 <= n <= INT8_MAX for n in numbers):  # they reach bigint columns
+        raise HTTPException(
+            status_code=400, detail="the log position is not one this server gave out"
+        )
     topics = [f"log:{a}" for a in target.attempts] + [f"wf:{target.workflow_id}"]
 
     async def complete() -> bool:

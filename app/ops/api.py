@@ -5,17 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
+
+from app.problems import problems
 
 __all__ = ("healthz", "metrics", "readyz")
 
 
-@get("/healthz", summary="The process is up", tags=["operations"])
+@get("/healthz", summary="The process is up", tags=["operations"], responses=problems())
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="The database, the hub and the loops work", tags=["operations"])
+@get(
+    "/readyz",
+    summary="The database, the hub and the loops work",
+    tags=["operations"],
+    responses={
+        503: ResponseSpec(dict[str, Any], description="Not ready: `checks` says what failed"),
+        **problems(),
+    },
+)
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     state = request.app.state
     checks = {
@@ -27,7 +38,13 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     return Response({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
-@get("/metrics", summary="Prometheus metrics", tags=["operations"], media_type="text/plain")
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["operations"],
+    media_type="text/plain",
+    responses=problems(),
+)
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     db = request.app.state.db
     async with db.connection() as conn:

@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
 
 from app.auth.middleware import admin_guard, principal_of
 from app.auth.service import AuthService
+from app.bounds import Description, Name, TokenName, id_path
 from app.errors import NotFound
 from app.pools.service import PoolService
+from app.problems import problems
 
 __all__ = ("BackendController", "PoolController", "TokenController")
 
 
 class PoolIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    description: str = ""
-    platforms: list[str] = msgspec.field(default_factory=list)
+    name: Name
+    description: Description = ""
+    platforms: Annotated[list[Name], msgspec.Meta(max_length=100)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class BackendIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    pool: str
+    name: Name
+    pool: Name
 
 
 class BackendCreated(msgspec.Struct):
@@ -42,7 +46,7 @@ class BackendOut(msgspec.Struct):
 
 
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
+    name: TokenName
 
 
 def _pools(request: Request[Any, Any, Any]) -> PoolService:
@@ -53,11 +57,17 @@ class PoolController(Controller):
     path = "/api/v1/pools"
     tags = ["pools"]
 
-    @get("/", summary="Pools you may use")
+    @get("/", summary="Pools you may use", responses=problems())
     async def list_pools(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         return {"items": await _pools(request).summaries(principal_of(request))}
 
-    @post("/", status_code=201, guards=[admin_guard], summary="Create a pool (admin)")
+    @post(
+        "/",
+        status_code=201,
+        guards=[admin_guard],
+        summary="Create a pool (admin)",
+        responses=problems(403, 409, 422),
+    )
     async def create_pool(self, request: Request[Any, Any, Any], data: PoolIn) -> dict[str, Any]:
         return await _pools(request).create_pool(
             data.name, data.description, platforms=data.platforms
@@ -68,7 +78,11 @@ class BackendController(Controller):
     path = "/api/v1/backends"
     tags = ["backends"]
 
-    @get("/", summary="Backends of the pools you may use, and whether a runner is connected")
+    @get(
+        "/",
+        summary="Backends of the pools you may use, and whether a runner is connected",
+        responses=problems(),
+    )
     async def list_backends(self, request: Request[Any, Any, Any]) -> dict[str, list[BackendOut]]:
         pools = await _pools(request).accessible(principal_of(request))
         rows = await _pools(request).backends(pools)
@@ -79,6 +93,7 @@ class BackendController(Controller):
         status_code=201,
         guards=[admin_guard],
         summary="Create a backend; its token is shown once",
+        responses=problems(403, 404, 409, 422),
     )
     async def create_backend(
         self, request: Request[Any, Any, Any], data: BackendIn
@@ -91,19 +106,33 @@ class TokenController(Controller):
     path = "/api/v1/tokens"
     tags = ["tokens"]
 
-    @get("/", summary="Your personal API tokens (never the tokens themselves)")
+    @get(
+        "/",
+        summary="Your personal API tokens (never the tokens themselves)",
+        responses=problems(),
+    )
     async def list_tokens(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         auth: AuthService = request.app.state.auth
         return {"items": await auth.list_tokens(principal_of(request).name)}
 
-    @post("/", status_code=201, summary="Create a personal API token; it is shown once")
+    @post(
+        "/",
+        status_code=201,
+        summary="Create a personal API token; it is shown once",
+        responses=problems(),
+    )
     async def create_token(self, request: Request[Any, Any, Any], data: TokenIn) -> dict[str, str]:
         auth: AuthService = request.app.state.auth
         token = await auth.create_token(principal_of(request).name, data.name)
         return {"name": data.name, "token": token}
 
-    @delete("/{token_id:int}", status_code=204, summary="Revoke one of your tokens")
-    async def revoke(self, request: Request[Any, Any, Any], token_id: int) -> None:
+    @delete(
+        "/{token_id:int}",
+        status_code=204,
+        summary="Revoke one of your tokens",
+        responses=problems(404),
+    )
+    async def revoke(self, request: Request[Any, Any, Any], token_id: int = id_path()) -> None:
         auth: AuthService = request.app.state.auth
         if not await auth.revoke_token(principal_of(request).name, token_id):
             raise NotFound(f"you have no token {token_id}")

@@ -11,8 +11,36 @@ from app.auth.service import BACKEND_TOKEN_PREFIX, Principal, hash_token, new_to
 from app.db import Database, notify
 from app.errors import Conflict, Invalid, NotFound
 from app.spec.validate import NAME_RE
+from runner import protocol as p
 
-__all__ = ("PoolService",)
+__all__ = ("PoolService", "read_capacity")
+
+
+def read_capacity(stored: str | bytes | None) -> dict[str, Any]:
+    """A backend's stored capacity with only the nodes whose numbers can be true.
+
+    The runner API refuses bad nodes before storing them (app/runner_api/service.py); this
+    reads defensively anyway, so a row written by an older version (or by hand) can never make
+    a page or a sum overflow: a node that does not decode or is out of bounds is left out.
+    """
+    try:
+        raw = msgspec.json.decode(stored or "{}")
+    except msgspec.DecodeError:
+        return {"nodes": [], "slots": 0}
+    if not isinstance(raw, dict):
+        return {"nodes": [], "slots": 0}
+    nodes = []
+    for item in raw.get("nodes") or []:
+        try:
+            node = msgspec.convert(item, p.Node)
+        except msgspec.ValidationError:
+            continue
+        if p.node_problem(node) is None:
+            nodes.append(msgspec.to_builtins(node))
+    slots = raw.get("slots", 0)
+    if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= 100_000:
+        slots = 0
+    return {**raw, "nodes": nodes, "slots": slots}
 
 
 class PoolService:
@@ -159,8 +187,8 @@ class PoolService:
         ttl = timedelta(seconds=self.lease_ttl)
         out = []
         for r in rows:
-            capacity = msgspec.json.decode(r["capacity"] or "{}")
-            nodes = capacity.get("nodes", [])
+            capacity = read_capacity(r["capacity"])
+            nodes = capacity["nodes"]
             connected = (
                 r["session_id"] is not None
                 and r["last_heartbeat"] is not None

@@ -8,10 +8,14 @@ from litestar import Controller, Request, get, post
 from litestar.response import Stream
 
 from app.auth.middleware import principal_of
+from app.bounds import text_query
+from app.problems import problems
 from app.runner_api.service import RunnerService
 from runner import protocol as p
 
 __all__ = ("RunnerController",)
+
+SESSION_ID = text_query(64, description="The session id Welcome gave")
 
 
 def _service(request: Request[Any, Any, Any]) -> RunnerService:
@@ -22,12 +26,22 @@ class RunnerController(Controller):
     path = "/api/runner/v1"
     tags = ["runner protocol"]
 
-    @post("/sessions", status_code=201, summary="Open a runner session (hello)")
+    @post(
+        "/sessions",
+        status_code=201,
+        summary="Open a runner session (hello)",
+        responses=problems(403, 422),
+    )
     async def open_session(self, request: Request[Any, Any, Any], data: p.Hello) -> p.Welcome:
         return await _service(request).open_session(principal_of(request).name, data)
 
-    @get("/sessions/{session_id:str}/stream", summary="Launches and cancels as NDJSON")
-    async def stream(self, request: Request[Any, Any, Any], session_id: str) -> Stream:
+    @get(
+        "/sessions/{session_id:str}/stream",
+        summary="Launches and cancels as NDJSON",
+        media_type="application/x-ndjson",
+        responses=problems(403, 404, 409),
+    )
+    async def stream(self, request: Request[Any, Any, Any], session_id: str = SESSION_ID) -> Stream:
         service = _service(request)
         session = await service.session(principal_of(request).name, session_id)
         return Stream(
@@ -36,25 +50,40 @@ class RunnerController(Controller):
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
-    @post("/sessions/{session_id:str}/events", status_code=200, summary="State reports and acks")
+    @post(
+        "/sessions/{session_id:str}/events",
+        status_code=200,
+        summary="State reports and acks",
+        responses=problems(403, 404, 409, 422),
+    )
     async def events(
-        self, request: Request[Any, Any, Any], session_id: str, data: p.EventBatch
+        self, request: Request[Any, Any, Any], data: p.EventBatch, session_id: str = SESSION_ID
     ) -> p.EventReply:
         service = _service(request)
         session = await service.session(principal_of(request).name, session_id)
         return await service.events(session, data)
 
-    @post("/sessions/{session_id:str}/logs", status_code=200, summary="Log chunks by offset")
+    @post(
+        "/sessions/{session_id:str}/logs",
+        status_code=200,
+        summary="Log chunks by offset",
+        responses=problems(403, 404, 409, 422),
+    )
     async def logs(
-        self, request: Request[Any, Any, Any], session_id: str, data: p.LogBatch
+        self, request: Request[Any, Any, Any], data: p.LogBatch, session_id: str = SESSION_ID
     ) -> p.LogReply:
         service = _service(request)
         session = await service.session(principal_of(request).name, session_id)
         return await service.logs(session, data)
 
-    @post("/sessions/{session_id:str}/heartbeat", status_code=200, summary="Capacity and leases")
+    @post(
+        "/sessions/{session_id:str}/heartbeat",
+        status_code=200,
+        summary="Capacity and leases",
+        responses=problems(403, 404, 409, 422),
+    )
     async def heartbeat(
-        self, request: Request[Any, Any, Any], session_id: str, data: p.Heartbeat
+        self, request: Request[Any, Any, Any], data: p.Heartbeat, session_id: str = SESSION_ID
     ) -> p.HeartbeatReply:
         service = _service(request)
         session = await service.session(principal_of(request).name, session_id)

@@ -45,6 +45,7 @@ MAX_CHUNK = 1024 * 1024  # the log viewer reads windows of chunks; it relies on 
 # of them, with no change to the protocol. Below ext4's 16 TiB, where seek() would fail.
 LOG_CUT = 2**40
 _DISPATCHED = list(DISPATCHED)
+_REPORTABLE = frozenset(str(s) for s in RUNNER_STATUSES)
 _json = msgspec.json.Encoder()
 
 
@@ -58,6 +59,27 @@ async def retry_deadlocks(fn: Any, *args: Any, attempts: int = 5) -> Any:
                 raise
             await asyncio.sleep(0.01 * (2**i))
     return None
+
+
+def checked_capacity(
+    capacity: p.Capacity, where: str = "capacity"
+) -> tuple[p.Capacity, list[p.Refusal]]:
+    """The capacity without the nodes that cannot be true, and a refusal for each of those.
+
+    A refused node is neither stored nor counted, so one runner's bad numbers never reach the
+    pages or the scheduler; the runner learns which node and why from the answer.
+    """
+    kept: list[p.Node] = []
+    refused: list[p.Refusal] = []
+    for i, node in enumerate(capacity.nodes):
+        problem = p.node_problem(node)
+        if problem is None:
+            kept.append(node)
+        else:
+            refused.append(p.Refusal(f"{where}.nodes[{i}]", f"node {node.name!r}: {problem}"))
+    if not refused:
+        return capacity, []
+    return p.Capacity(nodes=kept, slots=capacity.slots), refused
 
 
 class SessionInfo(msgspec.Struct, frozen=True):
@@ -84,6 +106,7 @@ class RunnerService:
             )
         session_id = str(uuid.uuid4())
         ttl = self.settings.lease_ttl
+        capacity, refused = checked_capacity(hello.capacity)
         async with self.db.transaction() as conn:
             epoch = await conn.fetchval(
                 """
@@ -93,7 +116,7 @@ class RunnerService:
                 """,
                 backend,
                 session_id,
-                _json.encode(hello.capacity).decode(),
+                _json.encode(capacity).decode(),
                 hello.cluster_id,
             )
             await conn.execute(
@@ -132,6 +155,7 @@ class RunnerService:
             lease_ttl=ttl,
             log_flush_interval=self.settings.log_flush_interval,
             decisions=decisions,
+            refused=refused,
         )
 
     async def _decide_inventory(
@@ -436,16 +460,17 @@ class RunnerService:
                     batch.acks,
                 )
         results = []
-        for report in batch.events:
-            if report.status not in RUNNER_STATUSES:
-                raise Invalid(
-                    f"status {report.status!r} cannot be reported by a runner; "
-                    f"use one of {', '.join(sorted(RUNNER_STATUSES))}"
-                )
+        refused = []
+        for i, report in enumerate(batch.events):
+            # Each report is checked alone: a bad one is refused in the answer, the rest apply.
+            problem = p.report_problem(report, _REPORTABLE)
+            if problem is not None:
+                refused.append(p.Refusal(f"events[{i}]", problem, report.attempt))
+                continue
             outcome = await retry_deadlocks(self._apply, session, report)
             results.append(p.ReportResult(report.attempt, outcome))
         cancels = await self._pending_cancels(session.backend, [r.attempt for r in batch.events])
-        return p.EventReply(results=results, cancels=cancels)
+        return p.EventReply(results=results, cancels=cancels, refused=refused)
 
     async def _apply(self, session: SessionInfo, report: p.StateReport) -> str:
         async with self.db.transaction() as conn:
@@ -585,6 +610,7 @@ class RunnerService:
     # -- heartbeat ------------------------------------------------------------------------
 
     async def heartbeat(self, session: SessionInfo, hb: p.Heartbeat) -> p.HeartbeatReply:
+        capacity, refused = checked_capacity(hb.capacity)
         async with self.db.transaction() as conn:
             current = await conn.fetchval(
                 """
@@ -603,7 +629,7 @@ class RunnerService:
                 WHERE name = $1
                 """,
                 session.backend,
-                _json.encode(hb.capacity).decode(),
+                _json.encode(capacity).decode(),
             )
             rows = await conn.fetch(
                 """
@@ -623,7 +649,7 @@ class RunnerService:
             for r in rows
             if r["stop_requested_at"] is not None or r["status"] in TERMINAL
         ]
-        return p.HeartbeatReply(cancels=cancels, kill=kill)
+        return p.HeartbeatReply(cancels=cancels, kill=kill, refused=refused)
 
 
 async def _cut_log(

@@ -6,14 +6,18 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import Response, ServerSentEvent, Stream
 
 from app.auth.middleware import principal_of
+from app.bounds import count_query, text_query
 from app.live.events import workflow_events
 from app.logs.service import LogService
+from app.problems import problems
 from app.workflows.schemas import (
     CancelRequest,
+    DryRunPlan,
     SubmitRequest,
     WorkflowDetail,
     WorkflowOut,
@@ -23,13 +27,31 @@ from app.workflows.service import WorkflowService
 
 __all__ = ("WorkflowController",)
 
+# A workflow id (workflow.id is varchar(80)) and a task name (varchar(64)) in a path.
+WORKFLOW_ID = text_query(80, description="A workflow id")
+TASK = text_query(64, description="A task name")
+
 
 class WorkflowController(Controller):
     path = "/api/v1/workflows"
     tags = ["workflows"]
 
-    @post("/", status_code=201, summary="Submit a workflow (or validate it with dry_run)")
-    async def submit(self, request: Request[Any, Any, Any], data: SubmitRequest) -> Response[Any]:
+    @post(
+        "/",
+        status_code=201,
+        summary="Submit a workflow (or validate it with dry_run)",
+        responses={
+            200: ResponseSpec(
+                DryRunPlan,
+                description="dry_run: the rendered plan; nothing is stored",
+                generate_examples=False,
+            ),
+            **problems(400, 403, 413, 422),
+        },
+    )
+    async def submit(
+        self, request: Request[Any, Any, Any], data: SubmitRequest
+    ) -> Response[WorkflowOut]:
         service: WorkflowService = request.app.state.workflows
         result = await service.submit(
             principal_of(request),
@@ -40,22 +62,29 @@ class WorkflowController(Controller):
             dry_run=data.dry_run,
         )
         if data.dry_run:
-            return Response(result, status_code=200)
+            return Response(msgspec.convert(result, DryRunPlan), status_code=200)  # type: ignore[arg-type]
         return Response(
             msgspec.convert(result, WorkflowOut, from_attributes=False), status_code=201
         )
 
-    @get("/", summary="List workflows, newest first (keyset pagination)")
+    @get(
+        "/",
+        summary="List workflows, newest first (keyset pagination)",
+        responses=problems(422),
+    )
     async def list_workflows(
         self,
         request: Request[Any, Any, Any],
-        status: str | None = None,
-        pool: str | None = None,
-        name: str | None = None,
-        user: str | None = None,
-        sort: str = Parameter(default="submitted", description="submitted, started or duration"),
+        status: str | None = text_query(32, default=None),
+        pool: str | None = text_query(64, default=None),
+        name: str | None = text_query(200, default=None),
+        user: str | None = text_query(64, default=None),
+        # Checked by the service (422 naming `sort`), as the pages share it.
+        sort: str = text_query(
+            16, default="submitted", description="submitted, started or duration"
+        ),
         limit: int = Parameter(default=50, ge=1, le=500),
-        cursor: str | None = None,
+        cursor: str | None = text_query(500, default=None),
     ) -> WorkflowPage:
         service: WorkflowService = request.app.state.workflows
         page = await service.search(
@@ -70,23 +99,41 @@ class WorkflowController(Controller):
         )
         return msgspec.convert(page, WorkflowPage)
 
-    @get("/{workflow_id:str}", summary="A workflow with its groups and tasks")
+    @get(
+        "/{workflow_id:str}",
+        summary="A workflow with its groups and tasks",
+        responses=problems(404),
+    )
     async def get_workflow(
-        self, request: Request[Any, Any, Any], workflow_id: str
+        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
     ) -> WorkflowDetail:
         service: WorkflowService = request.app.state.workflows
         return msgspec.convert(
             await service.get(principal_of(request), workflow_id), WorkflowDetail
         )
 
-    @get("/{workflow_id:str}/spec", summary="The spec as submitted and as rendered")
-    async def get_spec(self, request: Request[Any, Any, Any], workflow_id: str) -> dict[str, str]:
+    @get(
+        "/{workflow_id:str}/spec",
+        summary="The spec as submitted and as rendered",
+        responses=problems(404),
+    )
+    async def get_spec(
+        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
+    ) -> dict[str, str]:
         service: WorkflowService = request.app.state.workflows
         return await service.spec_of(principal_of(request), workflow_id)
 
-    @post("/{workflow_id:str}/cancel", status_code=200, summary="Cancel a workflow")
+    @post(
+        "/{workflow_id:str}/cancel",
+        status_code=200,
+        summary="Cancel a workflow",
+        responses=problems(403, 404, 409),
+    )
     async def cancel(
-        self, request: Request[Any, Any, Any], workflow_id: str, data: CancelRequest | None = None
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str = WORKFLOW_ID,
+        data: CancelRequest | None = None,
     ) -> WorkflowOut:
         service: WorkflowService = request.app.state.workflows
         body = data or CancelRequest()
@@ -97,13 +144,14 @@ class WorkflowController(Controller):
         "/{workflow_id:str}/tasks/{task:str}/logs",
         summary="A task attempt's log as text (follow=true streams until the attempt ends)",
         media_type="text/plain",
+        responses=problems(404),
     )
     async def task_logs(
         self,
         request: Request[Any, Any, Any],
-        workflow_id: str,
-        task: str,
-        retry: int | None = None,
+        workflow_id: str = WORKFLOW_ID,
+        task: str = TASK,
+        retry: int | None = count_query(default=None),
         follow: bool = False,
         download: bool = False,
     ) -> Stream:
@@ -119,8 +167,11 @@ class WorkflowController(Controller):
     @get(
         "/{workflow_id:str}/events",
         summary="Server-sent events: a snapshot, then workflow and task changes, then end",
+        responses=problems(404),
     )
-    async def events(self, request: Request[Any, Any, Any], workflow_id: str) -> ServerSentEvent:
+    async def events(
+        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
+    ) -> ServerSentEvent:
         service: WorkflowService = request.app.state.workflows
         await service.get(principal_of(request), workflow_id, with_groups=False)  # visibility
         return ServerSentEvent(workflow_events(request.app.state.watches, workflow_id))

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from app.db import Database, Hub, notify
+from app.pools.service import read_capacity
 from app.settings import Settings
 from app.workflows.states import DISPATCHED, Status
 from app.workflows.transitions import fail_group, finish_task, lock_group, record_events
@@ -180,7 +180,7 @@ class Scheduler(Loop):
         )
         out = []
         for r in rows:
-            capacity: dict[str, Any] = msgspec.json.decode(r["capacity"] or "{}")
+            capacity: dict[str, Any] = read_capacity(r["capacity"])  # only plausible nodes
             b = _Backend(r["name"], r["epoch"], int(capacity.get("slots", 0)))
             for node in capacity.get("nodes", []):
                 free = b.free.setdefault(node.get("platform"), [0.0, 0.0, 0.0])

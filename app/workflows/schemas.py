@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from app.bounds import NO_NUL, Name, Reason
+
 __all__ = (
+    "MAX_SPEC_CHARS",
     "CancelRequest",
+    "DryRunPlan",
     "GroupOut",
+    "PlanGroup",
     "SubmitRequest",
     "TaskOut",
     "WorkflowDetail",
@@ -18,19 +23,52 @@ __all__ = (
 )
 
 
+MAX_SPEC_CHARS = 1024 * 1024  # a spec of 1 MiB; the spec pipeline bounds what it expands to
+MAX_SET_VALUES = 1000
+
+# The envelope only: a spec's text and the structure of `set` values are checked by the spec
+# pipeline (app/spec), which names the line of what is wrong.
+SpecText = Annotated[str, msgspec.Meta(max_length=MAX_SPEC_CHARS, pattern=NO_NUL)]
+SetKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)]
+SetValues = Annotated[dict[SetKey, Any], msgspec.Meta(max_length=MAX_SET_VALUES)]
+
+
 class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True):
     """A submission: the OSMO YAML spec as text, and how to run it."""
 
-    spec: str
-    pool: str | None = None
-    set_values: dict[str, Any] | None = msgspec.field(default=None, name="set")
+    spec: SpecText
+    pool: Name | None = None
+    set_values: SetValues | None = msgspec.field(default=None, name="set")
     priority: Literal["HIGH", "NORMAL", "LOW"] = "NORMAL"
     dry_run: bool = False
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: str = ""
+    reason: Reason = ""
     force: bool = False
+
+
+class PlanGroup(msgspec.Struct):
+    """A group of a dry run's plan; ``tasks`` are the rendered tasks with their resources."""
+
+    name: str
+    upstream: list[str]
+    lead: str
+    barrier: bool
+    ignore_nonlead_status: bool
+    tasks: list[dict[str, Any]]
+
+
+class DryRunPlan(msgspec.Struct):
+    """The answer to a dry run (200): what would run, and nothing stored."""
+
+    name: str
+    pool: str
+    priority: str
+    exec_timeout: int
+    queue_timeout: int
+    groups: list[PlanGroup]
+    rendered_spec: str
 
 
 class TaskOut(msgspec.Struct):

@@ -749,7 +749,9 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[tuple[Any, str], datetime]:
         if cursor_sort != sort:
             raise ValueError("the cursor belongs to another sort order")
         key: Any = float(value) if sort == "duration" else datetime.fromisoformat(value)
-        return (key, str(workflow_id)), datetime.fromisoformat(now)
+        if not isinstance(workflow_id, str) or len(workflow_id) > 80 or "\x00" in workflow_id:
+            raise ValueError("not a workflow id")  # a crafted cursor must not reach a query
+        return (key, workflow_id), datetime.fromisoformat(now)
     except (ValueError, TypeError, msgspec.DecodeError):
         raise Invalid(
             "cursor is not one this API returned for this sort order",

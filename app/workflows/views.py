@@ -17,10 +17,11 @@ from urllib.parse import urlencode
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, Parameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Template
 
 from app.auth.middleware import principal_of
+from app.bounds import refuse_nul, text_query
 from app.errors import Forbidden, Invalid, NotFound
 from app.live.events import PING_SECONDS, SharedMessage
 from app.spec.errors import SpecError
@@ -33,6 +34,9 @@ from app.workflows.service import WorkflowService
 from app.workflows.states import PRIORITIES, WorkflowStatus
 
 __all__ = ("WorkflowViews",)
+
+WORKFLOW_ID = text_query(80)
+EXPAND = Parameter(default=None, max_items=1000)
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 MultiForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -103,12 +107,12 @@ class WorkflowViews(Controller):
     async def list_page(
         self,
         request: Request[Any, Any, Any],
-        status: str | None = None,
-        pool: str | None = None,
-        name: str | None = None,
-        user: str | None = None,
-        sort: str = "submitted",
-        cursor: str | None = None,
+        status: str | None = text_query(32, default=None),
+        pool: str | None = text_query(64, default=None),
+        name: str | None = text_query(200, default=None),
+        user: str | None = text_query(64, default=None),
+        sort: str = text_query(16, default="submitted"),
+        cursor: str | None = text_query(500, default=None),
     ) -> Template:
         service: WorkflowService = request.app.state.workflows
         principal = principal_of(request)
@@ -140,12 +144,12 @@ class WorkflowViews(Controller):
     async def list_live(
         self,
         request: Request[Any, Any, Any],
-        status: str | None = None,
-        pool: str | None = None,
-        name: str | None = None,
-        user: str | None = None,
-        sort: str = "submitted",
-        since: str | None = None,
+        status: str | None = text_query(32, default=None),
+        pool: str | None = text_query(64, default=None),
+        name: str | None = text_query(200, default=None),
+        user: str | None = text_query(64, default=None),
+        sort: str = text_query(16, default="submitted"),
+        since: str | None = text_query(64, default=None),
     ) -> ServerSentEvent:
         service: WorkflowService = request.app.state.workflows
         principal = principal_of(request)
@@ -212,6 +216,8 @@ class WorkflowViews(Controller):
         principal = principal_of(request)
         ids = data.get("ids") or []
         ids = [ids] if isinstance(ids, str) else list(ids)
+        refuse_nul({"ids": 80 * 1000, "reason": 4000}, ids=" ".join(map(str, ids)),
+                   reason=data.get("reason"), back=data.get("back"))  # fmt: skip
         reason = str(data.get("reason") or "").strip()[:500]
         done, refused = [], []
         for workflow_id in ids:
@@ -233,7 +239,10 @@ class WorkflowViews(Controller):
 
     @get("/workflows/{workflow_id:str}")
     async def detail_page(
-        self, request: Request[Any, Any, Any], workflow_id: str, expand: list[str] | None = None
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str = WORKFLOW_ID,
+        expand: list[str] | None = EXPAND,
     ) -> Template:
         service: WorkflowService = request.app.state.workflows
         principal = principal_of(request)
@@ -253,7 +262,10 @@ class WorkflowViews(Controller):
 
     @get("/workflows/{workflow_id:str}/live")
     async def detail_live(
-        self, request: Request[Any, Any, Any], workflow_id: str, expand: list[str] | None = None
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str = WORKFLOW_ID,
+        expand: list[str] | None = EXPAND,
     ) -> ServerSentEvent:
         """One shared message per change: out-of-band swaps of the blocks that changed."""
         service: WorkflowService = request.app.state.workflows
@@ -310,9 +322,10 @@ class WorkflowViews(Controller):
 
     @post("/workflows/{workflow_id:str}/cancel", status_code=303)
     async def cancel(
-        self, request: Request[Any, Any, Any], workflow_id: str, data: Form
+        self, request: Request[Any, Any, Any], data: Form, workflow_id: str = WORKFLOW_ID
     ) -> Redirect:
         service: WorkflowService = request.app.state.workflows
+        refuse_nul({"reason": 4000}, reason=data.get("reason"))
         await service.cancel(
             principal_of(request),
             workflow_id,
@@ -323,7 +336,9 @@ class WorkflowViews(Controller):
         return Redirect(path=f"/workflows/{workflow_id}", status_code=303)
 
     @post("/workflows/{workflow_id:str}/resubmit", status_code=303)
-    async def resubmit(self, request: Request[Any, Any, Any], workflow_id: str) -> Redirect:
+    async def resubmit(
+        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
+    ) -> Redirect:
         service: WorkflowService = request.app.state.workflows
         result = await service.resubmit(principal_of(request), workflow_id)
         flash(request, f"Resubmitted {workflow_id} as {result['id']}.", "good")
@@ -368,6 +383,8 @@ class WorkflowViews(Controller):
         shown = [(name, str(set_values.get(name, default))) for name, default in variables]
         dry_run = data.get("action") == "validate"
         try:
+            refuse_nul({"pool": 64, "priority": 8, "set": 1024 * 1024}, pool=form["pool"],
+                       priority=form["priority"], set=form["set"], spec=spec)  # fmt: skip
             result = await service.submit(
                 principal,
                 spec,

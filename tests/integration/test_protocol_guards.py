@@ -97,14 +97,17 @@ async def test_duplicate_and_late_reports_change_nothing(
         "SELECT status FROM task_event WHERE task = $1 ORDER BY id", aid
     )
     assert [e["status"] for e in events] == ["PROCESSING", "SCHEDULING", "RUNNING", "COMPLETED"]
-    # A status a runner may not report is refused as a whole.
+    # A status a runner may not report is refused for that report alone, in the answer.
     r = await runner.http.post(
         f"/sessions/{runner.sid}/events",
         content=msgspec.json.encode(
             p.EventBatch([p.StateReport(aid, 1, "FAILED_CANCELED", datetime.now(UTC))])
         ),
     )
-    assert r.status_code == 422
+    assert r.status_code == 200, r.text
+    reply = msgspec.json.decode(r.content, type=p.EventReply)
+    assert reply.results == [] and [x.path for x in reply.refused] == ["events[0]"]
+    assert "FAILED_CANCELED" in reply.refused[0].reason
     await runner.close()
 
 
