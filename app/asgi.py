@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import msgspec
 from litestar import Litestar, MediaType, Request, Response
 from litestar.config.csrf import CSRFConfig
@@ -68,8 +69,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = Database(settings.database_url or "", settings.db_pool_size)
+        db = Database(
+            settings.database_url or "",
+            settings.db_pool_size,
+            statement_timeout=settings.statement_timeout,
+        )
         await db.start()
+        # The scheduler, the sweeper and the runner API work on a pool of their own.
+        reserve = Database(
+            settings.database_url or "",
+            settings.db_reserve_pool_size,
+            statement_timeout=settings.background_statement_timeout,
+            bind_tables=False,
+            name="reserve",
+        )
+        await reserve.start()
         hub = Hub(settings.database_url or "")
         await hub.start()
         renderer = TemplateRenderer(settings.template_timeout, settings.template_memory)
@@ -80,20 +94,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         auth = AuthService(db)
         await auth.ensure_bootstrap(settings)
         loops = [
-            Scheduler(db, hub, settings, settings.scheduler_interval),
-            Sweeper(db, hub, settings, settings.sweeper_interval),
+            Scheduler(reserve, hub, settings, settings.scheduler_interval),
+            Sweeper(reserve, hub, settings, settings.sweeper_interval),
         ]
         state = app.state
         state.update(
             settings=settings,
             db=db,
+            reserve=reserve,
             hub=hub,
             auth=auth,
+            runner_auth=AuthService(reserve),
             pools=pools,
             workflows=workflows,
             logs=LogService(db, hub, pools),
             log_windows=Windows(db, hub),
-            runners=RunnerService(db, hub, settings),
+            runners=RunnerService(reserve, hub, settings),
             watches=WatchRegistry(hub, workflows.snapshot),
             loops=loops,
         )
@@ -107,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await state.watches.close()
             await hub.close()
             await db.close()
+            await reserve.close()
             renderer.close()
 
     session_config = CookieBackendConfig(
@@ -163,6 +180,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         exception_handlers={
             DomainError: _domain_error,
+            asyncpg.QueryCanceledError: _statement_timeout,
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
@@ -227,6 +245,21 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     if _is_api(request):
         return _problem(status, title, detail)
     return _page(request, status, title, detail)
+
+
+def _statement_timeout(
+    request: Request[Any, Any, Any], exc: asyncpg.QueryCanceledError
+) -> Response[Any]:
+    # A statement ran past GANTRY_STATEMENT_TIMEOUT (or waited that long for a lock): the
+    # server is busy, not broken; the client may try again.
+    log.warning("statement timed out on %s %s: %s", request.method, request.url.path, exc)
+    title = "The database is busy"
+    detail = "The request took too long in the database and was stopped; try again shortly."
+    response = (
+        _problem(503, title, detail) if _is_api(request) else _page(request, 503, title, detail)
+    )
+    response.headers["retry-after"] = "5"
+    return response
 
 
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

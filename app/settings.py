@@ -66,6 +66,11 @@ class Settings:
     template_timeout: float = 2.0
     template_memory: int = 256 * 1024 * 1024
     db_pool_size: int = 20
+    # Connections kept apart for the scheduler, the sweeper and the runner API, so requests
+    # cannot starve them (app/db.py), and the statement timeouts (seconds) of both pools.
+    db_reserve_pool_size: int = 10
+    statement_timeout: float = 5.0
+    background_statement_timeout: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -101,6 +106,9 @@ class Settings:
             scheduler_interval=_float(env, "GANTRY_SCHEDULER_INTERVAL", 1.0),
             cancel_grace=_float(env, "GANTRY_CANCEL_GRACE", 10.0),
             db_pool_size=_int(env, "GANTRY_DB_POOL_SIZE", 20),
+            db_reserve_pool_size=_int(env, "GANTRY_DB_RESERVE_POOL_SIZE", 10),
+            statement_timeout=_float(env, "GANTRY_STATEMENT_TIMEOUT", 5.0),
+            background_statement_timeout=_float(env, "GANTRY_BACKGROUND_STATEMENT_TIMEOUT", 60.0),
         )
 
 
