@@ -26,7 +26,14 @@ import pytest
 
 from app.db import Database
 from runner import protocol as p
-from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, InProcessServer, make_settings, submit
+from tests.support import (
+    ADMIN_TOKEN,
+    RUNNER_TOKEN,
+    InProcessServer,
+    make_settings,
+    submit,
+    wait_for,
+)
 
 
 def independent(name: str, n: int) -> str:
@@ -328,3 +335,24 @@ async def test_runners_and_the_scheduler_work_with_the_request_pool_exhausted(
         finally:
             for conn in held:
                 await pool.release(conn)
+
+
+async def test_queue_timeout_ends_a_workflows_groups_together(
+    server: InProcessServer, api: httpx.AsyncClient
+) -> None:
+    # No runner is connected: the 30 ready groups wait past their queue timeout; the sweeper
+    # ends them in one step and fails the 30 groups after them as FAILED_UPSTREAM.
+    tasks = "".join(
+        f"  - {{name: t{i}, image: x, command: [echo]}}\n"
+        f"  - {{name: c{i}, image: x, command: [echo], inputs: [{{task: t{i}}}]}}\n"
+        for i in range(30)
+    )
+    spec = f"workflow:\n  name: late\n  timeout:\n    queue_timeout: 1s\n  tasks:\n{tasks}"
+    wid = await submit(api, spec)
+    wf = await wait_for(api, wid, timeout=60)
+    assert wf["status"] == "FAILED_QUEUE_TIMEOUT", wf["status"]
+    by_status: dict[str, set[str]] = {}
+    for g in wf["groups"]:
+        by_status.setdefault(g["status"], set()).add(g["name"][0])
+    assert by_status == {"FAILED_QUEUE_TIMEOUT": {"t"}, "FAILED_UPSTREAM": {"c"}}, by_status
+    assert "queue_timeout (1s)" in wf["reason"]
