@@ -368,7 +368,7 @@ async def _fail_downstream(
     their attempts. The walk is done here rather than in a recursive CTE: the recursion's
     join of the groups found so far with the edges is planned on estimates (a freshly
     inserted workflow's are far too low), and a nested loop there took 9 s for a 10,000-group
-    fan-out; a breadth-first walk over a dict is linear whatever the plan. The walk keeps to
+    fan-out; a walk over a dict of children is linear whatever the plan. The walk keeps to
     alive groups: a group that has already ended failed its own downstream groups when it did.
     """
     names = [r["name"] for r in failed]
