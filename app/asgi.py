@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import msgspec
 from litestar import Litestar, MediaType, Request, Response
 from litestar.config.csrf import CSRFConfig
@@ -80,8 +81,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = Database(settings.database_url or "", settings.db_pool_size)
+        db = Database(
+            settings.database_url or "",
+            settings.db_pool_size,
+            statement_timeout=settings.statement_timeout,
+        )
         await db.start()
+        # The scheduler, the sweeper and the runner API work on a pool of their own.
+        reserve = Database(
+            settings.database_url or "",
+            settings.db_reserve_pool_size,
+            statement_timeout=settings.background_statement_timeout,
+            bind_tables=False,
+            name="reserve",
+        )
+        await reserve.start()
         hub = Hub(settings.database_url or "")
         await hub.start()
         renderer = TemplateRenderer(settings.template_timeout, settings.template_memory)
@@ -93,21 +107,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         auth = AuthService(db)
         await auth.ensure_bootstrap(settings)
         loops = [
-            Scheduler(db, hub, settings, settings.scheduler_interval),
-            Sweeper(db, hub, settings, settings.sweeper_interval),
-            Retention(db, hub, settings, settings.retention_interval),
+            Scheduler(reserve, hub, settings, settings.scheduler_interval),
+            Sweeper(reserve, hub, settings, settings.sweeper_interval),
+            Retention(reserve, hub, settings, settings.retention_interval),
         ]
         state = app.state
         state.update(
             settings=settings,
             db=db,
+            reserve=reserve,
             hub=hub,
             auth=auth,
+            runner_auth=AuthService(reserve),
             pools=pools,
             workflows=workflows,
             logs=LogService(db, hub, pools),
             log_windows=Windows(db, hub),
-            runners=RunnerService(db, hub, settings),
+            runners=RunnerService(reserve, hub, settings),
             watches=WatchRegistry(hub, workflows.snapshot),
             loops=loops,
         )
@@ -121,6 +137,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await state.watches.close()
             await hub.close()
             await db.close()
+            await reserve.close()
             renderer.close()
 
     app_state = State({"settings": settings})
@@ -188,6 +205,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers={
             DomainError: _domain_error,
             LimitExceeded: limit_exceeded,
+            asyncpg.QueryCanceledError: _statement_timeout,
             HTTPException: _http_error,
             RecursionError: _too_deep,
             Exception: _unexpected_error,
@@ -340,6 +358,21 @@ def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[
         return _problem(400, "Malformed request", detail, errors=[
             {"path": "", "line": None, "message": detail}])  # fmt: skip
     return _page(request, 400, "Malformed request", detail)
+
+
+def _statement_timeout(
+    request: Request[Any, Any, Any], exc: asyncpg.QueryCanceledError
+) -> Response[Any]:
+    # A statement ran past GANTRY_STATEMENT_TIMEOUT (or waited that long for a lock): the
+    # server is busy, not broken; the client may try again.
+    log.warning("statement timed out on %s %s: %s", request.method, request.url.path, exc)
+    title = "The database is busy"
+    detail = "The request took too long in the database and was stopped; try again shortly."
+    response = (
+        _problem(503, title, detail) if _is_api(request) else _page(request, 503, title, detail)
+    )
+    response.headers["retry-after"] = "5"
+    return response
 
 
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -43,19 +43,46 @@ async def notify(conn: asyncpg.Connection, *topics: str) -> None:
 
 
 class Database:
-    """The engine, its pool, and a transaction helper that yields the asyncpg connection."""
+    """The engine, its pool, and a transaction helper that yields the asyncpg connection.
 
-    def __init__(self, url: str, pool_size: int = 20) -> None:
+    A server has two: the request pool, which Piccolo's tables are bound to, and a reserve
+    (``bind_tables=False``) that only the scheduler, the sweeper and the runner API use, so a
+    burst of slow requests cannot take the connections the control loop needs. The reserve's
+    users run raw SQL on the connection this class yields (Piccolo table queries would go to
+    the request pool's engine). ``statement_timeout`` (seconds, 0 for none) is set on every
+    connection of the pool, so no statement can hold its connection and locks for long.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 20,
+        *,
+        statement_timeout: float = 0,
+        bind_tables: bool = True,
+        name: str = "requests",
+    ) -> None:
         self.url = url
         self.pool_size = pool_size
+        self.statement_timeout = statement_timeout
+        self.bind_tables = bind_tables
+        self.name = name
         self.engine = make_engine(url)
 
     async def start(self) -> None:
         from app.piccolo_app import TABLES
 
-        await self.engine.start_connection_pool(min_size=2, max_size=self.pool_size)
-        for table in TABLES:
-            table._meta.db = self.engine
+        server_settings = {"application_name": f"gantry-{self.name}"}
+        if self.statement_timeout > 0:
+            server_settings["statement_timeout"] = str(max(1, int(self.statement_timeout * 1000)))
+        await self.engine.start_connection_pool(
+            min_size=min(2, self.pool_size),
+            max_size=self.pool_size,
+            server_settings=server_settings,
+        )
+        if self.bind_tables:
+            for table in TABLES:
+                table._meta.db = self.engine
 
     async def close(self) -> None:
         if self.engine.pool is not None:

@@ -98,6 +98,11 @@ class Settings:
     sign_in_address_limit: int = 50
     sign_in_window: float = 900.0
     session_max_age: int = 7 * 24 * 3600
+    # Connections kept apart for the scheduler, the sweeper and the runner API, so requests
+    # cannot starve them (app/db.py), and the statement timeouts (seconds) of both pools.
+    db_reserve_pool_size: int = 10
+    statement_timeout: float = 5.0
+    background_statement_timeout: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -138,6 +143,9 @@ class Settings:
             sign_in_address_limit=_int(env, "GANTRY_SIGN_IN_ADDRESS_LIMIT", 50),
             sign_in_window=_float(env, "GANTRY_SIGN_IN_WINDOW", 900.0),
             session_max_age=_int(env, "GANTRY_SESSION_MAX_AGE", 7 * 24 * 3600),
+            db_reserve_pool_size=_int(env, "GANTRY_DB_RESERVE_POOL_SIZE", 10),
+            statement_timeout=_float(env, "GANTRY_STATEMENT_TIMEOUT", 5.0),
+            background_statement_timeout=_float(env, "GANTRY_BACKGROUND_STATEMENT_TIMEOUT", 60.0),
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench import dashboard
+from bench import dashboard, large_workflow
 from bench.fake_runner import FakeRunner
 from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, Stack, wait_for
 
@@ -258,6 +258,7 @@ TARGETS = {
     "report_to_sse_p99_ms": ("<", 250),
     "big_workflow_accepted_and_dispatched_s": ("<", 10),
     "control_plane_rss_mib_1000_running": ("<", 300),
+    **large_workflow.TARGETS,
 }
 
 
@@ -307,6 +308,8 @@ async def main(args: argparse.Namespace) -> int:
             await dashboard.big_pages(bench)
             await dashboard.log_line_to_browser(bench)
             await dashboard.big_log(bench)
+        if args.only in (None, "large-workflow"):
+            await large_workflow.large_workflow(bench)
     finally:
         await databases.drop_all()
         if embedded is not None:
@@ -332,6 +335,8 @@ if __name__ == "__main__":
         "--viewers", type=int, default=2000, help="SSE viewers of one workflow page"
     )
     parser.add_argument(
-        "--only", choices=["control-plane", "dashboard"], help="one group of figures"
+        "--only",
+        choices=["control-plane", "dashboard", "large-workflow"],
+        help="one group of figures",
     )
     sys.exit(asyncio.run(main(parser.parse_args())))

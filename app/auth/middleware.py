@@ -48,7 +48,10 @@ class GantryAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        auth: AuthService = connection.app.state.auth
+        on_runner_api = connection.scope["path"].startswith(RUNNER_PREFIX)
+        # Runners are looked up on the reserve pool, which requests cannot exhaust (app/db.py).
+        state = connection.app.state
+        auth: AuthService = state.runner_auth if on_runner_api else state.auth
         token = bearer_token(connection.headers)
         principal: Principal | None = None
         if token is not None:
@@ -62,7 +65,6 @@ class GantryAuthMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException(
                 "Sign in, or send a valid token as 'Authorization: Bearer <token>'"
             )
-        on_runner_api = connection.scope["path"].startswith(RUNNER_PREFIX)
         if principal.kind == "backend" and not on_runner_api:
             raise PermissionDeniedException("A backend token is only valid on the runner API")
         if principal.kind == "user" and on_runner_api:

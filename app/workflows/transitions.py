@@ -21,6 +21,7 @@ from app.db import notify
 from app.workflows.states import ALIVE, TERMINAL, WORKFLOW_ALIVE, Status, is_failure
 
 __all__ = (
+    "end_groups",
     "fail_group",
     "finish_task",
     "lock_group",
@@ -188,18 +189,33 @@ async def _stop_alive_tasks(
     source: str,
     force: bool = False,
     exit_code: int | None = None,
-) -> list[asyncpg.Record]:
-    """End every alive attempt matching ``where``; dispatched ones get a stop request."""
+) -> int:
+    """End every alive attempt matching ``where``; dispatched ones get a stop request.
+
+    One statement ends the attempts and appends their events, however many there are (a
+    cancel of a 10,000-task workflow ships no ids back and forth); one more asks the backends
+    that run some of them to stop them.
+    """
     n = len(args)
-    rows = await conn.fetch(
+    row = await conn.fetchrow(
         f"""
-        UPDATE task SET status = ${n + 1}, reason = ${n + 2}, ended_at = now(),
-                        exit_code = coalesce(${n + 4}::int, exit_code),
-                        stop_requested_at = CASE WHEN launch_seq IS NOT NULL
-                                                 THEN coalesce(stop_requested_at, now()) END,
-                        stop_force = stop_force OR ${n + 3}
-        WHERE {where} AND status = ANY(${n + 5}::text[])
-        RETURNING id, workflow, backend, launch_seq
+        WITH stopped AS (
+            UPDATE task SET status = ${n + 1}, reason = ${n + 2}, ended_at = now(),
+                            exit_code = coalesce(${n + 4}::int, exit_code),
+                            stop_requested_at = CASE WHEN launch_seq IS NOT NULL
+                                                     THEN coalesce(stop_requested_at, now()) END,
+                            stop_force = stop_force OR ${n + 3}
+            WHERE {where} AND status = ANY(${n + 5}::text[])
+            RETURNING id, workflow, backend, launch_seq
+        ), logged AS (
+            INSERT INTO task_event (task, workflow, status, source, reason, exit_code, at)
+            SELECT id, workflow, ${n + 1}, ${n + 6}, ${n + 2}, ${n + 4}::int, clock_timestamp()
+            FROM stopped
+        )
+        SELECT count(*) AS n,
+               array_agg(DISTINCT backend) FILTER (WHERE launch_seq IS NOT NULL
+                                                    AND backend IS NOT NULL) AS backends
+        FROM stopped
         """,  # noqa: S608 - `where` is one of this module's literals
         *args,
         status,
@@ -207,13 +223,10 @@ async def _stop_alive_tasks(
         force,
         exit_code,
         _ALIVE,
+        source,
     )
-    await record_events(
-        conn, [(r["id"], r["workflow"], status, reason, exit_code) for r in rows], source
-    )
-    backends = {r["backend"] for r in rows if r["launch_seq"] is not None and r["backend"]}
-    await notify(conn, *(f"stop:{b}" for b in backends))
-    return rows
+    await notify(conn, *(f"stop:{b}" for b in row["backends"] or ()))
+    return int(row["n"])
 
 
 async def settle_group(conn: asyncpg.Connection, group_id: int, source: str) -> None:
@@ -309,47 +322,90 @@ async def _latest_attempts(conn: asyncpg.Connection, group_id: int) -> list[asyn
 async def _end_group(
     conn: asyncpg.Connection, group: asyncpg.Record, status: str, reason: str | None, source: str
 ) -> None:
-    updated = await conn.fetchval(
+    ended = await conn.fetch(
         """
         UPDATE task_group SET status = $2, reason = $3, ended_at = now()
-        WHERE id = $1 AND status = ANY($4::text[]) RETURNING id
+        WHERE id = $1 AND status = ANY($4::text[]) RETURNING id, position, name
         """,
         group["id"],
         status,
         reason,
         _ALIVE,
     )
-    if updated is None:
-        return
-    workflow_id = group["workflow"]
-    if is_failure(status):
-        await _fail_downstream(conn, workflow_id, group["position"], group["name"], source)
-    else:
-        await _release_downstream(conn, workflow_id)
+    if ended:
+        await _after_groups_ended(conn, group["workflow"], ended, status, source)
+
+
+async def _after_groups_ended(
+    conn: asyncpg.Connection,
+    workflow_id: str,
+    ended: Sequence[asyncpg.Record],
+    status: str,
+    source: str,
+    *,
+    downstream_alive: bool = True,
+) -> None:
+    """Fail or release the groups downstream of ``ended``, then settle the workflow.
+
+    ``downstream_alive=False`` says no group of the workflow is alive any more (a cancel ended
+    them all), so there is nothing downstream to fail or release.
+    """
+    if downstream_alive:
+        if is_failure(status):
+            await _fail_downstream(conn, workflow_id, ended, source)
+        else:
+            await _release_downstream(conn, workflow_id)
     await settle_workflow(conn, workflow_id)
 
 
 async def _fail_downstream(
-    conn: asyncpg.Connection, workflow_id: str, position: int, name: str, source: str
+    conn: asyncpg.Connection, workflow_id: str, failed: Sequence[asyncpg.Record], source: str
 ) -> None:
+    """Every alive group downstream of ``failed`` (transitively) becomes FAILED_UPSTREAM.
+
+    Two statements, linear in the workflow's groups and edges: one reads the alive groups'
+    edges, one updates the groups found downstream (by primary key), and then one more stops
+    their attempts. The walk is done here rather than in a recursive CTE: the recursion's
+    join of the groups found so far with the edges is planned on estimates (a freshly
+    inserted workflow's are far too low), and a nested loop there took 9 s for a 10,000-group
+    fan-out; a walk over a dict of children is linear whatever the plan. The walk keeps to
+    alive groups: a group that has already ended failed its own downstream groups when it did.
+    """
+    names = [r["name"] for r in failed]
+    upstream = f"'{names[0]}'" if len(names) == 1 else f"'{names[0]}' (and {len(names) - 1} more)"
+    reason = f"upstream group {upstream} failed"
+    children: dict[int, list[tuple[int, int]]] = {}
+    for g in await conn.fetch(
+        """
+        SELECT id, position, upstream FROM task_group
+        WHERE workflow = $1 AND status = ANY($2::text[]) AND cardinality(upstream) > 0
+        """,
+        workflow_id,
+        _ALIVE,
+    ):
+        for parent in g["upstream"]:
+            children.setdefault(parent, []).append((g["position"], g["id"]))
+    frontier = [r["position"] for r in failed]
+    seen: set[int] = set(frontier)
+    found: list[int] = []
+    while frontier:
+        position = frontier.pop()
+        for child, group_id in children.get(position, ()):
+            if child not in seen:
+                seen.add(child)
+                found.append(group_id)
+                frontier.append(child)
+    if not found:
+        return
     downstream = await conn.fetch(
         """
-        WITH RECURSIVE down(position) AS (
-            SELECT g.position FROM task_group g
-            WHERE g.workflow = $1 AND $2 = ANY(g.upstream)
-            UNION
-            SELECT g.position FROM task_group g JOIN down d ON d.position = ANY(g.upstream)
-            WHERE g.workflow = $1
-        )
-        UPDATE task_group SET status = 'FAILED_UPSTREAM', ended_at = now(),
-                              reason = $3
-        WHERE workflow = $1 AND position IN (SELECT position FROM down)
-          AND status = ANY($4::text[])
+        UPDATE task_group SET status = 'FAILED_UPSTREAM', ended_at = now(), reason = $3
+        WHERE workflow = $1 AND id = ANY($2::bigint[]) AND status = ANY($4::text[])
         RETURNING id
         """,
         workflow_id,
-        position,
-        f"upstream group '{name}' failed",
+        found,
+        reason,
         _ALIVE,
     )
     if downstream:
@@ -358,7 +414,7 @@ async def _fail_downstream(
             "task_group = ANY($1::bigint[])",
             [[r["id"] for r in downstream]],
             Status.FAILED_UPSTREAM,
-            f"upstream group '{name}' failed",
+            reason,
             source,
             exit_code=3000,
         )
@@ -395,15 +451,26 @@ async def _release_downstream(conn: asyncpg.Connection, workflow_id: str) -> Non
 
 
 async def settle_workflow(conn: asyncpg.Connection, workflow_id: str) -> None:
-    """Derive the workflow's status from its groups once none is alive."""
-    groups = await conn.fetch(
-        "SELECT name, status, reason FROM task_group WHERE workflow = $1 ORDER BY position",
-        workflow_id,
-    )
+    """Derive the workflow's status from its groups once none is alive.
+
+    The groups are counted by status in SQL (one row per status, with its first group by
+    position), so settling reads a handful of rows whatever the size of the workflow.
+    """
     await notify(conn, f"wf:{workflow_id}", "wfs")
-    if any(g["status"] in ALIVE for g in groups):
+    by_status = {
+        r["status"]: r
+        for r in await conn.fetch(
+            """
+            SELECT status, min(position) AS position,
+                   (array_agg(name ORDER BY position))[1] AS name,
+                   (array_agg(reason ORDER BY position))[1] AS reason
+            FROM task_group WHERE workflow = $1 GROUP BY status
+            """,
+            workflow_id,
+        )
+    }
+    if any(s in ALIVE for s in by_status):
         return
-    statuses = [g["status"] for g in groups]
     status = Status.COMPLETED.value
     reason = None
     for first in (
@@ -412,19 +479,17 @@ async def settle_workflow(conn: asyncpg.Connection, workflow_id: str) -> None:
         Status.FAILED_EXEC_TIMEOUT,
         Status.FAILED_QUEUE_TIMEOUT,
     ):
-        if first in statuses:
+        if first in by_status:
             status = first
             break
     else:
-        failed = [g for g in groups if is_failure(g["status"])]
-        kinds = {g["status"] for g in failed if g["status"] != Status.FAILED_UPSTREAM}
+        failed = [s for s in by_status if is_failure(s)]
+        kinds = {s for s in failed if s != Status.FAILED_UPSTREAM}
         if failed:
             status = kinds.pop() if len(kinds) == 1 else Status.FAILED
     if is_failure(status):
-        culprit = next(
-            (g for g in groups if g["status"] == status),
-            next((g for g in groups if is_failure(g["status"])), None),
-        )
+        failures = [g for s, g in by_status.items() if is_failure(s)]
+        culprit = by_status.get(status) or min(failures, key=lambda g: g["position"], default=None)
         if culprit is not None:
             reason = f"group '{culprit['name']}': {culprit['reason'] or culprit['status']}"
     await conn.execute(
@@ -439,6 +504,54 @@ async def settle_workflow(conn: asyncpg.Connection, workflow_id: str) -> None:
     )
 
 
+async def end_groups(
+    conn: asyncpg.Connection,
+    workflow_id: str,
+    group_ids: Sequence[int] | None,
+    status: str,
+    reason: str,
+    source: str,
+    *,
+    force: bool = False,
+) -> int:
+    """End alive groups of one workflow at once: ``group_ids``, or every alive one (a cancel).
+
+    A bounded number of statements whatever the size of the workflow, each linear in it: one
+    ends the groups, one ends their alive attempts and records the events, one fails the
+    groups downstream (not needed when every alive group was ended), one settles the workflow.
+    The caller holds the workflow's lock; the groups are locked by the update, then the tasks.
+    Returns how many groups were ended.
+    """
+    ended = await conn.fetch(
+        """
+        UPDATE task_group SET status = $3, reason = $4, ended_at = now()
+        WHERE workflow = $1 AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))
+          AND status = ANY($5::text[])
+        RETURNING id, position, name
+        """,
+        workflow_id,
+        None if group_ids is None else list(group_ids),
+        status,
+        reason,
+        _ALIVE,
+    )
+    if not ended:
+        return 0
+    await _stop_alive_tasks(
+        conn,
+        "task_group = ANY($1::bigint[])",
+        [[r["id"] for r in ended]],
+        status,
+        reason,
+        source,
+        force,
+    )
+    await _after_groups_ended(
+        conn, workflow_id, ended, status, source, downstream_alive=group_ids is not None
+    )
+    return len(ended)
+
+
 async def fail_group(
     conn: asyncpg.Connection,
     group_id: int,
@@ -448,16 +561,9 @@ async def fail_group(
     *,
     force: bool = False,
 ) -> bool:
-    """End a whole group at once (cancel, timeouts); False if it had already ended."""
-    group = await conn.fetchrow(
-        """
-        SELECT id, workflow, name, position, status FROM task_group
-        WHERE id = $1 FOR UPDATE
-        """,
-        group_id,
-    )
-    if group is None or group["status"] in TERMINAL:
+    """End a whole group at once (timeouts); False if it had already ended."""
+    workflow_id = await conn.fetchval("SELECT workflow FROM task_group WHERE id = $1", group_id)
+    if workflow_id is None:
         return False
-    await _stop_alive_tasks(conn, "task_group = $1", [group_id], status, reason, source, force)
-    await _end_group(conn, group, status, reason, source)
-    return True
+    ended = await end_groups(conn, workflow_id, [group_id], status, reason, source, force=force)
+    return ended > 0
