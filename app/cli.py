@@ -91,17 +91,24 @@ async def pending_migrations(url: str) -> int:
 # -- serve ------------------------------------------------------------------------------------
 
 
-# The ASGI server is anycorn, a maintained fork of hypercorn (same Config and serve API, on
-# AnyIO). hypercorn 0.18 drops a whole HTTP/2 connection when it answers a POST before reading
-# its body (a 401, a 413): a DATA frame for the finished stream raises KeyError in
-# H2Protocol._handle_events (hypercorn issue #329; fixes #312/#334 unmerged), so one refused
-# request killed every stream of a runner - 90 of 200 refused-POST-then-GET pairs in the issue,
-# and tests/security/test_h2_refused.py. anycorn ignores data for a finished stream and still
-# gives its flow-control window back. granian (Rust) also serves HTTP/1.1 and h2c on one port
-# and is faster (figures: `make bench`, bench/results/servers.json), but it runs its own worker
-# processes, so the tests could no longer run the control plane in their event loop (they read
-# ``server.app.state``) and would stop exercising the production path; the control plane's
-# cost is in the database, not in the HTTP framing.
+# The ASGI server is anycorn, a maintained fork of hypercorn (the same Config and serve API, on
+# AnyIO), chosen for issue 7 item 8. hypercorn 0.18 drops a whole HTTP/2 connection when it
+# answers a POST before reading its body (a 401, a 413): a DATA frame for the finished stream
+# raises KeyError in H2Protocol._handle_events (hypercorn issue #329; fixes #312/#334 not
+# merged), so one refused request killed every stream of a runner. anycorn ignores data for a
+# finished stream and still returns its flow-control window; DrainUnreadBody below covers the
+# one case it still deadlocks on. granian (Rust) is faster, but it resets the stream of an
+# unread body, which httpx turns into LocalProtocolError instead of showing the runner its 401,
+# and it runs its own worker processes, so the tests could no longer serve the control plane in
+# their own event loop (they read ``server.app.state``) on the production path.
+# `make bench` (python -m bench --only servers; GET /healthz, 16 at a time, on 2 shared cores
+# under load; refusals: 200 refused-POST+GET pairs and 20 refused 1 MiB POSTs on one h2
+# connection) measured, in req/s and p99 ms:
+#   anycorn    h1 135 / 427   h2 283 / 133   refusals: 0 failed, 1 connection
+#   hypercorn  h1 221 / 242   h2 270 / 131   refusals: 115 failed, 96 connections
+#   granian    h1 465 / 166   h2 1237 / 74   refusals: 16 failed (LocalProtocolError), 1
+# A runner makes a few requests a second, and the control plane's time goes to PostgreSQL, so
+# the framing speed that granian adds matters less here than answers that never drop.
 def server_config(settings: Settings) -> Config:
     """The anycorn configuration of ``gantry serve``; the in-process test server uses it too."""
     from anycorn.config import Config
