@@ -106,7 +106,7 @@ async def pending_migrations(url: str) -> int:
 # connection) measured, in req/s and p99 ms:
 #   anycorn    h1 135 / 427   h2 283 / 133   refusals: 0 failed, 1 connection
 #   hypercorn  h1 221 / 242   h2 270 / 131   refusals: 115 failed, 96 connections
-#   granian    h1 465 / 166   h2 1237 / 74   refusals: 16 failed (LocalProtocolError), 1
+#   granian    h1 465 / 166   h2 1237 / 74   refusals: 16 failed (LocalProtocolError), 1 conn.
 # A runner makes a few requests a second, and the control plane's time goes to PostgreSQL, so
 # the framing speed that granian adds matters less here than answers that never drop.
 def server_config(settings: Settings) -> Config:
