@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from anycorn.config import Config
 
 __all__ = ("main",)
 
@@ -88,11 +92,131 @@ async def pending_migrations(url: str) -> int:
 # -- serve ------------------------------------------------------------------------------------
 
 
+# The ASGI server is anycorn, a maintained fork of hypercorn (the same Config and serve API, on
+# AnyIO), chosen for issue 7 item 8. hypercorn 0.18 drops a whole HTTP/2 connection when it
+# answers a POST before reading its body (a 401, a 413): a DATA frame for the finished stream
+# raises KeyError in H2Protocol._handle_events (hypercorn issue #329; fixes #312/#334 not
+# merged), so one refused request killed every stream of a runner. anycorn ignores data for a
+# finished stream and still returns its flow-control window; DrainUnreadBody below covers the
+# one case it still deadlocks on. granian (Rust) is faster, but it resets the stream of an
+# unread body, which httpx turns into LocalProtocolError instead of showing the runner its 401,
+# and it runs its own worker processes, so the tests could no longer serve the control plane in
+# their own event loop (they read ``server.app.state``) on the production path.
+# `make bench` (python -m bench --only servers; GET /healthz, 16 at a time, on 2 shared cores
+# under load; refusals: 200 refused-POST+GET pairs and 20 refused 1 MiB POSTs on one h2
+# connection) measured, in req/s and p99 ms:
+#   anycorn    h1 135 / 427   h2 283 / 133   refusals: 0 failed, 1 connection
+#   hypercorn  h1 221 / 242   h2 270 / 131   refusals: 115 failed, 96 connections
+#   granian    h1 465 / 166   h2 1237 / 74   refusals: 16 failed (LocalProtocolError), 1 conn.
+# A runner makes a few requests a second, and the control plane's time goes to PostgreSQL, so
+# the framing speed that granian adds matters less here than answers that never drop.
+def server_config(settings: Settings) -> Config:
+    """The anycorn configuration of ``gantry serve``; the in-process test server uses it too."""
+    from anycorn.config import Config
+
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.keep_alive_timeout = settings.keep_alive  # runners keep one connection open
+    # A runner's one connection carries every call of its life. With the default (1000) the
+    # server sends GOAWAY after the 1000th request, and httpx then fails the streams still
+    # open on it (the runner's NDJSON stream) with RemoteProtocolError.
+    config.keep_alive_max_requests = 2**62
+    config.graceful_timeout = 5
+    config.accesslog = None
+    config.errorlog = "-"
+    if settings.certfile:
+        config.certfile = settings.certfile  # TLS, ALPN offers h2 then http/1.1
+        config.keyfile = settings.keyfile
+    return config
+
+
+class DrainUnreadBody:
+    """Reads and drops what is left of a request body while the app finishes its answer.
+
+    An app that answers without reading the body (the auth middleware's 401, Litestar's 413 on
+    a too-long content-length) leaves the rest queued in the server. anycorn, like hypercorn,
+    queues at most ``max_app_queue_size`` (10) chunks per request; once full, its HTTP/2 reader
+    waits for room, and on finishing the answer the app itself waits to queue
+    ``http.disconnect`` behind them: the whole connection deadlocks after about 160 KiB of
+    unread body (tests/security/test_h2_refused.py). Sending RST_STREAM instead would be
+    allowed by RFC 9113 §8.1, but httpx then fails the request with LocalProtocolError rather
+    than showing the runner its 401. So, as nginx does with a lingering read, the rest of the
+    body is read and dropped while the final message of the answer is sent; anycorn drops and
+    acknowledges whatever arrives after the stream is closed.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+
+        async def tracked_receive() -> Any:
+            nonlocal body_done
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def drain() -> None:
+            while not body_done:
+                await tracked_receive()
+
+        async def tracked_send(message: Any) -> None:
+            final = message["type"] == "http.response.pathsend" or (
+                message["type"] == "http.response.body" and not message.get("more_body", False)
+            )
+            if body_done or not final:
+                await send(message)
+                return
+            if str(scope.get("http_version", "1.1")).startswith("1"):
+                # HTTP/1.1 can reuse the connection only once the whole request was read, and a
+                # server that closes with unread bytes makes the kernel reset the connection,
+                # so the client may never see the answer (a browser posting a form with an
+                # expired session): read a small rest first, within bounds.
+                await _read_rest(tracked_receive, lambda: body_done)
+                if body_done:
+                    await send(message)
+                    return
+            drainer = asyncio.ensure_future(drain())
+            try:
+                await send(message)
+            finally:
+                drainer.cancel()
+                await asyncio.wait([drainer])  # never raises; the drained body is dropped
+                if not drainer.cancelled():
+                    drainer.exception()  # retrieved, so asyncio does not log it
+
+        await self.app(scope, tracked_receive, tracked_send)
+
+
+H1_DRAIN_BYTES = 1024 * 1024  # what an HTTP/1.1 answer waits to read of an unread body
+H1_DRAIN_SECONDS = 2.0
+
+
+async def _read_rest(receive: Any, done: Any) -> None:
+    """Read and drop up to H1_DRAIN_BYTES of the body, for at most H1_DRAIN_SECONDS."""
+    read = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(H1_DRAIN_SECONDS):
+            while not done() and read <= H1_DRAIN_BYTES:
+                message = await receive()
+                read += len(message.get("body", b""))
+
+
+async def serve_app(app: Any, settings: Settings, stop: asyncio.Event) -> None:
+    """Serve ``app`` until ``stop`` is set, then shut down gracefully (lifespan included)."""
+    from anycorn import serve as anycorn_serve
+
+    config = server_config(settings)
+    await anycorn_serve(DrainUnreadBody(app), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
 def serve(settings: Settings) -> None:
     url = _need_database(settings, "serve")
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
     from app.asgi import create_app
 
     pending = asyncio.run(pending_migrations(url))
@@ -100,15 +224,6 @@ def serve(settings: Settings) -> None:
         raise SystemExit(
             f"gantry serve: the database lacks {pending} migration(s); run `gantry migrate` first"
         )
-    config = Config()
-    config.bind = [f"{settings.host}:{settings.port}"]
-    config.keep_alive_timeout = settings.keep_alive  # runners keep one connection open
-    config.graceful_timeout = 5
-    config.accesslog = None
-    config.errorlog = "-"
-    if settings.certfile:
-        config.certfile = settings.certfile
-        config.keyfile = settings.keyfile
     app = create_app(settings)
 
     async def main() -> None:
@@ -116,7 +231,7 @@ def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await serve_app(app, settings, stop)
 
     asyncio.run(main())
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench import dashboard, large_workflow
+from bench import dashboard, large_workflow, servers
 from bench.fake_runner import FakeRunner
 from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, Stack, wait_for
 
@@ -297,6 +297,7 @@ async def main(args: argparse.Namespace) -> int:
     databases = Databases(server_url)
     await databases.make_template()
     bench = Bench(databases, Path(tempfile.mkdtemp(prefix="gantry-bench-")))
+    server_figures: dict[str, Any] = {}
     try:
         if args.only in (None, "control-plane"):
             await bench.control_plane(runners=args.runners, workflows=20, tasks_each=80)
@@ -310,13 +311,22 @@ async def main(args: argparse.Namespace) -> int:
             await dashboard.big_log(bench)
         if args.only in (None, "large-workflow"):
             await large_workflow.large_workflow(bench)
+        if args.only in (None, "servers"):
+            server_figures = await servers.compare(databases, bench.workdir / "servers")
     finally:
         await databases.drop_all()
         if embedded is not None:
             embedded.cleanup()
-    print(_table(bench.results))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if server_figures:
+        print(servers.table(server_figures) + "\n")
+        out = RESULTS / f"servers-{stamp}.json"
+        out.write_text(json.dumps({"when": stamp, "servers": server_figures}, indent=2))
+        print(f"written to {out.relative_to(ROOT)}\n")
+    if not bench.results:
+        return 0
+    print(_table(bench.results))
     out = RESULTS / f"bench-{stamp}.json"
     out.write_text(
         json.dumps({"when": stamp, "results": bench.results, "targets": TARGETS}, indent=2)
@@ -336,7 +346,7 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--only",
-        choices=["control-plane", "dashboard", "large-workflow"],
+        choices=["control-plane", "dashboard", "large-workflow", "servers"],
         help="one group of figures",
     )
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -120,7 +120,7 @@ async def database_url(databases: Databases) -> str:
 
 @pytest.fixture
 async def server(database_url: str, tmp_path: Path) -> AsyncIterator[InProcessServer]:
-    """The control plane in this event loop, under hypercorn on a free port (HTTP/1.1 and h2)."""
+    """The control plane in this event loop, served as `gantry serve` serves it (HTTP/1.1, h2)."""
     srv = InProcessServer(make_settings(database_url, tmp_path))
     await srv.start()
     try:

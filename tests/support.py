@@ -82,7 +82,8 @@ async def ensure_local_backend(
 
 
 class InProcessServer:
-    """The control plane under hypercorn in the test's event loop (HTTP/1.1 and h2c)."""
+    """The control plane in the test's event loop, served as `gantry serve` serves it (anycorn:
+    HTTP/1.1 and h2c on one port)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -92,18 +93,12 @@ class InProcessServer:
         self.app: Any = None
 
     async def start(self) -> None:
-        from hypercorn.asyncio import serve
-        from hypercorn.config import Config
-
         from app.asgi import create_app
+        from app.cli import serve_app
 
         await ensure_local_backend(self.settings.database_url or "")
         self.app = create_app(self.settings)
-        config = Config()
-        config.bind = [f"127.0.0.1:{self.settings.port}"]
-        config.keep_alive_timeout = 75
-        config.accesslog = None
-        self._task = asyncio.create_task(serve(self.app, config, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
+        self._task = asyncio.create_task(serve_app(self.app, self.settings, self._stop))
         await wait_http(f"{self.base}/readyz", 20)
 
     async def stop(self) -> None:
