@@ -72,7 +72,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await db.start()
         hub = Hub(settings.database_url or "")
         await hub.start()
-        renderer = TemplateRenderer(settings.template_timeout, settings.template_memory)
+        renderer = TemplateRenderer(
+            settings.template_timeout,
+            settings.template_memory,
+            max_tasks=settings.max_tasks_per_workflow,
+        )
         pools = PoolService(db, settings.lease_ttl)
         workflows = WorkflowService(
             db, pools, renderer, settings.default_exec_timeout, settings.default_queue_timeout

@@ -65,6 +65,7 @@ class Settings:
     default_queue_timeout: int = 60 * 24 * 3600
     template_timeout: float = 2.0
     template_memory: int = 256 * 1024 * 1024
+    max_tasks_per_workflow: int = 10_000  # inclusive; more is refused at submission and dry run
     db_pool_size: int = 20
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +102,7 @@ class Settings:
             scheduler_interval=_float(env, "GANTRY_SCHEDULER_INTERVAL", 1.0),
             cancel_grace=_float(env, "GANTRY_CANCEL_GRACE", 10.0),
             db_pool_size=_int(env, "GANTRY_DB_POOL_SIZE", 20),
+            max_tasks_per_workflow=_int(env, "GANTRY_MAX_TASKS_PER_WORKFLOW", 10_000),
         )
 
 

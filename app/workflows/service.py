@@ -20,7 +20,7 @@ from app.errors import Forbidden, Invalid, NotFound
 from app.pools.service import PoolService
 from app.spec.errors import SpecError, SpecIssue, format_path
 from app.spec.model import Resources
-from app.spec.parse import ParsedSpec, parse_spec
+from app.spec.parse import ParsedSpec
 from app.spec.plan import Plan, PlannedGroup, PlannedTask, substitute_tokens
 from app.spec.quantities import format_bytes
 from app.spec.template import TemplateRenderer
@@ -65,7 +65,9 @@ class WorkflowService:
                 [SpecIssue("priority", None, "use HIGH, NORMAL or LOW")],
             )
         try:
-            parsed = await asyncio.to_thread(parse_spec, spec_text, set_values, self.renderer)
+            # The whole pipeline runs in a capped spec worker, never on the event loop; it
+            # also refuses more than GANTRY_MAX_TASKS_PER_WORKFLOW tasks, dry run or not.
+            parsed = await asyncio.to_thread(self.renderer.parse, spec_text, set_values)
         except SpecError as exc:
             raise Invalid(exc.detail, exc.issues, title=exc.title) from None
         pool_name = pool or parsed.plan.pool or "default"
