@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench import dashboard
+from bench import dashboard, hostile
 from bench.fake_runner import FakeRunner
 from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, Stack, wait_for
 
@@ -256,6 +256,7 @@ TARGETS = {
     "big_workflow_accepted_and_dispatched_s": ("<", 10),
     "control_plane_rss_mib_1000_running": ("<", 300),
 }
+TARGETS.update(hostile.TARGETS)
 
 
 def _table(results: dict[str, Any]) -> str:
@@ -299,6 +300,7 @@ async def main(args: argparse.Namespace) -> int:
             await bench.sse_latency(workflows=50, tasks_each=10, rate=200.0)
             await bench.big_workflow(tasks=1000)
             await bench.end_to_end(workflows=args.e2e)
+            await hostile.healthz_under_hostile(bench)
         if args.only in (None, "dashboard"):
             await dashboard.many_viewers(bench, viewers=args.viewers)
             await dashboard.big_pages(bench)

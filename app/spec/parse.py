@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,26 +42,50 @@ class ParsedSpec:
     rendered: str  # the rendered workflow text, Gantry's tokens in canonical form
     loaded: Loaded  # the parsed YAML with a line per path, for later refusals
 
-    def for_transfer(self) -> ParsedSpec:
-        """The same, keeping only what the service reads: lines of groups, tasks, resources.
+    def to_chunks(self, groups_per_chunk: int = 100) -> list[bytes]:
+        """Pickled in pieces, keeping only what the service reads, for ``from_chunks``.
 
-        A 10,000-task spec has about 100,000 paths; the service needs a third of them, and the
-        parsed values not at all, so the answer from the spec worker stays small and quick.
+        The service needs the plan, the spec's groups and the lines of groups, tasks and
+        their resources; not the parsed values nor the other two thirds of a 10,000-task
+        spec's 100,000 lines. Pieces let the server unpickle a big plan a little at a time,
+        so the thread doing it never holds the interpreter for long.
         """
-        wanted: list[Path] = []
-        for group in self.spec.groups:
-            wanted.append(group.source)
-            for task in group.tasks:
-                wanted += [task.source, (*task.source, "resource"), (*task.source, "resources")]
-        lines: dict[Path, int] = {}
-        for path in wanted:
-            while path and path not in lines:
-                if path in self.loaded.lines:
-                    lines[path] = self.loaded.lines[path]
-                path = path[:-1]
-        if () in self.loaded.lines:
-            lines[()] = self.loaded.lines[()]
-        return ParsedSpec(self.spec, self.plan, self.rendered, Loaded(None, lines))
+        lines = self.loaded.lines
+        head_lines = {p: n for p, n in lines.items() if len(p) <= 2}
+        head = (
+            dataclasses.replace(self.spec, groups=[]),
+            dataclasses.replace(self.plan, groups=[]),
+            self.rendered,
+            head_lines,
+        )
+        chunks = [pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL)]
+        for start in range(0, len(self.spec.groups), groups_per_chunk):
+            spec_groups = self.spec.groups[start : start + groups_per_chunk]
+            kept: dict[Path, int] = {}
+            for group in spec_groups:
+                wanted = [group.source]
+                for task in group.tasks:
+                    wanted += [task.source, (*task.source, "resource"), (*task.source, "resources")]
+                for path in wanted:
+                    while len(path) > 2 and path not in kept:
+                        if path in lines:
+                            kept[path] = lines[path]
+                        path = path[:-1]
+            piece = (spec_groups, self.plan.groups[start : start + groups_per_chunk], kept)
+            chunks.append(pickle.dumps(piece, protocol=pickle.HIGHEST_PROTOCOL))
+        return chunks
+
+    @classmethod
+    def from_chunks(cls, chunks: list[bytes], between: Callable[[], None]) -> ParsedSpec:
+        """The inverse of ``to_chunks``; ``between`` runs after each piece (to yield)."""
+        spec, plan, rendered, lines = pickle.loads(chunks[0])  # noqa: S301 - our own worker
+        for chunk in chunks[1:]:
+            between()
+            spec_groups, plan_groups, kept = pickle.loads(chunk)  # noqa: S301
+            spec.groups += spec_groups
+            plan.groups += plan_groups
+            lines.update(kept)
+        return cls(spec, plan, rendered, Loaded(None, lines))
 
 
 def parse_spec(

@@ -406,9 +406,12 @@ def _build(
     line = lm(node.start_mark.line + 1)
     out.lines.setdefault(path, line or 0)
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # YAML merge keys (<<)
+        own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+        loader.flatten_mapping(node)  # YAML merge keys (<<): merged pairs come first
+        merged = len(node.value) - own
         result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        from_merge: set[Any] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
             key = _scalar(loader, key_node, path, issues, lm)
             if key is _BAD:
                 continue
@@ -427,7 +430,11 @@ def _build(
                 child = (*path, str(key))
             out.lines[child] = lm(key_node.start_mark.line + 1) or 0
             value = _build(loader, value_node, child, out, issues, lm)
-            if key in result and result[key] != value:
+            if index < merged:
+                from_merge.add(key)
+            elif key in from_merge:
+                from_merge.discard(key)  # a key given here overrides a merged one
+            elif key in result and result[key] != value:
                 issues.append(
                     SpecIssue(
                         format_path(child),

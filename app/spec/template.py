@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -283,14 +284,15 @@ class TemplateRenderer:
     def parse(self, text: str, set_values: dict[str, Any] | None) -> Any:
         """``parse_spec`` in a spec worker: a ``ParsedSpec``, or ``SpecError`` naming the issue."""
         from app.spec.errors import SpecError, SpecIssue
-        from app.spec.parse import MAX_SPEC_BYTES, check_set_values
+        from app.spec.parse import MAX_SPEC_BYTES, ParsedSpec, check_set_values
 
         if len(text) > MAX_SPEC_BYTES:  # not worth sending; the worker counts bytes
             raise SpecError([SpecIssue("spec", None, "the spec is larger than 1 MiB")])
         check_set_values(set_values)  # before pickling, which recurses once per level
         answer = self._call(("parse", text, set_values, self.max_tasks))
         if answer[0] == "ok":
-            return answer[1]
+            # time.sleep(0) releases the interpreter between pieces, for the event loop.
+            return ParsedSpec.from_chunks(answer[1], lambda: time.sleep(0))
         if answer[0] == "refused":
             raise SpecError([SpecIssue(*i) for i in answer[1]], title=answer[2])
         raise SpecError(

@@ -70,7 +70,7 @@ def _parse(text: str, set_values: dict[str, Any] | None, max_tasks: int | None) 
     from app.spec.parse import parse_spec
 
     parsed = parse_spec(text, set_values, _InProcessRenderer(), max_tasks=max_tasks)
-    return parsed.for_transfer()
+    return parsed.to_chunks()
 
 
 def _render(template: str, variables: dict[str, Any]) -> tuple[str, str, int | None]:
