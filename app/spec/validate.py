@@ -87,7 +87,8 @@ class _Checker:
     # -- helpers -------------------------------------------------------------------------
 
     def fail(self, path: Path, message: str) -> None:
-        self.issues.append(SpecIssue(format_path(path), self.loaded.line(path), message))
+        where = format_path(path) or "spec"  # the document itself: a whole-spec refusal
+        self.issues.append(SpecIssue(where, self.loaded.line(path), message))
 
     def mapping(self, value: Any, path: Path, what: str) -> dict[str, Any] | None:
         if isinstance(value, dict):
