@@ -291,8 +291,8 @@ class TemplateRenderer:
         check_set_values(set_values)  # before pickling, which recurses once per level
         answer = self._call(("parse", text, set_values, self.max_tasks))
         if answer[0] == "ok":
-            # time.sleep(0) releases the interpreter between pieces, for the event loop.
-            return ParsedSpec.from_chunks(answer[1], lambda: time.sleep(0))
+            # Sleeping hands the interpreter to the event loop between pieces.
+            return ParsedSpec.from_chunks(answer[1], lambda: time.sleep(0.001))
         if answer[0] == "refused":
             raise SpecError([SpecIssue(*i) for i in answer[1]], title=answer[2])
         raise SpecError(

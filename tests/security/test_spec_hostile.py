@@ -410,3 +410,19 @@ async def test_healthz_answers_while_a_hostile_api_submission_is_parsed(
     assert (await api.get("/healthz")).status_code == 200
     assert not hostile.done(), "the hostile submission finished before /healthz was answered"
     assert (await hostile).status_code in (200, 422)
+
+
+async def test_the_submit_page_refuses_the_alias_bomb_and_still_shows_defaults(
+    api: httpx.AsyncClient,
+) -> None:
+    page = await api.post(
+        "/submit", files={"spec": (None, ALIAS_BOMB), "action": (None, "validate")}
+    )
+    assert page.status_code == 422 and "default-values.f[1]" in page.text
+    assert 'data-error-lines="13"' in page.text
+    spec = (
+        TASK.replace("[echo, hi]", "[echo, '{{ message }}']") + "default-values:\n  message: hi\n"
+    )
+    page = await api.post("/submit", files={"spec": (None, spec), "action": (None, "validate")})
+    assert page.status_code == 200, page.text[:300]
+    assert 'name="var.message" value="hi"' in page.text
