@@ -25,7 +25,10 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.spec.parse import ParsedSpec
 
 __all__ = (
     "TOKEN_RE",
@@ -215,6 +218,7 @@ class TemplateRenderer:
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._started = 0
+        self._closed = False
 
     def _acquire(self) -> _Worker:
         with self._lock:
@@ -224,9 +228,13 @@ class TemplateRenderer:
         return self._idle.get()
 
     def _replace(self, worker: _Worker) -> None:
+        """Kill ``worker`` and start its successor at once: requests may be waiting for it."""
         worker.kill()
         with self._lock:
-            self._started -= 1
+            if self._closed:
+                self._started -= 1
+                return
+        self._idle.put(_Worker(self.memory_limit, self.timeout))
 
     def _call(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
         """Send one request; the answer, or ``("limit", "cpu" | "memory" | "time")``."""
@@ -251,6 +259,8 @@ class TemplateRenderer:
             self._replace(worker)  # it exits after a limit; a fresh one takes its place
         else:
             self._idle.put(worker)
+        if answer[0] == "crash":
+            raise RuntimeError(f"the spec worker failed:\n{answer[1]}")
         return answer
 
     def _limit_message(self, limit: str) -> str:
@@ -281,7 +291,7 @@ class TemplateRenderer:
             raise RenderFailure(text, line)
         return str(text)
 
-    def parse(self, text: str, set_values: dict[str, Any] | None) -> Any:
+    def parse(self, text: str, set_values: dict[str, Any] | None) -> ParsedSpec:
         """``parse_spec`` in a spec worker: a ``ParsedSpec``, or ``SpecError`` naming the issue."""
         from app.spec.errors import SpecError, SpecIssue
         from app.spec.parse import MAX_SPEC_BYTES, ParsedSpec, check_set_values
@@ -308,5 +318,7 @@ class TemplateRenderer:
         return list(answer[1]) if answer[0] == "ok" else []
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         while not self._idle.empty():
             self._idle.get_nowait().kill()

@@ -24,6 +24,7 @@ import resource
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -130,6 +131,8 @@ def serve(memory_limit: int, cpu_limit: float) -> None:
             answer = ("limit", "memory")
         except RecursionError:  # nesting is bounded before anything recurses; a backstop
             answer = ("limit", "memory")
+        except Exception:  # a bug, not the spec's fault: the server reports it as one
+            answer = ("crash", traceback.format_exc(limit=-8))
         try:
             _write_frame(stdout, answer)
         except MemoryError:

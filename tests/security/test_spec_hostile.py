@@ -426,3 +426,28 @@ async def test_the_submit_page_refuses_the_alias_bomb_and_still_shows_defaults(
     page = await api.post("/submit", files={"spec": (None, spec), "action": (None, "validate")})
     assert page.status_code == 200, page.text[:300]
     assert 'name="var.message" value="hi"' in page.text
+
+
+def test_requests_waiting_for_a_worker_are_served_after_limits_end_workers() -> None:
+    """Three CPU-burning specs on two workers: each worker exits at its limit, and the
+    request that waited for one is served by its successor instead of waiting for ever."""
+    spin = TASK.replace(
+        "[echo, hi]",
+        '["{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"]',
+    )
+    workers = TemplateRenderer(size=2)
+
+    def one() -> str:
+        with pytest.raises(SpecError) as info:
+            workers.parse(spin, None)
+        return info.value.issues[0].message
+
+    async def all_three() -> list[str]:
+        return list(await asyncio.gather(*(asyncio.to_thread(one) for _ in range(3))))
+
+    try:
+        messages = asyncio.run(asyncio.wait_for(all_three(), 60))
+        assert all("CPU time" in m for m in messages), messages
+        assert workers.parse(TASK, None).plan.name == "demo"
+    finally:
+        workers.close()
