@@ -83,6 +83,7 @@ class Settings:
     default_queue_timeout: int = 60 * 24 * 3600
     template_timeout: float = 2.0
     template_memory: int = 256 * 1024 * 1024
+    max_tasks_per_workflow: int = 10_000  # inclusive; more is refused at submission and dry run
     db_pool_size: int = 20
     # Per-user limits (docs/security/limits.md); 0 turns one off.
     max_queued_per_user: int = 1000
@@ -146,6 +147,7 @@ class Settings:
             db_reserve_pool_size=_int(env, "GANTRY_DB_RESERVE_POOL_SIZE", 10),
             statement_timeout=_float(env, "GANTRY_STATEMENT_TIMEOUT", 5.0),
             background_statement_timeout=_float(env, "GANTRY_BACKGROUND_STATEMENT_TIMEOUT", 60.0),
+            max_tasks_per_workflow=_int(env, "GANTRY_MAX_TASKS_PER_WORKFLOW", 10_000),
         )
 
 

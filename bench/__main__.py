@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench import dashboard, large_workflow, servers
+from bench import dashboard, hostile, large_workflow, servers
 from bench.fake_runner import FakeRunner
 from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, Stack, wait_for
 
@@ -260,6 +260,7 @@ TARGETS = {
     "control_plane_rss_mib_1000_running": ("<", 300),
     **large_workflow.TARGETS,
 }
+TARGETS.update(hostile.TARGETS)
 
 
 def _table(results: dict[str, Any]) -> str:
@@ -304,6 +305,7 @@ async def main(args: argparse.Namespace) -> int:
             await bench.sse_latency(workflows=50, tasks_each=10, rate=200.0)
             await bench.big_workflow(tasks=1000)
             await bench.end_to_end(workflows=args.e2e)
+            await hostile.healthz_under_hostile(bench)
         if args.only in (None, "dashboard"):
             await dashboard.many_viewers(bench, viewers=args.viewers)
             await dashboard.big_pages(bench)

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-__all__ = ("QuantityError", "format_bytes", "parse_bytes", "parse_cpu", "parse_duration")
+__all__ = (
+    "MAX_CPU",
+    "MAX_DURATION",
+    "MAX_GPU",
+    "MAX_MEMORY",
+    "MAX_STORAGE",
+    "QuantityError",
+    "format_bytes",
+    "parse_bytes",
+    "parse_cpu",
+    "parse_duration",
+    "parse_gpu",
+)
+
+# Upper bounds for one task, above what any machine a cluster could hold has today (the
+# largest servers have under 1,000 cores, 16 GPUs and 32 TiB of memory): past them a value
+# is a mistake or an attack, and would overflow the database's integers or wait for ever.
+MAX_CPU = 1024.0  # cores
+MAX_GPU = 1024
+MAX_MEMORY = 64 * 2**40  # 64Ti
+MAX_STORAGE = 2**50  # 1Pi
+MAX_DURATION = 365 * 86400  # a year, in seconds (exec_timeout, queue_timeout)
+_MAX_BYTES = {"memory": MAX_MEMORY, "storage": MAX_STORAGE}
 
 
 class QuantityError(ValueError):
@@ -29,39 +52,63 @@ def parse_bytes(value: object, what: str = "memory") -> int:
     if isinstance(value, int):
         amount = Decimal(value)
     elif isinstance(value, float):
-        amount = Decimal(repr(value))
+        amount = Decimal(repr(value))  # nan and inf are refused below
     elif isinstance(value, str) and (m := _QUANTITY.match(value.strip())):
         try:
             amount = Decimal(m.group(1)) * _SUFFIX[m.group(2) or ""]
-        except InvalidOperation:
-            raise QuantityError(f"{what} {value!r} is not a number") from None
+        except ArithmeticError:  # 1e999999999 overflows the decimal context
+            raise QuantityError(f"{what} {value!r} is not a number Gantry can hold") from None
     else:
         raise QuantityError(
             f"{what} {value!r} is not a Kubernetes quantity; write it like 512Mi, 4Gi or 1073741824"
         )
+    if not amount.is_finite():
+        raise QuantityError(f"{what} must be a finite quantity, not {value!r}")
     if amount < 0:
         raise QuantityError(f"{what} must not be negative")
+    maximum = _MAX_BYTES.get(what, MAX_MEMORY)
+    if amount > maximum:  # compared before int(): 1e999999 would take seconds to convert
+        raise QuantityError(
+            f"{what} {value!r} is more than one task may ask for (at most {format_bytes(maximum)})"
+        )
     return int(amount.to_integral_value(rounding="ROUND_CEILING"))
+
+
+def parse_gpu(value: object) -> int:
+    """A whole number of GPUs, 0 to MAX_GPU."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise QuantityError(f"gpu must be a whole number of GPUs (0, 1, 2, ...), not {value!r}")
+    if value > MAX_GPU:
+        raise QuantityError(f"gpu {value} is more than one task may ask for (at most {MAX_GPU})")
+    return value
 
 
 def parse_cpu(value: object) -> float:
     """CPU cores: an integer, a decimal, or millicores like ``500m``."""
     if isinstance(value, bool):
         raise QuantityError(f"cpu must be a number of cores such as 1, 0.5 or 500m, not {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, int) and abs(value) > MAX_CPU:
+        cores = -1.0 if value < 0 else MAX_CPU + 1  # float() of a 400-digit int overflows
+    elif isinstance(value, int | float):
         cores = float(value)
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]+m", value.strip()):
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,15}m", value.strip()):
         cores = int(value.strip()[:-1]) / 1000
     elif isinstance(value, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?", value.strip()):
         cores = float(value)
     else:
         raise QuantityError(f"cpu {value!r} is not a number of cores; write it like 1, 0.5 or 500m")
+    if not math.isfinite(cores):  # `.nan` compares false with everything and never fits
+        raise QuantityError(f"cpu must be a finite number of cores, not {value!r}")
     if cores < 0:
         raise QuantityError("cpu must not be negative")
+    if cores > MAX_CPU:
+        raise QuantityError(
+            f"cpu {value!r} is more than one task may ask for (at most {MAX_CPU:g} cores)"
+        )
     return cores
 
 
-_DURATION = re.compile(r"^([0-9]+)([smhd])$")
+_DURATION = re.compile(r"^([0-9]{1,15})([smhd])$")  # int() refuses over 4,300 digits
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -80,6 +127,8 @@ def parse_duration(value: object, what: str) -> int:
         )
     if seconds <= 0:
         raise QuantityError(f"{what} must be longer than zero")
+    if seconds > MAX_DURATION:
+        raise QuantityError(f"{what} {value!r} is longer than a workflow may take (at most 365d)")
     return seconds
 
 

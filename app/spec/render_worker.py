@@ -1,10 +1,10 @@
-"""Entry point of a template render worker: ``python -m app.spec.render_worker <memory bytes>``."""
+"""Entry point of a spec worker: ``python -m app.spec.render_worker <memory bytes> <cpu s>``."""
 
 from __future__ import annotations
 
 import sys
 
-from app.spec.template import worker_main
+from app.spec.worker import serve
 
 if __name__ == "__main__":
-    worker_main(int(sys.argv[1]))
+    serve(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 2.0)

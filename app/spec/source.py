@@ -16,10 +16,29 @@ import yaml
 
 from app.spec.errors import Path, SpecError, SpecIssue, format_path
 
-__all__ = ("LineMap", "Loaded", "Sections", "load_yaml", "split_sections")
+__all__ = (
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
+    "LineMap",
+    "Loaded",
+    "Sections",
+    "compose_yaml",
+    "construct_yaml",
+    "load_yaml",
+    "split_sections",
+)
 
 _TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*)\s*:")
 _KNOWN_SECTIONS = ("version", "workflow", "default-values")
+_STR_TAG = "tag:yaml.org,2002:str"
+
+# Aliases may add at most this many nodes to what the text writes out: `[*a, *a]` nested six
+# deep is 474 bytes but billions of nodes once expanded. A 10,000-task spec written out needs
+# no alias at all, and its own nodes are bounded by the text's size (4 MiB).
+MAX_ALIAS_NODES = 200_000
+# Mappings and lists nest at most this deep: a spec needs about 8 levels, structured
+# default-values a few more; the builders below and pickle recurse once per level.
+MAX_DEPTH = 32
 
 try:  # the C loader is much faster on large specs
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
@@ -148,6 +167,15 @@ class Loaded:
 def load_yaml(text: str, line_map: LineMap | None = None) -> Loaded:
     """Parse one YAML document, recording lines; differing duplicate keys are refused."""
     lm = line_map or LineMap()
+    return construct_yaml(compose_yaml(text, lm), lm)
+
+
+def compose_yaml(text: str, lm: LineMap) -> yaml.Node | None:
+    """The document's node graph (libyaml), refused when aliases or nesting go too far.
+
+    Composing is cheap even for an alias bomb, because an alias is the same node object as
+    its anchor; only constructing would expand it. So the expanded size is counted here first.
+    """
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -157,17 +185,211 @@ def load_yaml(text: str, line_map: LineMap | None = None) -> Loaded:
         problem = exc.problem or "invalid YAML"
         context = f" {exc.context}" if exc.context else ""
         raise SpecError(
-            [SpecIssue("", line, f"the spec is not valid YAML: {problem}{context}")],
+            [SpecIssue("spec", line, f"the spec is not valid YAML: {problem}{context}")],
+            title="The workflow spec is not valid YAML",
+        ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, such as NUL
+        # libyaml counts the offset in bytes of the UTF-8 text.
+        line = lm(text.encode("utf-8", "replace")[: exc.position].count(b"\n") + 1)
+        raise SpecError(
+            [SpecIssue("spec", line, f"the spec is not valid YAML: {exc.reason}")],
             title="The workflow spec is not valid YAML",
         ) from None
     except yaml.YAMLError as exc:
-        raise SpecError([SpecIssue("", None, f"the spec is not valid YAML: {exc}")]) from None
+        raise SpecError([SpecIssue("spec", None, f"the spec is not valid YAML: {exc}")]) from None
     finally:
         loader.dispose()
+    if node is not None:
+        _check_shape(node, text, lm)
+    return node
+
+
+def _check_shape(root: yaml.Node, text: str, lm: LineMap) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and aliases adding over MAX_ALIAS_NODES nodes.
+
+    Iterative, with each collection's expanded size and height memoised by identity, so it
+    costs one visit per distinct node however often aliases repeat it. Scalars are counted
+    but not memoised: an alias of a scalar is the same string, and costs nothing to build.
+    """
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    open_: set[int] = set()
+    added = 0  # nodes that aliases add beyond the text
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            total, tallest = 1, 0
+            for child in _children(node):
+                if isinstance(child, yaml.CollectionNode):
+                    total += size[id(child)]
+                    tallest = max(tallest, height[id(child)])
+                else:
+                    total += 1
+            size[key], height[key] = total, tallest + 1
+            continue
+        if key in size:  # a second reference: an alias
+            added += size[key]
+            if added > MAX_ALIAS_NODES:
+                _refuse_alias(node, text, lm)
+            if depth + height[key] - 1 > MAX_DEPTH:
+                _refuse_depth(root, node, lm)
+            continue
+        if key in open_:
+            _refuse_alias(node, text, lm)  # an alias inside its own anchor
+        if depth > MAX_DEPTH:
+            _refuse_depth(root, node, lm)
+        open_.add(key)
+        stack.append((node, depth, True))
+        stack.extend(
+            (child, depth + 1, False)
+            for child in reversed(_children(node))
+            if isinstance(child, yaml.CollectionNode)
+        )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _refuse_depth(root: yaml.Node, node: yaml.Node, lm: LineMap) -> None:
+    raise SpecError(
+        [
+            SpecIssue(
+                _path_to(root, node),
+                lm(node.start_mark.line + 1),
+                f"this value nests mappings and lists more than {MAX_DEPTH} deep; flatten it",
+            )
+        ],
+        title="The workflow spec is nested too deeply",
+    )
+
+
+def _path_to(root: yaml.Node, target: yaml.Node) -> str:
+    """The field path of ``target`` (first found), for a refusal; one walk, only then."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, Path]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return format_path(path) or "spec"
+        if id(node) in seen or len(path) > MAX_DEPTH + 1:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                stack.append((value_node, (*path, _key_text(key_node))))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
+    return "spec"  # pragma: no cover - target comes from this graph
+
+
+def _key_text(node: yaml.Node) -> str:
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else "?"
+
+
+def _refuse_alias(node: yaml.Node, text: str, lm: LineMap) -> None:
+    """Name the alias itself: composed nodes keep only their anchor's line."""
+    line, path, recursive = _find_alias(text)
+    if line is None:  # pragma: no cover - the event scan finds what the graph showed
+        line = node.start_mark.line + 1
+    if recursive:
+        message = "this alias refers to the anchor that contains it, so it never ends"
+    else:
+        message = (
+            f"aliases expand the spec by more than {MAX_ALIAS_NODES:,} values here; "
+            "write the repeated values out, or repeat them with a template loop"
+        )
+    raise SpecError(
+        [SpecIssue(format_path(path) or "spec", lm(line), message)],
+        title="The workflow spec's aliases expand too far",
+    )
+
+
+class _Frame:
+    """An open collection while replaying events."""
+
+    __slots__ = ("anchor", "count", "index", "key", "mapping", "part")
+
+    def __init__(self, anchor: str | None, mapping: bool, part: str | int | None) -> None:
+        self.anchor, self.mapping, self.part = anchor, mapping, part
+        self.count, self.index, self.key = 1, 0, "?"
+
+    def child_part(self, event: yaml.Event) -> str | int | None:
+        """The path part of the node that ``event`` starts here; None for a mapping key."""
+        i = self.index
+        self.index += 1
+        if not self.mapping:
+            return i
+        if i % 2 == 0:
+            self.key = str(event.value) if isinstance(event, yaml.ScalarEvent) else "?"
+            return None
+        return self.key
+
+
+def _find_alias(text: str) -> tuple[int | None, Path, bool]:
+    """Replay the events to find the alias that crosses MAX_ALIAS_NODES, or recurses.
+
+    Only runs for a spec about to be refused; it counts as ``_check_shape`` does.
+    """
+    loader = _Loader(text)
+    sizes: dict[str, int] = {}
+    frames = [_Frame(None, False, None)]
+    added = 0
+
+    def path(part: str | int | None) -> Path:
+        parts = [f.part for f in frames[2:]] + [part]
+        return tuple(p for p in parts if p is not None)
+
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionEndEvent):
+                done = frames.pop()
+                if done.anchor is not None:
+                    sizes[done.anchor] = done.count
+                frames[-1].count += done.count
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue
+            part = frames[-1].child_part(event)
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1 if event.start_mark else None
+                if any(f.anchor == event.anchor for f in frames):
+                    return line, path(part), True
+                grown = sizes.get(event.anchor or "", 1)
+                added += grown
+                frames[-1].count += grown
+                if added > MAX_ALIAS_NODES:
+                    return line, path(part), False
+            elif isinstance(event, yaml.CollectionStartEvent):
+                mapping = isinstance(event, yaml.MappingStartEvent)
+                frames.append(_Frame(event.anchor, mapping, part))
+            elif isinstance(event, yaml.ScalarEvent):
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+                frames[-1].count += 1
+    finally:
+        loader.dispose()
+    return None, (), False
+
+
+def construct_yaml(node: yaml.Node | None, lm: LineMap) -> Loaded:
+    """Python values from a checked node graph, with the line of every path."""
+    loader = _Loader("")
     out = Loaded(None)
     issues: list[SpecIssue] = []
-    if node is not None:
-        out.data = _build(loader, node, (), out, issues, lm)
+    try:
+        if node is not None:
+            out.data = _build(loader, node, (), out, issues, lm)
+    finally:
+        loader.dispose()
     if issues:
         raise SpecError(issues)
     return out
@@ -184,14 +406,21 @@ def _build(
     line = lm(node.start_mark.line + 1)
     out.lines.setdefault(path, line or 0)
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # YAML merge keys (<<)
+        own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+        loader.flatten_mapping(node)  # YAML merge keys (<<): merged pairs come first
+        merged = len(node.value) - own
         result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+        from_merge: set[Any] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
+            key = _scalar(loader, key_node, path, issues, lm)
+            if key is _BAD:
+                continue
             if not isinstance(key, str | int | float | bool):
                 issues.append(
                     SpecIssue(
-                        format_path(path), line, "mapping keys must be plain names, not structures"
+                        format_path(path) or "spec",
+                        line,
+                        "mapping keys must be plain names, not structures",
                     )
                 )
                 continue
@@ -201,7 +430,11 @@ def _build(
                 child = (*path, str(key))
             out.lines[child] = lm(key_node.start_mark.line + 1) or 0
             value = _build(loader, value_node, child, out, issues, lm)
-            if key in result and result[key] != value:
+            if index < merged:
+                from_merge.add(key)
+            elif key in from_merge:
+                from_merge.discard(key)  # a key given here overrides a merged one
+            elif key in result and result[key] != value:
                 issues.append(
                     SpecIssue(
                         format_path(child),
@@ -215,7 +448,45 @@ def _build(
         return [
             _build(loader, item, (*path, i), out, issues, lm) for i, item in enumerate(node.value)
         ]
-    value = loader.construct_object(node, deep=True)
-    if not isinstance(value, str) and isinstance(node, yaml.ScalarNode):
+    value = _scalar(loader, node, path, issues, lm)
+    if value is _BAD:
+        return None
+    if not isinstance(value, str):
         out.raw[path] = node.value
+    return value
+
+
+_BAD = object()
+
+
+def _scalar(
+    loader: yaml.SafeLoader, node: yaml.Node, path: Path, issues: list[SpecIssue], lm: LineMap
+) -> Any:
+    """One scalar (or a key), or ``_BAD`` after recording why it cannot be read."""
+    if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
+        value: Any = node.value  # most scalars: skip the generic constructor's bookkeeping
+    else:
+        try:
+            value = loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            # `!!python/object`, a 5,000-digit integer, the 13th month of a date...
+            problem = getattr(exc, "problem", None) or str(exc)
+            issues.append(
+                SpecIssue(
+                    format_path(path) or "spec",
+                    lm(node.start_mark.line + 1),
+                    f"this value cannot be read: {problem}",
+                )
+            )
+            return _BAD
+    if isinstance(value, str) and "\x00" in value:
+        # PostgreSQL text cannot hold NUL, and no program argument or variable can either.
+        issues.append(
+            SpecIssue(
+                format_path(path) or "spec",
+                lm(node.start_mark.line + 1),
+                "this text contains a NUL character (\\0), which Gantry cannot store; remove it",
+            )
+        )
+        return _BAD
     return value

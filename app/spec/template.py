@@ -17,13 +17,18 @@ import queue
 import re
 import secrets
 import select
+import signal
 import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.spec.parse import ParsedSpec
 
 __all__ = (
     "TOKEN_RE",
@@ -38,7 +43,8 @@ TOKEN_RE = re.compile(
     r"\{\{\s*(output|workflow_id|uuid|input:\s*([0-9]+)|host:\s*([A-Za-z0-9][\w.-]*))\s*\}\}"
 )
 _JINJA_MARK = re.compile(r"\{\{|\{%|\{#")
-MAX_RENDERED = 16 * 1024 * 1024
+# DESIGN §9: rendered specs are capped at 4 MiB (a 10,000-task spec renders to about 0.75 MiB).
+MAX_RENDERED = 4 * 1024 * 1024
 
 
 def _canonical(match: re.Match[str]) -> str:
@@ -113,8 +119,8 @@ def _render_in_worker(template: str, variables: dict[str, Any]) -> tuple[str, st
         return "error", "the template needs more memory than a spec may use (256 MiB)", None
     except Exception as exc:  # a filter or operation failed on the given values
         return "error", f"template error: {type(exc).__name__}: {exc}", _line_of(exc)
-    if len(text) > MAX_RENDERED:
-        return "error", "the rendered spec is larger than 16 MiB", None
+    if len(text) > MAX_RENDERED or len(text.encode("utf-8", "surrogatepass")) > MAX_RENDERED:
+        return "error", "the rendered spec is larger than 4 MiB", None
     return "ok", text, None
 
 
@@ -143,36 +149,13 @@ def _write_frame(stream: Any, value: Any) -> None:
     stream.flush()
 
 
-def worker_main(memory_limit: int) -> None:
-    """The worker process: render requests from stdin, answers to stdout, forever."""
-    import resource
-
-    import jinja2.sandbox  # noqa: F401  (imported before the limit is set)
-
-    with open("/proc/self/statm") as f:
-        vsize = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    limit = vsize + memory_limit
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        try:
-            template, variables = _read_frame(stdin)
-        except EOFError:
-            return
-        try:
-            result = _render_in_worker(template, variables)
-        except MemoryError:
-            result = ("error", "the template needs more memory than a spec may use (256 MiB)", None)
-        _write_frame(stdout, result)
-
-
 class _Worker:
     __slots__ = ("fresh", "process")
 
-    def __init__(self, memory_limit: int) -> None:
+    def __init__(self, memory_limit: int, cpu_limit: float) -> None:
         self.fresh = True
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.spec.render_worker", str(memory_limit)],
+            [sys.executable, "-m", "app.spec.render_worker", str(memory_limit), str(cpu_limit)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _PYTHONPATH},
@@ -189,6 +172,12 @@ class _Worker:
     def receive(self) -> Any:
         return _read_frame(self.process.stdout)
 
+    def killed_for_cpu(self) -> bool:
+        """Whether the kernel ended the worker for its CPU limit (SIGXCPU)."""
+        with contextlib.suppress(Exception):
+            return self.process.wait(1) == -signal.SIGXCPU
+        return False
+
     def kill(self) -> None:
         with contextlib.suppress(Exception):
             self.process.kill()
@@ -203,57 +192,133 @@ _PYTHONPATH = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 class TemplateRenderer:
-    """A small pool of render workers; thread-safe; call ``render`` from a worker thread."""
+    """A small pool of spec workers (``app/spec/worker.py``), capped in CPU time and memory.
 
-    def __init__(self, timeout: float = 2.0, memory_limit: int = 256 * 2**20, size: int = 2):
+    ``parse`` runs the whole pipeline there (sections, YAML, Jinja, validation, planning),
+    ``default_values`` reads a spec's defaults for the submit page, and ``render`` renders
+    one template (for ``parse_spec`` in tests). Thread-safe and blocking: call it from a
+    worker thread (``asyncio.to_thread``), never on the event loop.
+
+    ``timeout`` is the CPU time one request may use, enforced in the worker; the wall-clock
+    wait here is only a backstop for a worker that stops answering, and is generous because
+    2 s of CPU can take several seconds on a busy machine.
+    """
+
+    def __init__(
+        self,
+        timeout: float = 2.0,
+        memory_limit: int = 256 * 2**20,
+        size: int = 2,
+        max_tasks: int | None = None,
+    ):
         self.timeout = timeout
         self.memory_limit = memory_limit
         self.size = size
+        self.max_tasks = max_tasks
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._started = 0
+        self._closed = False
 
     def _acquire(self) -> _Worker:
         with self._lock:
             if self._idle.empty() and self._started < self.size:
                 self._started += 1
-                return _Worker(self.memory_limit)
+                return _Worker(self.memory_limit, self.timeout)
         return self._idle.get()
 
     def _replace(self, worker: _Worker) -> None:
+        """Kill ``worker`` and start its successor at once: requests may be waiting for it."""
         worker.kill()
         with self._lock:
-            self._started -= 1
+            if self._closed:
+                self._started -= 1
+                return
+        self._idle.put(_Worker(self.memory_limit, self.timeout))
 
-    def render(self, template: str, variables: dict[str, Any]) -> str:
+    def _call(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Send one request; the answer, or ``("limit", "cpu" | "memory" | "time")``."""
         worker = self._acquire()
         try:
-            worker.send((template, variables))
-            # The first render of a fresh worker includes its start-up (about 0.2 s).
-            allowance = 1.0 if worker.fresh else 0.0
+            worker.send(request)
+            # A fresh worker first starts Python and imports (about 0.3 s of its own).
+            backstop = max(10.0, 5 * self.timeout) + (2.0 if worker.fresh else 0.0)
             worker.fresh = False
-            if not worker.wait_readable(self.timeout + allowance):
+            if not worker.wait_readable(backstop):
                 self._replace(worker)
-                raise RenderFailure(
-                    f"rendering the template took longer than {self.timeout:g} s; "
-                    "simplify its loops"
-                )
-            status, text, line = worker.receive()
+                return ("limit", "time")
+            answer: tuple[Any, ...] = worker.receive()
         except (EOFError, OSError):
+            cpu = worker.killed_for_cpu()
             self._replace(worker)
-            raise RenderFailure(
-                "rendering the template exceeded the memory a spec may use (256 MiB)"
-            ) from None
-        except RenderFailure:
-            raise
+            return ("limit", "cpu" if cpu else "memory")
         except BaseException:
             self._replace(worker)
             raise
-        self._idle.put(worker)
+        if answer[0] == "limit":
+            self._replace(worker)  # it exits after a limit; a fresh one takes its place
+        else:
+            self._idle.put(worker)
+        if answer[0] == "crash":
+            raise RuntimeError(f"the spec worker failed:\n{answer[1]}")
+        return answer
+
+    def _limit_message(self, limit: str) -> str:
+        if limit == "cpu":
+            return (
+                f"checking the spec took longer than {self.timeout:g} s of CPU time, the limit "
+                "for one spec; simplify its templates' loops or split the workflow"
+            )
+        if limit == "memory":
+            return (
+                f"checking the spec needed more than {self.memory_limit // 2**20} MiB of "
+                "memory, the limit for one spec; make it smaller"
+            )
+        return f"checking the spec did not finish in {max(10.0, 5 * self.timeout):g} s; simplify it"
+
+    def render(self, template: str, variables: dict[str, Any]) -> str:
+        answer = self._call(("render", template, variables))
+        if answer[0] == "limit":
+            message = self._limit_message(answer[1])
+            if answer[1] == "cpu":
+                message = (
+                    f"rendering the template took longer than {self.timeout:g} s; "
+                    "simplify its loops"
+                )
+            raise RenderFailure(message)
+        status, text, line = answer[1]
         if status != "ok":
             raise RenderFailure(text, line)
-        return text
+        return str(text)
+
+    def parse(self, text: str, set_values: dict[str, Any] | None) -> ParsedSpec:
+        """``parse_spec`` in a spec worker: a ``ParsedSpec``, or ``SpecError`` naming the issue."""
+        from app.spec.errors import SpecError, SpecIssue
+        from app.spec.parse import MAX_SPEC_BYTES, ParsedSpec, check_set_values
+
+        if len(text) > MAX_SPEC_BYTES:  # not worth sending; the worker counts bytes
+            raise SpecError([SpecIssue("spec", None, "the spec is larger than 1 MiB")])
+        check_set_values(set_values)  # before pickling, which recurses once per level
+        answer = self._call(("parse", text, set_values, self.max_tasks))
+        if answer[0] == "ok":
+            # Sleeping hands the interpreter to the event loop between pieces.
+            return ParsedSpec.from_chunks(answer[1], lambda: time.sleep(0.001))
+        if answer[0] == "refused":
+            raise SpecError([SpecIssue(*i) for i in answer[1]], title=answer[2])
+        raise SpecError(
+            [SpecIssue("spec", None, self._limit_message(answer[1]))],
+            title="The workflow spec exceeds a limit of the server",
+        )
+
+    def default_values(self, text: str) -> list[tuple[str, str]]:
+        """The spec's scalar `default-values` as (name, text) pairs; [] when unreadable."""
+        if len(text) > 1024 * 1024:
+            return []
+        answer = self._call(("defaults", text))
+        return list(answer[1]) if answer[0] == "ok" else []
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         while not self._idle.empty():
             self._idle.get_nowait().kill()

@@ -13,7 +13,13 @@ from typing import Any
 
 from app.spec.errors import Path, SpecError, SpecIssue, format_path
 from app.spec.model import FileSpec, GroupSpec, InputSpec, Resources, TaskSpec, WorkflowSpec
-from app.spec.quantities import QuantityError, parse_bytes, parse_cpu, parse_duration
+from app.spec.quantities import (
+    QuantityError,
+    parse_bytes,
+    parse_cpu,
+    parse_duration,
+    parse_gpu,
+)
 from app.spec.source import Loaded
 
 __all__ = ("NAME_RE", "normalise_name", "validate")
@@ -81,7 +87,8 @@ class _Checker:
     # -- helpers -------------------------------------------------------------------------
 
     def fail(self, path: Path, message: str) -> None:
-        self.issues.append(SpecIssue(format_path(path), self.loaded.line(path), message))
+        where = format_path(path) or "spec"  # the document itself: a whole-spec refusal
+        self.issues.append(SpecIssue(where, self.loaded.line(path), message))
 
     def mapping(self, value: Any, path: Path, what: str) -> dict[str, Any] | None:
         if isinstance(value, dict):
@@ -258,14 +265,11 @@ class _Checker:
             self.fail((*path, "cpu"), str(exc))
             ok = False
         if r.get("gpu") is not None:
-            g = r["gpu"]
-            if isinstance(g, bool) or not isinstance(g, int) or g < 0:
-                self.fail(
-                    (*path, "gpu"), f"gpu must be a whole number of GPUs (0, 1, 2, ...), not {g!r}"
-                )
+            try:
+                gpu = parse_gpu(r["gpu"])
+            except QuantityError as exc:
+                self.fail((*path, "gpu"), str(exc))
                 ok = False
-            else:
-                gpu = g
         for key in ("memory", "storage"):
             if r.get(key) is None:
                 continue

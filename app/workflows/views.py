@@ -24,8 +24,6 @@ from app.auth.middleware import principal_of
 from app.bounds import refuse_nul, text_query
 from app.errors import Forbidden, Invalid, NotFound
 from app.live.events import PING_SECONDS, SharedMessage
-from app.spec.errors import SpecError
-from app.spec.source import split_sections
 from app.templating import render_block
 from app.templating import template_environment as templating_env
 from app.web import flash, page
@@ -364,7 +362,7 @@ class WorkflowViews(Controller):
             content = await upload.read()
             if content.strip():
                 spec = content.decode("utf-8", errors="replace")
-        variables = _default_values(spec)
+        variables = await _default_values(service, spec)
         set_values: dict[str, Any] = {}
         for name, default in variables:
             value = data.get(f"var.{name}")
@@ -401,18 +399,12 @@ class WorkflowViews(Controller):
         return Redirect(path=f"/workflows/{result['id']}", status_code=303)
 
 
-def _default_values(spec: str) -> list[tuple[str, str]]:
-    """The spec's template variables and their defaults, as text for form fields."""
-    try:
-        values = split_sections(spec).default_values
-    except SpecError:
-        return []
-    out = []
-    for name, value in values.items():
-        if isinstance(value, dict | list):
-            continue  # structured defaults are edited in the spec itself
-        out.append((str(name), "" if value is None else str(value)))
-    return out
+async def _default_values(service: WorkflowService, spec: str) -> list[tuple[str, str]]:
+    """The spec's template variables and their defaults, as text for form fields.
+
+    Read in a capped spec worker: an alias bomb in `default-values` must not stall the loop.
+    """
+    return await asyncio.to_thread(service.renderer.default_values, spec)
 
 
 def _submit_page(

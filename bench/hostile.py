@@ -1,0 +1,226 @@
+"""`/healthz` latency while hostile specs are being checked: ``python -m bench.hostile``.
+
+A real ``gantry serve`` process; one client sends a hostile request after another (an alias
+bomb through the API and the /submit page, a 10,000-task dry run, a template that burns its
+CPU limit) for a few seconds per scenario while another probes
+``/healthz`` every 20 ms on its own connection. The spec pipeline runs in capped worker
+processes, so the event loop should answer each probe at once (target: p99 under 50 ms).
+Prints a table and writes bench/results/hostile-*.json; also part of ``python -m bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+TARGETS = {
+    "healthz_p99_ms_alias_bomb": ("<", 50),
+    "healthz_p99_ms_alias_bomb_submit_page": ("<", 50),
+    "healthz_p99_ms_dry_run_10000_tasks": ("<", 50),
+    "healthz_p99_ms_cpu_limit_template": ("<", 50),
+}
+
+# 474 bytes that expand to 9^7 values: took 30 s and ~480 MB before aliases were bounded.
+ALIAS_BOMB = """\
+workflow:
+  name: demo
+  tasks:
+  - {name: a, image: ubuntu, command: [echo, hi]}
+default-values:
+  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+"""
+# A short template that renders to the largest workflow allowed (10,000 tasks).
+DRY_RUN_10000 = """\
+workflow:
+  name: wide
+  tasks:
+{% for i in range(10000) %}
+  - {name: t{{i}}, image: x, command: [echo, '{{i}}']}
+{% endfor %}
+"""
+# Rendering never ends: stopped by the worker's CPU limit (2 s).
+CPU_LIMIT = """\
+workflow:
+  name: spin
+  tasks:
+  - name: a
+    image: x
+    command: ["{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"]
+"""
+
+SCENARIOS = {  # name: (spec, dry run, through the /submit page rather than the API)
+    "alias_bomb": (ALIAS_BOMB, False, False),
+    "alias_bomb_submit_page": (ALIAS_BOMB, True, True),
+    "dry_run_10000_tasks": (DRY_RUN_10000, True, False),
+    "cpu_limit_template": (CPU_LIMIT, False, False),
+}
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def _probe(base: str, stop: threading.Event, latencies: list[float]) -> None:
+    """Runs in a thread of its own: the hostile client's parsing of a 3.8 MB answer in this
+    process's event loop must not be counted as the server's latency."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            r = client.get("/healthz")
+            latencies.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+            time.sleep(0.02)
+
+
+async def _measure(
+    stack: Stack, spec: str | None, dry_run: bool, page: bool, seconds: float
+) -> dict[str, Any]:
+    """Probe /healthz while hostile requests run back to back for ``seconds`` (or idle)."""
+    latencies: list[float] = []
+    durations: list[float] = []
+    statuses: dict[int, int] = {}
+    stop = threading.Event()
+    probe = asyncio.create_task(asyncio.to_thread(_probe, stack.base, stop, latencies))
+    deadline = time.monotonic() + seconds
+    try:
+        async with stack.client() as client:
+            if spec is None:
+                await asyncio.sleep(seconds)
+            while spec is not None and (time.monotonic() < deadline or len(durations) < 3):
+                t0 = time.perf_counter()
+                if page:
+                    action = "validate" if dry_run else "submit"
+                    r = await client.post(
+                        "/submit", files={"spec": (None, spec), "action": (None, action)}
+                    )
+                else:
+                    r = await client.post(
+                        "/api/v1/workflows", json={"spec": spec, "dry_run": dry_run}
+                    )
+                durations.append(time.perf_counter() - t0)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+    finally:
+        stop.set()
+        await probe
+    return {
+        "p50_ms": 1000 * _pct(latencies, 50),
+        "p99_ms": 1000 * _pct(latencies, 99),
+        "max_ms": 1000 * max(latencies),
+        "probes": len(latencies),
+        "hostile_s_p50": _pct(durations, 50),
+        "statuses": statuses,
+    }
+
+
+async def healthz_under_hostile(bench: Any, seconds: float = 8.0) -> None:
+    """Adds healthz_p99_ms_<scenario> (and details) to ``bench.results``."""
+    stack: Stack = await bench.stack("hostile")
+    try:
+        idle = await _measure(stack, None, False, False, seconds)
+        bench.results["healthz_p50_ms_idle"] = idle["p50_ms"]
+        bench.results["healthz_p99_ms_idle"] = idle["p99_ms"]
+        for name, (spec, dry_run, page) in SCENARIOS.items():
+            got = await _measure(stack, spec, dry_run, page, seconds)
+            bench.results[f"healthz_p50_ms_{name}"] = got["p50_ms"]
+            bench.results[f"healthz_p99_ms_{name}"] = got["p99_ms"]
+            bench.results[f"healthz_max_ms_{name}"] = got["max_ms"]
+            bench.results[f"hostile_request_s_{name}"] = got["hostile_s_p50"]
+            bench.results[f"hostile_statuses_{name}"] = ",".join(
+                f"{code}x{n}" for code, n in sorted(got["statuses"].items())
+            )
+    finally:
+        await stack.stop()
+
+
+class _Bench:
+    """The part of bench.__main__.Bench this module needs, to run on its own."""
+
+    def __init__(self, databases: Any, workdir: Path) -> None:
+        self.databases = databases
+        self.workdir = workdir
+        self.results: dict[str, Any] = {}
+
+    async def stack(self, name: str) -> Stack:
+        url = await self.databases.fresh()
+        (self.workdir / name).mkdir(parents=True, exist_ok=True)
+        stack = Stack(url, self.workdir / name, GANTRY_LOG_LEVEL="ERROR")
+        await stack.start(runner=False)
+        return stack
+
+
+def _table(results: dict[str, Any]) -> str:
+    rows = []
+    for key, value in results.items():
+        verdict = ""
+        if key in TARGETS and isinstance(value, int | float):
+            op, limit = TARGETS[key]
+            verdict = f"{op} {limit}  {'ok' if value < limit else 'MISSED'}"
+        shown = f"{value:,.1f}" if isinstance(value, float) else str(value)
+        rows.append((key, shown, verdict))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'figure':<{width}}  {'value':>10}  target", "-" * (width + 30)]
+    lines += [f"{k:<{width}}  {v:>10}  {t}" for k, v, t in rows]
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> int:
+    from tests.fixtures import Databases
+
+    server_url = os.environ.get("GANTRY_BENCH_DATABASE_URL") or os.environ.get(
+        "GANTRY_TEST_DATABASE_URL"
+    )
+    if not server_url:
+        print("set GANTRY_TEST_DATABASE_URL (or run `python -m bench`)", file=sys.stderr)
+        return 2
+    databases = Databases(server_url)
+    await databases.make_template()
+    bench = _Bench(databases, Path(tempfile.mkdtemp(prefix="gantry-bench-hostile-")))
+    try:
+        await healthz_under_hostile(bench, seconds=args.seconds)
+    finally:
+        await databases.drop_all()
+    print(_table(bench.results))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"hostile-{stamp}.json"
+    out.write_text(
+        json.dumps({"when": stamp, "results": bench.results, "targets": TARGETS}, indent=2)
+    )
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.hostile")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=8.0,
+        help="how long each scenario keeps hostile requests in flight",
+    )
+    sys.exit(asyncio.run(main(parser.parse_args())))
