@@ -9,6 +9,7 @@ import ipaddress
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -87,7 +88,12 @@ class InProcessServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.base = f"http://127.0.0.1:{settings.port}"
+        scheme = "https" if settings.certfile else "http"  # TLS when a certificate is given
+        self.base = f"{scheme}://127.0.0.1:{settings.port}"
+        # Test certificates are their own CA (self_signed_cert).
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=settings.certfile) if settings.certfile else True
+        )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.app: Any = None
@@ -99,7 +105,7 @@ class InProcessServer:
         await ensure_local_backend(self.settings.database_url or "")
         self.app = create_app(self.settings)
         self._task = asyncio.create_task(serve_app(self.app, self.settings, self._stop))
-        await wait_http(f"{self.base}/readyz", 20)
+        await wait_http(f"{self.base}/readyz", 20, verify=self.verify)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -109,12 +115,13 @@ class InProcessServer:
 
     def client(self, token: str | None = None, **kw: Any) -> httpx.AsyncClient:
         headers = {"authorization": f"Bearer {token}"} if token else {}
+        kw.setdefault("verify", self.verify)
         return httpx.AsyncClient(base_url=self.base, headers=headers, timeout=30, **kw)
 
 
-async def wait_http(url: str, timeout: float) -> None:
+async def wait_http(url: str, timeout: float, verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as client:
+    async with httpx.AsyncClient(timeout=2, verify=verify) as client:
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 if (await client.get(url)).status_code == 200:

@@ -52,7 +52,7 @@ _UNSUPPORTED_TASK_FIELDS = {
     "credentials": "`credentials` are not supported yet (Gantry has no credential store); "
     "remove them",
     "checkpoint": f"`checkpoint` is not supported yet ({_NO_DATA_PLANE}); remove it",
-    "volumeMounts": "`volumeMounts` (host paths) are not supported yet; remove them",
+    "volumeMounts": "`volumeMounts` (host path mounts) are not supported yet; remove them",
     "privileged": "privileged containers are not supported yet; remove `privileged: true`",
     "hostNetwork": "host networking is not supported yet; remove `hostNetwork: true`",
     "kpis": "`kpis` are not supported yet; remove them",
