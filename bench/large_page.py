@@ -33,14 +33,21 @@ def shape_spec(shape: str, tasks: int) -> str:
     head = f"workflow:\n  name: {shape}\n  tasks:\n"
     task = "  - {{name: {name}, image: x, command: [echo]{extra}}}\n"
     if shape == "independent":
-        return head + "{% for i in range(" + str(tasks) + ") %}\n" + task.format(
-            name="t{{i}}", extra=""
-        ) + "{% endfor %}\n"
+        return (
+            head
+            + "{% for i in range("
+            + str(tasks)
+            + ") %}\n"
+            + task.format(name="t{{i}}", extra="")
+            + "{% endfor %}\n"
+        )
     if shape == "chain":
         return (
             head
             + task.format(name="t0", extra="")
-            + "{% for i in range(1, " + str(tasks) + ") %}\n"
+            + "{% for i in range(1, "
+            + str(tasks)
+            + ") %}\n"
             + task.format(name="t{{i}}", extra=", inputs: [{task: t{{i - 1}}}]")
             + "{% endfor %}\n"
         )
@@ -49,11 +56,15 @@ def shape_spec(shape: str, tasks: int) -> str:
         return (
             head
             + task.format(name="root", extra="")
-            + "{% for i in range(" + middle + ") %}\n"
+            + "{% for i in range("
+            + middle
+            + ") %}\n"
             + task.format(name="m{{i}}", extra=", inputs: [{task: root}]")
             + "{% endfor %}\n"
             + "  - name: sink\n    image: x\n    command: [echo]\n    inputs:\n"
-            + "{% for i in range(" + middle + ") %}\n    - task: m{{i}}\n{% endfor %}\n"
+            + "{% for i in range("
+            + middle
+            + ") %}\n    - task: m{{i}}\n{% endfor %}\n"
         )
     raise ValueError(shape)
 

@@ -118,7 +118,7 @@ def render_dag(wf: dict[str, Any], expand: frozenset[str] = frozenset(), base_ur
     if len(numbered) > MAX_LAYERS:
         half = MAX_LAYERS // 2
         middle = numbered[half:-half]
-        numbered = numbered[:half] + [(-1, [])] + numbered[-half:]
+        numbered = [*numbered[:half], (-1, []), *numbered[-half:]]
     columns: list[list[_Node]] = []
     node_of: dict[str, str] = {}  # group name -> key of the node that draws it
     nodes = 0
@@ -127,7 +127,7 @@ def render_dag(wf: dict[str, Any], expand: frozenset[str] = frozenset(), base_ur
         if n == -1:
             key = f"layers:{middle[0][0]}-{middle[-1][0]}"
             members = [i for _, lay in middle for i in lay]
-            label = f"{len(members)} groups in layers {middle[0][0] + 1}–{middle[-1][0] + 1}"
+            label = f"{len(members)} groups in layers {middle[0][0] + 1} to {middle[-1][0] + 1}"
             columns.append([_counted(key, label, [groups[i]["status"] for i in members], False)])
             for i in members:
                 node_of[groups[i]["name"]] = key
