@@ -407,20 +407,25 @@ class WorkflowService:
         async with self.db.connection() as conn:
             rows = await conn.fetch(
                 """
+                -- Order and page on narrow columns; read the full rows of the page only.
                 WITH latest AS (
-                    SELECT DISTINCT ON (name) id, task_group, name, lead, retry, status,
-                           exit_code, reason, backend, node, processing_at, scheduling_at,
-                           started_at, ended_at, spec->>'image' AS image
+                    SELECT DISTINCT ON (name) id, task_group, name, lead, status
                     FROM task WHERE workflow = $1 ORDER BY name, retry DESC
-                ), sized AS (
-                    SELECT latest.*, count(*) OVER (PARTITION BY task_group) AS group_size
-                    FROM latest
+                ), ordered AS (
+                    SELECT l.id, l.lead, l.name, g.position, g.name AS group_name, l.status,
+                           count(*) OVER (PARTITION BY l.task_group) AS group_size
+                    FROM latest l JOIN task_group g ON g.id = l.task_group
+                ), page AS (
+                    SELECT * FROM ordered WHERE $2::text IS NULL OR status = $2
+                    ORDER BY position, NOT lead, name COLLATE "C"  -- Python's order too
+                    OFFSET $3 LIMIT $4
                 )
-                SELECT s.*, g.name AS group_name
-                FROM sized s JOIN task_group g ON g.id = s.task_group
-                WHERE $2::text IS NULL OR s.status = $2
-                ORDER BY g.position, NOT s.lead, s.name
-                OFFSET $3 LIMIT $4
+                SELECT t.id, t.task_group, t.name, t.lead, t.retry, t.status, t.exit_code,
+                       t.reason, t.backend, t.node, t.processing_at, t.scheduling_at,
+                       t.started_at, t.ended_at, t.spec->>'image' AS image,
+                       p.group_name, p.group_size
+                FROM page p JOIN task t ON t.id = p.id
+                ORDER BY p.position, NOT p.lead, p.name COLLATE "C"
                 """,
                 workflow_id,
                 status,
