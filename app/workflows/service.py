@@ -398,6 +398,27 @@ class WorkflowService:
             )
         return {"id": workflow_id, "groups": out}
 
+    async def spec_preview(
+        self, principal: Principal, workflow_id: str, chars: int
+    ) -> dict[str, Any]:
+        """The first ``chars`` characters of the spec as submitted and as rendered, and their
+        full lengths: a templated spec renders to a line per task, which a page shows in part."""
+        pools = await self.pools.accessible(principal)
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                """
+                SELECT pool, left(spec_text, $2) AS spec, length(spec_text) AS spec_length,
+                       left(rendered_spec, $2) AS rendered_spec,
+                       length(rendered_spec) AS rendered_spec_length
+                FROM workflow WHERE id = $1
+                """,
+                workflow_id,
+                chars,
+            )
+        if row is None or row["pool"] not in pools:
+            raise NotFound(f"workflow '{workflow_id}' does not exist")
+        return {k: row[k] for k in ("spec", "spec_length", "rendered_spec", "rendered_spec_length")}
+
     async def task_rows(
         self, workflow_id: str, status: str | None, offset: int, limit: int
     ) -> tuple[list[dict[str, Any]], dict[str, int]]:

@@ -126,13 +126,12 @@ def _table_view(expand: list[str] | None, status: str | None) -> tuple[frozenset
     return keys, status
 
 
-def _detail_query(expand: frozenset[str], status: str | None, number: int = 1, **more: str) -> str:
+def _detail_query(expand: frozenset[str], status: str | None, number: int = 1) -> str:
     pairs = [("expand", k) for k in sorted(expand)]
     if status:
         pairs.append(("status", status))
     if number > 1:
         pairs.append(("page", str(number)))
-    pairs += list(more.items())
     return urlencode(pairs)
 
 
@@ -365,7 +364,7 @@ class WorkflowViews(Controller):
         # Narrow reads, not the full snapshot: a 10,000-task workflow's page builds one page
         # of task rows, the graph from names and statuses, and the latest events.
         wf = await service.get(principal, workflow_id, with_groups=False)  # checks visibility
-        spec = await service.spec_of(principal, workflow_id)
+        spec = await service.spec_preview(principal, workflow_id, SPEC_SHOWN)
         graph = await service.graph(workflow_id)
         offset = (task_page - 1) * TASK_PAGE_SIZE
         rows, counts = await service.task_rows(workflow_id, status, offset, TASK_PAGE_SIZE)
