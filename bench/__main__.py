@@ -255,6 +255,12 @@ TARGETS = {
     "report_to_sse_p99_ms": ("<", 250),
     "big_workflow_accepted_and_dispatched_s": ("<", 10),
     "control_plane_rss_mib_1000_running": ("<", 300),
+    "large_page_independent_p50_ms": ("<", 300),
+    "large_page_chain_p50_ms": ("<", 300),
+    "large_page_fan_p50_ms": ("<", 300),
+    "large_page_independent_kib": ("<", 1000),
+    "large_page_chain_kib": ("<", 1000),
+    "large_page_fan_kib": ("<", 1000),
 }
 
 
@@ -304,6 +310,7 @@ async def main(args: argparse.Namespace) -> int:
             await dashboard.big_pages(bench)
             await dashboard.log_line_to_browser(bench)
             await dashboard.big_log(bench)
+            await dashboard.large_workflow_page(bench)
     finally:
         await databases.drop_all()
         if embedded is not None:
