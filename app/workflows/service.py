@@ -398,33 +398,44 @@ class WorkflowService:
             )
         return {"id": workflow_id, "groups": out}
 
-    async def spec_preview(
-        self, principal: Principal, workflow_id: str, chars: int
-    ) -> dict[str, Any]:
-        """The first ``chars`` characters of the spec as submitted and as rendered, and their
-        full lengths: a templated spec renders to a line per task, which a page shows in part."""
+    async def page_header(
+        self, principal: Principal, workflow_id: str, spec_chars: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The workflow (its task totals left at 0: the page counts them from ``graph``) and
+        the first ``spec_chars`` characters of its spec as submitted and as rendered, with
+        their full lengths: a templated spec renders to a line per task. One read."""
         pools = await self.pools.accessible(principal)
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 """
-                SELECT pool, left(spec_text, $2) AS spec, length(spec_text) AS spec_length,
+                SELECT id, name, status, pool, owner, priority, submitted_at, started_at,
+                       ended_at, reason, labels,
+                       left(spec_text, $2) AS spec, length(spec_text) AS spec_length,
                        left(rendered_spec, $2) AS rendered_spec,
                        length(rendered_spec) AS rendered_spec_length
                 FROM workflow WHERE id = $1
                 """,
                 workflow_id,
-                chars,
+                spec_chars,
             )
         if row is None or row["pool"] not in pools:
             raise NotFound(f"workflow '{workflow_id}' does not exist")
-        return {k: row[k] for k in ("spec", "spec_length", "rendered_spec", "rendered_spec_length")}
+        spec = {k: row[k] for k in ("spec", "spec_length", "rendered_spec", "rendered_spec_length")}
+        return _workflow_out(row, 0, 0), spec
 
     async def task_rows(
-        self, workflow_id: str, status: str | None, offset: int, limit: int
+        self,
+        workflow_id: str,
+        status: str | None,
+        offset: int,
+        limit: int,
+        *,
+        with_counts: bool = True,
     ) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """One page of the workflow's latest attempts in the order of the page's task table
         (group position, leads first, then name), optionally of one status, and how many
-        tasks are in each status (visibility is checked by callers)."""
+        tasks are in each status (unless ``with_counts`` is false: then {}; visibility is
+        checked by callers)."""
         async with self.db.connection() as conn:
             rows = await conn.fetch(
                 """
@@ -453,15 +464,17 @@ class WorkflowService:
                 offset,
                 limit,
             )
-            counts = await conn.fetch(
-                """
-                SELECT status, count(*) AS n
-                FROM (SELECT DISTINCT ON (name) status FROM task WHERE workflow = $1
-                      ORDER BY name, retry DESC) t
-                GROUP BY status
-                """,
-                workflow_id,
-            )
+            counts = []
+            if with_counts:
+                counts = await conn.fetch(
+                    """
+                    SELECT status, count(*) AS n
+                    FROM (SELECT DISTINCT ON (name) status FROM task WHERE workflow = $1
+                          ORDER BY name, retry DESC) t
+                    GROUP BY status
+                    """,
+                    workflow_id,
+                )
         page = [
             {
                 "group": r["group_name"],

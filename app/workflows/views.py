@@ -113,6 +113,7 @@ _STATUS_ORDER = {s.value: i for i, s in enumerate(Status)}
 def _table_view(expand: list[str] | None, status: str | None) -> tuple[frozenset[str], str | None]:
     """The graph's open nodes and the task table's status filter, refused when unbounded."""
     keys = frozenset(expand or [])
+    status = status or None  # an empty filter (a cleared form field) is no filter
     if len(keys) > MAX_EXPAND or any(len(k) > _MAX_EXPAND_KEY for k in keys):
         raise Invalid(
             f"at most {MAX_EXPAND} graph nodes can be expanded at once",
@@ -361,17 +362,19 @@ class WorkflowViews(Controller):
         service: WorkflowService = request.app.state.workflows
         principal = principal_of(request)
         keys, status = _table_view(expand, status)
-        # Narrow reads, not the full snapshot: a 10,000-task workflow's page builds one page
-        # of task rows, the graph from names and statuses, and the latest events.
-        wf = await service.get(principal, workflow_id, with_groups=False)  # checks visibility
-        spec = await service.spec_preview(principal, workflow_id, SPEC_SHOWN)
+        # Narrow reads, not the full snapshot: a 10,000-task workflow's page reads the graph
+        # as names and statuses (which also give the totals), one page of task rows, the
+        # latest events and the start of the spec.
+        wf, spec = await service.page_header(principal, workflow_id, SPEC_SHOWN)
         graph = await service.graph(workflow_id)
+        counts = dict(Counter(t["status"] for g in graph["groups"] for t in g["tasks"]))
+        wf["tasks_total"] = sum(counts.values())
+        wf["tasks_completed"] = counts.get("COMPLETED", 0)
+        task_page = min(task_page, _pages(counts, status))  # past the end: the last page
         offset = (task_page - 1) * TASK_PAGE_SIZE
-        rows, counts = await service.task_rows(workflow_id, status, offset, TASK_PAGE_SIZE)
-        if task_page > _pages(counts, status):  # past the end (e.g. a stale link): the last
-            task_page = _pages(counts, status)
-            offset = (task_page - 1) * TASK_PAGE_SIZE
-            rows, counts = await service.task_rows(workflow_id, status, offset, TASK_PAGE_SIZE)
+        rows, _ = await service.task_rows(
+            workflow_id, status, offset, TASK_PAGE_SIZE, with_counts=False
+        )
         tp = _task_page(workflow_id, rows, counts, task_page, status, keys)
         timeline = await service.events_page(workflow_id, None, TIMELINE_SIZE + 1)
         return page(
