@@ -220,7 +220,21 @@ def render_dag(wf: dict[str, Any], expand: frozenset[str] = frozenset(), base_ur
         for node in column:
             out.append(_node_svg(node, wf["id"], expand, base_url))
     out.append("</svg>")
-    return "".join(out)
+    return _open_nodes(expand, base_url) + "".join(out)
+
+
+def _open_nodes(expand: frozenset[str], base_url: str) -> str:
+    """Links that close each expanded node: only ``MAX_EXPAND`` can be open at once."""
+    if not expand:
+        return ""
+    links = []
+    for key in sorted(expand):
+        rest = sorted(expand - {key})
+        query = "&".join(f"expand={quote(k)}" for k in rest)
+        href = base_url + ("?" + query if query else "") + "#dag"
+        links.append(f'<a href="{escape(href)}" class="collapse">{escape(key)} ✕</a>')
+    shown = " ".join(links)
+    return f'<p class="dag-open small">Expanded ({len(expand)} of {MAX_EXPAND}): {shown}</p>'
 
 
 def _dominant(counts: Counter[str]) -> str:

@@ -170,3 +170,11 @@ def test_more_expand_keys_than_the_limit_are_not_drawn_open() -> None:
     svg = render_dag(_wf([g for layer in layers for g in layer]), keys, "/w")
     assert svg.count(f">{FANOUT + 1} groups<title>") == 2  # the keys past MAX_EXPAND
     assert "expand ▸" not in svg  # and nothing more can be opened
+
+
+def test_each_expanded_node_has_a_link_that_closes_it() -> None:
+    groups = [_group(f"t{i}", [], [(f"t{i}", "WAITING")]) for i in range(FANOUT + 1)]
+    svg = render_dag(_wf(groups), frozenset({"layer:0", "g:t1"}), "/workflows/w-1")
+    assert 'href="/workflows/w-1?expand=g%3At1#dag" class="collapse">layer:0' in svg
+    assert 'href="/workflows/w-1?expand=layer%3A0#dag" class="collapse">g:t1' in svg
+    assert "collapse" not in render_dag(_wf(groups), base_url="/workflows/w-1")
