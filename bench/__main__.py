@@ -259,6 +259,12 @@ TARGETS = {
     "big_workflow_accepted_and_dispatched_s": ("<", 10),
     "control_plane_rss_mib_1000_running": ("<", 300),
     **large_workflow.TARGETS,
+    "large_page_independent_p50_ms": ("<", 300),
+    "large_page_chain_p50_ms": ("<", 300),
+    "large_page_fan_p50_ms": ("<", 300),
+    "large_page_independent_kib": ("<", 1000),
+    "large_page_chain_kib": ("<", 1000),
+    "large_page_fan_kib": ("<", 1000),
 }
 TARGETS.update(hostile.TARGETS)
 
@@ -311,6 +317,7 @@ async def main(args: argparse.Namespace) -> int:
             await dashboard.big_pages(bench)
             await dashboard.log_line_to_browser(bench)
             await dashboard.big_log(bench)
+            await dashboard.large_workflow_page(bench)
         if args.only in (None, "large-workflow"):
             await large_workflow.large_workflow(bench)
         if args.only in (None, "servers"):

@@ -294,3 +294,18 @@ async def big_log(bench: Any, megabytes: int = 200) -> None:
             bench.results["big_log_mib"] = round(total / 2**20)
     finally:
         await stack.stop()
+
+
+async def large_workflow_page(bench: Any, tasks: int = 10_000) -> None:
+    """The page of a 10,000-task workflow (independent tasks, a chain, fan-out/fan-in):
+    server time and bytes (bench/large_page.py has the details)."""
+    from bench.large_page import measure
+
+    stack: Stack = await bench.stack("large-page")
+    try:
+        for shape in ("independent", "chain", "fan"):
+            figures = await measure(stack, shape, tasks, rounds=8)
+            bench.results[f"large_page_{shape}_p50_ms"] = figures["page_p50_ms"]
+            bench.results[f"large_page_{shape}_kib"] = round(figures["page_bytes"] / 1024)
+    finally:
+        await stack.stop()

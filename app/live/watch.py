@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ class Watch:
         self._render_locks: dict[str, asyncio.Lock] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self.refresh_seconds = 0.0  # how long the last read took
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"watch-{self.workflow_id}")
@@ -54,7 +56,9 @@ class Watch:
                 await self._task
 
     async def _refresh(self) -> None:
+        started = time.monotonic()
         snapshot = await self.loader(self.workflow_id)
+        self.refresh_seconds = time.monotonic() - started
         self.snapshot = snapshot
         self.version += 1
         changed, self._next = self._next, asyncio.get_running_loop().create_future()
@@ -70,7 +74,11 @@ class Watch:
                 hint = await sub.get(timeout=30)
                 if hint is None:
                     continue  # idle; a periodic re-read is not needed, hints are reliable
-                await asyncio.sleep(COALESCE_SECONDS)
+                # Wait at least as long as the last read took: a 10,000-task workflow's read
+                # costs ~0.1-0.3 s, and under a steady stream of hints re-reading at once
+                # would keep the event loop busy with this one workflow. This way its reads
+                # take at most about half of the time, and a burst still costs one read.
+                await asyncio.sleep(max(COALESCE_SECONDS, min(self.refresh_seconds, 2.0)))
                 sub.drain()
                 try:
                     await self._refresh()

@@ -121,3 +121,23 @@
   document.addEventListener("DOMContentLoaded", sync);
   document.addEventListener("htmx:afterSettle", sync);
 })();
+
+// The workflow page's timeline keeps its latest events only (the list's data-keep): live
+// updates prepend new ones, and a 10,000-task workflow has tens of thousands. The "earlier
+// events" link then starts past the oldest event still shown.
+(function () {
+  function trimTimeline() {
+    var list = document.getElementById("timeline");
+    var keep = list && parseInt(list.dataset.keep || "", 10);
+    if (!keep || list.children.length <= keep) return;
+    while (list.children.length > keep) list.removeChild(list.lastElementChild);
+    var link = document.getElementById("events-earlier");
+    var oldest = list.lastElementChild && list.lastElementChild.dataset.event;
+    if (link && oldest) {
+      link.href = link.dataset.base + "?before=" + encodeURIComponent(oldest);
+      document.getElementById("events-earlier-wrap").hidden = false;
+    }
+  }
+  document.addEventListener("htmx:oobAfterSwap", trimTimeline);
+  document.addEventListener("htmx:sseMessage", trimTimeline);
+})();

@@ -349,6 +349,151 @@ class WorkflowService:
         )
         return [dict(r) for r in rows]
 
+    async def events_page(
+        self, workflow_id: str, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` events of the workflow older than event ``before`` (all when None),
+        newest first: the earlier pages of a page's timeline (visibility is checked by
+        callers)."""
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT e.id, e.at, e.status, e.source, e.reason, e.exit_code, t.name, t.retry
+                FROM task_event e JOIN task t ON t.id = e.task
+                WHERE e.workflow = $1 AND ($2::bigint IS NULL OR e.id < $2)
+                ORDER BY e.id DESC LIMIT $3
+                """,
+                workflow_id,
+                before,
+                limit,
+            )
+        return [dict(r) for r in rows]
+
+    async def graph(self, workflow_id: str) -> dict[str, Any]:
+        """The groups with their upstream and their tasks' names and statuses only: what the
+        graph draws, read in two narrow queries (a 10,000-task page must not build every
+        task's full row; visibility is checked by callers)."""
+        async with self.db.connection() as conn:
+            groups = await conn.fetch(
+                "SELECT id, name, position, status, upstream FROM task_group "
+                "WHERE workflow = $1 ORDER BY position",
+                workflow_id,
+            )
+            tasks = await conn.fetch(
+                """
+                SELECT DISTINCT ON (name) task_group, name, lead, status
+                FROM task WHERE workflow = $1 ORDER BY name, retry DESC
+                """,
+                workflow_id,
+            )
+        names = {g["position"]: g["name"] for g in groups}
+        by_group: dict[int, list[dict[str, Any]]] = {}
+        for t in tasks:
+            by_group.setdefault(t["task_group"], []).append(
+                {"name": t["name"], "lead": t["lead"], "status": t["status"]}
+            )
+        out = []
+        for g in groups:
+            members = by_group.get(g["id"], [])
+            if len(members) > 1:
+                members.sort(key=lambda t: (not t["lead"], t["name"]))
+            out.append(
+                {
+                    "name": g["name"],
+                    "status": g["status"],
+                    "upstream": [names[p] for p in g["upstream"]],
+                    "tasks": members,
+                }
+            )
+        return {"id": workflow_id, "groups": out}
+
+    async def page_header(
+        self, principal: Principal, workflow_id: str, spec_chars: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The workflow (its task totals left at 0: the page counts them from ``graph``) and
+        the first ``spec_chars`` characters of its spec as submitted and as rendered, with
+        their full lengths: a templated spec renders to a line per task. One read."""
+        pools = await self.pools.accessible(principal)
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                """
+                SELECT id, name, status, pool, owner, priority, submitted_at, started_at,
+                       ended_at, reason, labels,
+                       left(spec_text, $2) AS spec, length(spec_text) AS spec_length,
+                       left(rendered_spec, $2) AS rendered_spec,
+                       length(rendered_spec) AS rendered_spec_length
+                FROM workflow WHERE id = $1
+                """,
+                workflow_id,
+                spec_chars,
+            )
+        if row is None or row["pool"] not in pools:
+            raise NotFound(f"workflow '{workflow_id}' does not exist")
+        spec = {k: row[k] for k in ("spec", "spec_length", "rendered_spec", "rendered_spec_length")}
+        return _workflow_out(row, 0, 0), spec
+
+    async def task_rows(
+        self,
+        workflow_id: str,
+        status: str | None,
+        offset: int,
+        limit: int,
+        *,
+        with_counts: bool = True,
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """One page of the workflow's latest attempts in the order of the page's task table
+        (group position, leads first, then name), optionally of one status, and how many
+        tasks are in each status (unless ``with_counts`` is false: then {}; visibility is
+        checked by callers)."""
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                """
+                -- Order and page on narrow columns; read the full rows of the page only.
+                WITH latest AS (
+                    SELECT DISTINCT ON (name) id, task_group, name, lead, status
+                    FROM task WHERE workflow = $1 ORDER BY name, retry DESC
+                ), ordered AS (
+                    SELECT l.id, l.lead, l.name, g.position, g.name AS group_name, l.status,
+                           count(*) OVER (PARTITION BY l.task_group) AS group_size
+                    FROM latest l JOIN task_group g ON g.id = l.task_group
+                ), page AS (
+                    SELECT * FROM ordered WHERE $2::text IS NULL OR status = $2
+                    ORDER BY position, NOT lead, name COLLATE "C"  -- Python's order too
+                    OFFSET $3 LIMIT $4
+                )
+                SELECT t.id, t.task_group, t.name, t.lead, t.retry, t.status, t.exit_code,
+                       t.reason, t.backend, t.node, t.processing_at, t.scheduling_at,
+                       t.started_at, t.ended_at, t.spec->>'image' AS image,
+                       p.group_name, p.group_size
+                FROM page p JOIN task t ON t.id = p.id
+                ORDER BY p.position, NOT p.lead, p.name COLLATE "C"
+                """,
+                workflow_id,
+                status,
+                offset,
+                limit,
+            )
+            counts = []
+            if with_counts:
+                counts = await conn.fetch(
+                    """
+                    SELECT status, count(*) AS n
+                    FROM (SELECT DISTINCT ON (name) status FROM task WHERE workflow = $1
+                          ORDER BY name, retry DESC) t
+                    GROUP BY status
+                    """,
+                    workflow_id,
+                )
+        page = [
+            {
+                "group": r["group_name"],
+                "task": _task_out(r),
+                "lead_shown": r["lead"] and r["group_size"] > 1,
+            }
+            for r in rows
+        ]
+        return page, {r["status"]: r["n"] for r in counts}
+
     async def resubmit(self, principal: Principal, workflow_id: str) -> dict[str, Any]:
         """Submit the same spec again, with the same values, pool and priority."""
         pools = await self.pools.accessible(principal)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -17,19 +18,26 @@ from urllib.parse import urlencode
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
-from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Template
+from litestar.params import Body, Parameter, QueryParameter
+from litestar.response import (
+    Redirect,
+    Response,
+    ServerSentEvent,
+    ServerSentEventMessage,
+    Template,
+)
 
 from app.auth.middleware import principal_of
 from app.bounds import refuse_nul, text_query
 from app.errors import Forbidden, Invalid, NotFound
 from app.live.events import PING_SECONDS, SharedMessage
+from app.spec.errors import SpecIssue
 from app.templating import render_block
 from app.templating import template_environment as templating_env
 from app.web import flash, page
-from app.workflows.dag import render_dag
+from app.workflows.dag import MAX_EXPAND, render_dag
 from app.workflows.service import WorkflowService
-from app.workflows.states import PRIORITIES, WorkflowStatus
+from app.workflows.states import PRIORITIES, Status, WorkflowStatus
 
 __all__ = ("WorkflowViews",)
 
@@ -39,6 +47,8 @@ EXPAND = Parameter(default=None, max_items=1000)
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 MultiForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 UploadForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+# ?page= of the task table; a bound keeps OFFSET in range (no workflow has that many pages).
+TaskPage = Annotated[int, QueryParameter(name="page", ge=1, le=100_000)]
 _LIST_COALESCE = 0.25
 _TICK = 10.0  # while rows run, their durations are refreshed this often
 _SORT_LABELS = [
@@ -92,6 +102,116 @@ def _banner(count: int, query: str) -> str:
         f'<div id="new-banner" class="flash info" hx-swap-oob="true" role="status">'
         f'<a href="/workflows?{html.escape(query)}">{count} new workflow{plural}: show</a></div>'
     )
+
+
+# A large workflow's page stays small: one page of its task table, the latest events, the start
+# of its spec, and a bounded graph (app/workflows/dag.py).
+TASK_PAGE_SIZE = 200
+TIMELINE_SIZE = 100  # latest events on the page; earlier ones at /workflows/{id}/events
+SPEC_SHOWN = 20_000  # characters of each spec shown inline
+_MAX_EXPAND_KEY = 300
+_STATUS_ORDER = {s.value: i for i, s in enumerate(Status)}
+
+
+def _table_view(expand: list[str] | None, status: str | None) -> tuple[frozenset[str], str | None]:
+    """The graph's open nodes and the task table's status filter, refused when unbounded."""
+    keys = frozenset(expand or [])
+    status = status or None  # an empty filter (a cleared form field) is no filter
+    if len(keys) > MAX_EXPAND or any(len(k) > _MAX_EXPAND_KEY for k in keys):
+        raise Invalid(
+            f"at most {MAX_EXPAND} graph nodes can be expanded at once",
+            [SpecIssue("expand", None, f"pass at most {MAX_EXPAND} expand values")],
+        )
+    if status is not None and status not in _STATUS_ORDER:
+        raise Invalid(
+            f"status {status[:40]!r} is not a task status",
+            [SpecIssue("status", None, f"use one of {', '.join(_STATUS_ORDER)}")],
+        )
+    return keys, status
+
+
+def _detail_query(expand: frozenset[str], status: str | None, number: int = 1) -> str:
+    pairs = [("expand", k) for k in sorted(expand)]
+    if status:
+        pairs.append(("status", status))
+    if number > 1:
+        pairs.append(("page", str(number)))
+    return urlencode(pairs)
+
+
+def _snapshot_rows(
+    wf: dict[str, Any], number: int, status: str | None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Page ``number`` of the snapshot's tasks (in group order, leads first) and the totals
+    per status, as ``WorkflowService.task_rows`` reads them from the database. Only the
+    page's rows are built; the rest are counted."""
+    counts: Counter[str] = Counter()
+    matched = 0
+    start = (number - 1) * TASK_PAGE_SIZE
+    rows: list[dict[str, Any]] = []
+    for g in wf.get("groups", []):
+        size = len(g["tasks"])
+        for t in g["tasks"]:
+            counts[t["status"]] += 1
+            if status is not None and t["status"] != status:
+                continue
+            if start <= matched < start + TASK_PAGE_SIZE:
+                rows.append({"group": g["name"], "task": t, "lead_shown": t["lead"] and size > 1})
+            matched += 1
+    return rows, dict(counts)
+
+
+def _pages(counts: dict[str, int], status: str | None) -> int:
+    matched = counts.get(status, 0) if status else sum(counts.values())
+    return max(1, -(-matched // TASK_PAGE_SIZE))
+
+
+def _task_page(
+    workflow_id: str,
+    rows: list[dict[str, Any]],
+    counts: dict[str, int],
+    number: int,
+    status: str | None,
+    expand: frozenset[str],
+) -> dict[str, Any]:
+    """The task table's page ``number``: its rows, totals per status, and the links to the
+    other pages and filters (plain links: they work without JavaScript and under hx-boost).
+
+    Offset paging in a fixed order (group position, leads first, name): the order does not
+    depend on status, so a task stays on its page while the workflow runs.
+    """
+    pages = _pages(counts, status)
+    start = (number - 1) * TASK_PAGE_SIZE
+    base = f"/workflows/{workflow_id}"
+
+    def link(query: str) -> str:
+        return f"{base}{'?' + query if query else ''}#tasks"
+
+    return {
+        "rows": rows,
+        "page": number,
+        "pages": pages,
+        "total": counts.get(status, 0) if status else sum(counts.values()),
+        "all_total": sum(counts.values()),
+        "first": start + 1 if rows else 0,
+        "last": start + len(rows),
+        "status": status,
+        "counts": sorted(counts.items(), key=lambda kv: _STATUS_ORDER.get(kv[0], 99)),
+        "links": {
+            "first": link(_detail_query(expand, status, 1)) if number > 1 else None,
+            "prev": link(_detail_query(expand, status, number - 1)) if number > 1 else None,
+            "next": link(_detail_query(expand, status, number + 1)) if number < pages else None,
+            "last": link(_detail_query(expand, status, pages)) if number < pages else None,
+            "by_status": {s: link(_detail_query(expand, s)) for s in counts},
+            "all": link(_detail_query(expand, None)),
+        },
+    }
+
+
+def _earlier_events(workflow_id: str, timeline: list[dict[str, Any]]) -> str | None:
+    if len(timeline) <= TIMELINE_SIZE:
+        return None
+    return f"/workflows/{workflow_id}/events?before={timeline[TIMELINE_SIZE - 1]['id']}"
 
 
 class WorkflowViews(Controller):
@@ -241,22 +361,75 @@ class WorkflowViews(Controller):
         request: Request[Any, Any, Any],
         workflow_id: str = WORKFLOW_ID,
         expand: list[str] | None = EXPAND,
+        task_page: TaskPage = 1,
+        status: str | None = None,
     ) -> Template:
         service: WorkflowService = request.app.state.workflows
         principal = principal_of(request)
-        spec = await service.spec_of(principal, workflow_id)  # also checks visibility
-        wf = await service.snapshot(workflow_id)
-        if wf is None:
-            raise NotFound(f"workflow '{workflow_id}' does not exist")
-        keys = frozenset(expand or [])
+        keys, status = _table_view(expand, status)
+        # Narrow reads, not the full snapshot: a 10,000-task workflow's page reads the graph
+        # as names and statuses (which also give the totals), one page of task rows, the
+        # latest events and the start of the spec.
+        wf, spec = await service.page_header(principal, workflow_id, SPEC_SHOWN)
+        graph = await service.graph(workflow_id)
+        counts = dict(Counter(t["status"] for g in graph["groups"] for t in g["tasks"]))
+        wf["tasks_total"] = sum(counts.values())
+        wf["tasks_completed"] = counts.get("COMPLETED", 0)
+        task_page = min(task_page, _pages(counts, status))  # past the end: the last page
+        offset = (task_page - 1) * TASK_PAGE_SIZE
+        rows, _ = await service.task_rows(
+            workflow_id, status, offset, TASK_PAGE_SIZE, with_counts=False
+        )
+        tp = _task_page(workflow_id, rows, counts, task_page, status, keys)
+        timeline = await service.events_page(workflow_id, None, TIMELINE_SIZE + 1)
         return page(
             request,
             "workflows/detail.html",
             wf=wf,
             spec=spec,
-            dag_svg=render_dag(wf, keys, f"/workflows/{workflow_id}"),
-            expand_query=urlencode([("expand", k) for k in sorted(keys)]),
+            spec_shown=SPEC_SHOWN,
+            tp=tp,
+            timeline=timeline[:TIMELINE_SIZE],
+            timeline_size=TIMELINE_SIZE,
+            earlier_events=_earlier_events(workflow_id, timeline),
+            dag_svg=render_dag(graph, keys, f"/workflows/{workflow_id}"),
+            live_query=_detail_query(keys, status, tp["page"]),
         )
+
+    @get("/workflows/{workflow_id:str}/events")
+    async def events_page(
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str = WORKFLOW_ID,
+        before: Annotated[int | None, QueryParameter(ge=1, le=2**63 - 1)] = None,
+    ) -> Template:
+        """The workflow's events, newest first, ``TIMELINE_SIZE`` at a time."""
+        service: WorkflowService = request.app.state.workflows
+        wf = await service.get(principal_of(request), workflow_id, with_groups=False)
+        events = await service.events_page(workflow_id, before, TIMELINE_SIZE + 1)
+        earlier = None
+        if len(events) > TIMELINE_SIZE:
+            events = events[:TIMELINE_SIZE]
+            earlier = f"/workflows/{workflow_id}/events?before={events[-1]['id']}"
+        return page(
+            request, "workflows/events.html", wf=wf, events=events, before=before, earlier=earlier
+        )
+
+    @get("/workflows/{workflow_id:str}/spec.txt")
+    async def spec_text(
+        self,
+        request: Request[Any, Any, Any],
+        workflow_id: str = WORKFLOW_ID,
+        which: str = Parameter(default="spec", max_length=20),
+    ) -> Response[str]:
+        """The whole spec as plain text (the page shows only its start)."""
+        if which not in ("spec", "rendered_spec"):
+            raise Invalid(
+                "which must be spec or rendered_spec",
+                [SpecIssue("which", None, "use spec or rendered_spec")],
+            )
+        spec = await request.app.state.workflows.spec_of(principal_of(request), workflow_id)
+        return Response(spec[which], media_type="text/plain; charset=utf-8")
 
     @get("/workflows/{workflow_id:str}/live")
     async def detail_live(
@@ -264,24 +437,35 @@ class WorkflowViews(Controller):
         request: Request[Any, Any, Any],
         workflow_id: str = WORKFLOW_ID,
         expand: list[str] | None = EXPAND,
+        task_page: TaskPage = 1,
+        status: str | None = None,
     ) -> ServerSentEvent:
-        """One shared message per change: out-of-band swaps of the blocks that changed."""
+        """One shared message per change: out-of-band swaps of the blocks that changed.
+
+        Viewers of the same view (graph nodes open, page and filter of the task table) share
+        one render per change; each render holds only that page of tasks and a bounded graph.
+        """
         service: WorkflowService = request.app.state.workflows
         await service.get(principal_of(request), workflow_id, with_groups=False)  # visibility
         watches = request.app.state.watches
-        keys = frozenset(expand or [])
-        expand_key = ",".join(sorted(keys))
+        keys, status = _table_view(expand, status)
+        view_key = f"{','.join(sorted(keys))}|{status or ''}|{task_page}"
         base = f"/workflows/{workflow_id}"
 
         def blocks(wf: dict[str, Any]) -> dict[str, Any]:
+            number = min(task_page, _pages(_snapshot_rows(wf, 1, None)[1], status))
+            rows, counts = _snapshot_rows(wf, number, status)
+            tp = _task_page(workflow_id, rows, counts, number, status, keys)
             out: dict[str, Any] = {
-                name: _one_line(render_block("workflows/detail.html", name, {"wf": wf}))
-                for name in ("header", "tasks")
+                "header": _one_line(render_block("workflows/detail.html", "header", {"wf": wf})),
+                "tasks": _one_line(
+                    render_block("workflows/detail.html", "tasks", {"wf": wf, "tp": tp})
+                ),
             }
             out["dag"] = _one_line(render_dag(wf, keys, base))
             out["events"] = [
                 (e["id"], _one_line(render_block("workflows/detail.html", "event", {"e": e})))
-                for e in wf.get("timeline", [])
+                for e in wf.get("timeline", [])[:TIMELINE_SIZE]
             ]
             out["terminal"] = bool(wf.get("terminal"))
             if out["terminal"]:
@@ -291,13 +475,13 @@ class WorkflowViews(Controller):
             return out
 
         async def message(watch: Any, last_version: int) -> SharedMessage:
-            current = await watch.render(f"blocks:{expand_key}", blocks)
-            before = watch.previous(f"blocks:{expand_key}")
+            current = await watch.render(f"blocks:{view_key}", blocks)
+            before = watch.previous(f"blocks:{view_key}")
             if before is not None and before[0] == last_version:
                 return await watch.render(
-                    f"delta:{expand_key}", lambda _: _update(current, before[1])
+                    f"delta:{view_key}", lambda _: _update(current, before[1])
                 )
-            return await watch.render(f"full:{expand_key}", lambda _: _update(current, None))
+            return await watch.render(f"full:{view_key}", lambda _: _update(current, None))
 
         async def fragments() -> AsyncIterator[ServerSentEventMessage]:
             async with watches.watch(workflow_id) as watch:

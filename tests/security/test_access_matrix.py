@@ -270,6 +270,12 @@ MATRIX: dict[str, Row] = {
     "GET /workflows/{workflow_id:str}/live": Row(
         "person", get(_wf("/workflows/{id}/live")), stream=True
     ),
+    "GET /workflows/{workflow_id:str}/events": Row(
+        "person", get(_wf("/workflows/{id}/events?before=1000000"))
+    ),
+    "GET /workflows/{workflow_id:str}/spec.txt": Row(
+        "person", get(_wf("/workflows/{id}/spec.txt?which=rendered_spec"))
+    ),
     "POST /workflows/{workflow_id:str}/cancel": Row("owner", _cancel_page),
     "POST /workflows/{workflow_id:str}/resubmit": Row("person", _resubmit),
     "GET /workflows/{workflow_id:str}/tasks/{task:str}/logs": Row("person", get(_wf(LOG))),
