@@ -2,12 +2,14 @@
 
 Cleartext URLs use HTTP/2 with prior knowledge (``http1=False``); https URLs negotiate h2 with
 ALPN. Idempotent calls (events, logs, heartbeat) are retried with backoff and jitter; opening a
-session is not, since the loop opens a new one when anything goes wrong.
+session is not, since the loop opens a new one when anything goes wrong. Importing this module
+fixes an HTTP/2 upload stall of httpcore (below).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import ssl
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
+from httpcore._async.http2 import AsyncHTTP2Connection
 
 from runner import protocol as p
 
@@ -22,6 +25,75 @@ __all__ = ("AuthError", "RunnerClient", "SessionGone", "backoff")
 
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
+
+
+# -- httpcore's HTTP/2 upload stall (pydantic/httpx2#1133, fix proposed in #1163) -------------
+#
+# httpcore 1.0.9 waits for flow-control window in ``_wait_for_outgoing_flow`` by calling
+# ``_receive_events()``, which takes the connection's read lock and then always reads from the
+# socket. The runner's NDJSON stream is nearly always inside that lock, blocked in a read. So
+# when a log upload (up to 1 MiB, about 1.4 MB of JSON, against the 65,535-byte window a server
+# or an ingress grants by default) runs out of window, it queues for the lock; the stream's read
+# receives the WINDOW_UPDATE it waits for, and the upload then takes the lock and reads again
+# for an update that already came. The server has nothing more to send (it waits for the rest
+# of the body), so the upload sits until some other frame arrives (a heartbeat's answer, a
+# ping) or its read timeout fires, and a read timeout fails every stream of the connection,
+# the NDJSON stream included (tests/runner/test_flow_control.py). A bigger window on our
+# server would not remove it: runners often reach the control plane through an ingress
+# (deploy/base/control-plane/ingress.yaml) that grants its own windows. The fault is in the
+# client, so it is fixed there, as upstream proposes: a task that waits for window, once it
+# holds the read lock, reads from the network only while its window is still empty.
+#
+# Done by replacing two methods of httpcore's connection class, for the whole process (`gantry
+# dev` runs a runner beside the server): elsewhere it changes nothing but skipping a read that
+# would wait for credit already granted. pyproject.toml bounds httpcore to the 1.0 series these
+# internals are from, and this import fails loudly if they move.
+
+for _name in ("_wait_for_outgoing_flow", "_receive_events", "_read_incoming_data"):
+    if not callable(getattr(AsyncHTTP2Connection, _name, None)):  # pragma: no cover
+        raise ImportError(
+            f"httpcore's AsyncHTTP2Connection has no {_name}: review runner/client.py"
+        )
+
+_waiting_for_window: contextvars.ContextVar[tuple[AsyncHTTP2Connection, int] | None] = (
+    contextvars.ContextVar("gantry_waiting_for_window", default=None)
+)
+_httpcore_read_incoming_data = AsyncHTTP2Connection._read_incoming_data
+
+
+def _outgoing_flow(connection: AsyncHTTP2Connection, stream_id: int) -> int:
+    """How many bytes ``stream_id`` may send now (its and the connection's window, one frame)."""
+    state = connection._h2_state
+    return min(state.local_flow_control_window(stream_id), state.max_outbound_frame_size)
+
+
+async def _wait_for_outgoing_flow(self: AsyncHTTP2Connection, request: Any, stream_id: int) -> int:
+    # httpcore's loop, but ``<= 0``: a SETTINGS frame that lowers INITIAL_WINDOW_SIZE can make a
+    # window negative (httpcore#1082), which h2 refuses to send into.
+    flow = _outgoing_flow(self, stream_id)
+    if flow > 0:
+        return flow
+    token = _waiting_for_window.set((self, stream_id))
+    try:
+        while flow <= 0:
+            await self._receive_events(request)  # reads, under the read lock, via the below
+            flow = _outgoing_flow(self, stream_id)
+    finally:
+        _waiting_for_window.reset(token)
+    return flow
+
+
+async def _read_incoming_data(self: AsyncHTTP2Connection, request: Any) -> list[Any]:
+    # Called by ``_receive_events`` with the read lock held. If this task only waits for window
+    # and a read another stream made while this one queued for the lock brought it, do not read.
+    waiting = _waiting_for_window.get()
+    if waiting is not None and waiting[0] is self and _outgoing_flow(self, waiting[1]) > 0:
+        return []
+    return await _httpcore_read_incoming_data(self, request)
+
+
+AsyncHTTP2Connection._wait_for_outgoing_flow = _wait_for_outgoing_flow  # type: ignore[method-assign]
+AsyncHTTP2Connection._read_incoming_data = _read_incoming_data  # type: ignore[method-assign]
 
 
 class SessionGone(Exception):
