@@ -209,7 +209,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="1",
             description="Submit and watch OSMO-format workflows; runners connect over HTTP/2.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[
+                # Swagger UI 5.18.2 from npm's swagger-ui-dist, vendored like htmx: the page
+                # must work without reaching a CDN (air-gapped clusters, and our CSP).
+                SwaggerRenderPlugin(
+                    js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+                    css_url="/static/vendor/swagger-ui/swagger-ui.css",
+                    standalone_preset_js_url=(
+                        "/static/vendor/swagger-ui/swagger-ui-standalone-preset.js"
+                    ),
+                    favicon="<link rel='icon' type='image/svg+xml' href='/static/favicon.svg'>",
+                )
+            ],
         ),
         before_request=_refuse_nul_in_url,
         exception_handlers={

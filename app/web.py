@@ -66,13 +66,15 @@ CONTENT_SECURITY_POLICY = (
     "img-src 'self' data:; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
     "object-src 'none'"
 )
-# The OpenAPI explorer (Litestar's Swagger page) is an inline script that loads Swagger UI
-# from jsDelivr; it holds no form of ours, so it alone gets a policy that lets it run.
+# The OpenAPI explorer (Litestar's Swagger page, at /schema and /schema/swagger) starts Swagger
+# UI (vendored under /static) with an inline script; it holds no form of ours, so it alone gets
+# a policy that lets that script run.
 _SWAGGER_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
 )
+_SWAGGER_PATHS = ("/schema", "/schema/", "/schema/swagger")
 _COMMON_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
@@ -85,7 +87,7 @@ async def security_headers(message: Message, scope: Scope) -> None:
     if message["type"] != "http.response.start":
         return
     path = scope.get("path", "")
-    policy = _SWAGGER_POLICY if path.startswith("/schema/swagger") else CONTENT_SECURITY_POLICY
+    policy = _SWAGGER_POLICY if path in _SWAGGER_PATHS else CONTENT_SECURITY_POLICY
     headers = [
         (name, value)
         for name, value in message.get("headers", [])

@@ -63,3 +63,18 @@ async def test_pages_run_under_the_policy_without_violations(
     red = page.locator("#log span[style]", has_text="true red")
     assert await red.evaluate("e => getComputedStyle(e).color") == "rgb(255, 0, 0)"
     assert not refused, refused
+
+
+async def test_the_api_explorer_renders_offline_under_its_policy(
+    browser: Any, server: InProcessServer
+) -> None:
+    """/schema is Swagger UI from /static (no CDN): it lists the operations, nothing refused."""
+    page = await signed_in(browser, server)
+    await page.goto(f"{server.base}/login")  # leave the live list: its stream ends on leaving
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
+    for path in ("/schema", "/schema/swagger"):
+        await page.goto(f"{server.base}{path}")
+        await page.locator(".opblock-summary-path", has_text="/api/v1/workflows").first.wait_for()
+    assert not problems, problems
