@@ -2,7 +2,7 @@
 
 The local executor keeps one network namespace per task group (see ``LocalExecutor._network``).
 ``enter DIR`` is what ``runner.supervise`` starts instead of bwrap. It reads ``DIR/argv.json`` and prepares what bwrap itself cannot do, then replaces
-itself with bwrap (``execve``, with the task's clean environment):
+itself with bwrap (``execve`` with a fixed environment of ours; bwrap gives the task its own):
 
 - as root: the bind sources (the attempt's ``output`` and ``files``, its inputs) lie in the
   runner's data directory, which the sandbox user may not traverse (and must not: it holds
@@ -29,6 +29,7 @@ from pathlib import Path
 __all__ = ("STAGE", "main")
 
 STAGE = "/tmp/gantry-stage"  # inside a private mount namespace, see _stage()
+_BWRAP_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # bwrap's own, never the task's
 
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWNET = 0x40000000
@@ -78,7 +79,14 @@ def enter(directory: str) -> int:
             os.setgroups([])
             os.setgid(box["gid"])
             os.setuid(box["uid"])
-        os.execve(argv[0], argv, spec["env"])  # noqa: S606 - bwrap, by absolute path
+        # bwrap starts in the host's namespaces, so it must not run with the task's
+        # environment: LD_PRELOAD or LD_LIBRARY_PATH there would run the task's code outside
+        # the sandbox (found by a hostile test). bwrap gets a fixed one of ours, and sets the
+        # task's only for the task, inside (--clearenv, --setenv).
+        task_env = ["--clearenv"]
+        for name, value in spec["env"].items():
+            task_env += ["--setenv", name, value]
+        os.execve(argv[0], [argv[0], *task_env, *argv[1:]], _BWRAP_ENV)  # noqa: S606 - bwrap, by absolute path
     except OSError as exc:
         message = f"could not set up the task's sandbox: {exc}"
         print(f"gantry sandbox: {message}", file=sys.stderr)

@@ -505,3 +505,57 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
     assert Settings.from_env({"GANTRY_SECRET_KEY": "plain"}).secret_key == "plain"
     with pytest.raises(SettingsError, match="GANTRY_SECRET_KEY_FILE"):
         Settings.from_env({"GANTRY_SECRET_KEY_FILE": str(tmp_path / "missing")})
+
+
+PRELOAD_C = r"""
+#include <fcntl.h>
+#include <unistd.h>
+__attribute__((constructor)) static void mark(void) {
+    int fd = open(MARKER, O_WRONLY | O_CREAT | O_APPEND, 0666);
+    if (fd >= 0) { write(fd, "ran\n", 4); close(fd); }
+}
+"""
+
+
+async def test_a_tasks_environment_does_not_reach_the_sandboxs_launcher(
+    bwrap: str, hostile_stack: Stack, database_url: str, tmp_path: Path
+) -> None:
+    """LD_PRELOAD in a task's environment must load nothing before bwrap has isolated it.
+
+    The library lies on the host, readable by anyone, and writes a marker on the host when
+    loaded; inside the sandbox neither path exists, so a marker means code ran outside it.
+    """
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        pytest.skip("no C compiler to build the preload library")
+    host = Path(tempfile.mkdtemp(prefix="gantry-preload-", dir="/opt"))
+    try:
+        host.chmod(0o777)
+        marker = host / "marker"
+        source = host / "p.c"
+        source.write_text(PRELOAD_C)
+        library = host / "p.so"
+        subprocess.run(
+            [gcc, "-shared", "-fPIC", f'-DMARKER="{marker}"', "-o", str(library), str(source)],
+            check=True,
+        )
+        library.chmod(0o755)
+        spec = f"""\
+workflow:
+  name: preload
+  tasks:
+  - name: t
+    image: x
+    command: [sh, -c, "echo task-ran"]
+    environment: {{LD_PRELOAD: "{library}", LD_LIBRARY_PATH: "{host}"}}
+"""
+        mallory = await _user_token(database_url, "mallory")
+        async with hostile_stack.client(token=mallory) as client:
+            wid = await submit(client, spec)
+            wf = await wait_for(client, wid, timeout=90)
+            log = (await client.get(f"/api/v1/workflows/{wid}/tasks/t/logs")).text
+        assert wf["status"] == "COMPLETED", (wf, log)
+        assert "task-ran" in log
+        assert not marker.exists(), "the task's LD_PRELOAD ran code outside the sandbox"
+    finally:
+        shutil.rmtree(host, ignore_errors=True)
