@@ -41,7 +41,10 @@ def _span(seconds: float | None) -> str:
 def _duration(start: datetime | None, end: datetime | None = None) -> str:
     if start is None:
         return "—"
-    return _span(((end or datetime.now(UTC)) - start).total_seconds())
+    try:
+        return _span(((end or datetime.now(UTC)) - start).total_seconds())
+    except (TypeError, OverflowError):  # a stored time no clock gives: never break the page
+        return "—"
 
 
 def _ts(value: datetime | None) -> str:

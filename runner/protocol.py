@@ -14,7 +14,7 @@ else is shared. Paths are under ``/api/runner/v1``; every request carries
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import msgspec
@@ -254,8 +254,25 @@ def fit_report_text(text: str | None, most: int) -> str | None:
     return text if len(text) <= most else text[: most - 1] + "…"
 
 
-def report_problem(report: StateReport, reportable: set[str] | frozenset[str]) -> str | None:
+# How far a report's time may lie from the control plane's clock: a runner reports late after
+# a disconnect (work goes on meanwhile), and clocks drift; beyond that the time is not a time
+# of this attempt, and stored it would break every duration shown (`-infinity`, year 1).
+REPORT_TIME_PAST = timedelta(days=30)
+REPORT_TIME_FUTURE = timedelta(hours=1)
+
+
+def report_problem(
+    report: StateReport, reportable: set[str] | frozenset[str], now: datetime | None = None
+) -> str | None:
     """Why the control plane cannot apply ``report`` (None: it can)."""
+    if report.time.tzinfo is None:
+        return "time has no UTC offset; send ISO 8601 with Z or +00:00"
+    now = now or datetime.now(UTC)
+    if not now - REPORT_TIME_PAST <= report.time <= now + REPORT_TIME_FUTURE:
+        return (
+            f"time {report.time.isoformat()} is not within 30 days before and 1 hour after "
+            f"the control plane's clock ({now.isoformat(timespec='seconds')})"
+        )
     if report.status not in reportable:
         return (
             f"status {report.status!r} cannot be reported by a runner; "

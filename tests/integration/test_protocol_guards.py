@@ -219,3 +219,38 @@ async def test_nothing_is_dispatched_without_a_connected_runner(
     await asyncio.sleep(1.5)
     wf = (await api.get(f"/api/v1/workflows/{wid}")).json()
     assert task_of(wf, "t")["status"] == "PROCESSING" and wf["status"] == "PENDING"
+
+
+async def test_a_report_time_no_clock_gives_is_refused_and_the_page_stays_up(
+    server: InProcessServer, api: httpx.AsyncClient
+) -> None:
+    """Year 1 and year 9999 became -infinity and infinity in PostgreSQL and made the workflow's
+    page a 500 for everyone (a hostile test); such a report is refused for that item."""
+    runner = FakeRunner(server)
+    try:
+        await runner.hello()
+        wid = await submit(api, ONE)
+        (launch,) = await runner.launches(1)
+        attempt, epoch = launch.attempt.id, launch.epoch
+        batch = {"events": [
+            {"attempt": attempt, "epoch": epoch, "status": "RUNNING", "time": "0001-01-01T00:00:00Z"},
+            {"attempt": attempt, "epoch": epoch, "status": "COMPLETED", "exit_code": 0,
+             "time": "9999-12-31T23:59:59.999999Z"},
+            {"attempt": attempt, "epoch": epoch, "status": "COMPLETED", "exit_code": 0,
+             "time": "2026-12-01T12:00:00"},
+        ]}  # fmt: skip
+        r = await runner.http.post(f"/sessions/{runner.sid}/events", json=batch)
+        assert r.status_code == 200, r.text
+        reply = msgspec.json.decode(r.content, type=p.EventReply)
+        assert [x.path for x in reply.refused] == ["events[0]", "events[1]", "events[2]"]
+        assert "not within 30 days" in reply.refused[0].reason
+        assert "UTC offset" in reply.refused[2].reason
+        assert not reply.results
+        done = await runner.report(attempt, "COMPLETED", epoch=epoch, exit_code=0)
+        assert [x.outcome for x in done.results] == ["applied"]
+        wf = await wait_for(api, wid, timeout=20)
+        assert wf["status"] == "COMPLETED"
+        page = await api.get(f"/workflows/{wid}", headers={"accept": "text/html"})
+        assert page.status_code == 200
+    finally:
+        await runner.close()
