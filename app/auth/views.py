@@ -11,7 +11,7 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from app.auth.middleware import principal_of
-from app.auth.service import AuthService
+from app.auth.service import AuthService, SignInBusy
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
 from app.auth.throttle import Refused, SignInThrottle
 from app.bounds import id_path, refuse_nul, text_query
@@ -55,7 +55,18 @@ class AuthViews(Controller):
         attempt = await throttle.begin(username, address)
         if isinstance(attempt, Refused):
             return _too_many(request, data, username, attempt)
-        principal = await auth.check_password(username, data.get("password") or "")
+        try:
+            principal = await auth.check_password(username, data.get("password") or "")
+        except SignInBusy:
+            return page(
+                request,
+                "auth/login.html",
+                status_code=503,
+                headers={"retry-after": "5"},
+                next=_safe_next(data.get("next")),
+                error="Too many sign-ins at once right now; try again in a few seconds.",
+                username=username,
+            )
         if principal is None:
             return page(
                 request,
