@@ -42,6 +42,7 @@ from app.workflows.states import PRIORITIES, Status, WorkflowStatus
 __all__ = ("WorkflowViews",)
 
 WORKFLOW_ID = text_query(80)
+MAX_BULK_CANCEL = 500
 EXPAND = Parameter(default=None, max_items=1000)
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -337,8 +338,13 @@ class WorkflowViews(Controller):
         refuse_nul({"ids": 80 * 1000, "reason": 4000}, ids=" ".join(map(str, ids)),
                    reason=data.get("reason"), back=data.get("back"))  # fmt: skip
         reason = str(data.get("reason") or "").strip()[:500]
+        if len(ids) > MAX_BULK_CANCEL:  # a page shows at most 500 rows; more is no one's click
+            raise Invalid(
+                f"select at most {MAX_BULK_CANCEL} workflows to cancel at once, not {len(ids)}",
+                [SpecIssue("ids", None, f"at most {MAX_BULK_CANCEL}")],
+            )
         done, refused = [], []
-        for workflow_id in ids:
+        for workflow_id in dict.fromkeys(ids):
             try:
                 await service.cancel(principal, workflow_id, reason, force=False)
                 done.append(workflow_id)
