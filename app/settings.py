@@ -85,7 +85,7 @@ class Settings:
     template_memory: int = 256 * 1024 * 1024
     max_tasks_per_workflow: int = 10_000  # inclusive; more is refused at submission and dry run
     db_pool_size: int = 20
-    # Per-user limits (docs/security/limits.md); 0 turns one off.
+    # Per-user limits (docs/security.md); 0 turns one off.
     max_queued_per_user: int = 1000
     max_submissions_per_minute: int = 120
     max_streams_per_user: int = 50
