@@ -160,7 +160,8 @@ def parse_spec(
     if max_tasks is not None and node is not None:
         _check_task_count(_count_tasks(node), max_tasks, line_map)
     loaded = construct_yaml(node, line_map)
-    loaded.data = _restore(loaded.data, shielded)
+    if shielded.tokens:  # nothing to put back otherwise: skip a walk over every value
+        loaded.data = _restore(loaded.data, shielded)
     spec = validate(loaded)
     plan = make_plan(spec, loaded)
     if max_tasks is not None:  # exact, whatever merge keys did to the count above
