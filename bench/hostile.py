@@ -137,7 +137,7 @@ async def _measure(
     }
 
 
-async def healthz_under_hostile(bench: Any, seconds: float = 8.0) -> None:
+async def healthz_under_hostile(bench: Any, seconds: float = 8.0, only: str | None = None) -> None:
     """Adds healthz_p99_ms_<scenario> (and details) to ``bench.results``."""
     stack: Stack = await bench.stack("hostile")
     try:
@@ -145,6 +145,8 @@ async def healthz_under_hostile(bench: Any, seconds: float = 8.0) -> None:
         bench.results["healthz_p50_ms_idle"] = idle["p50_ms"]
         bench.results["healthz_p99_ms_idle"] = idle["p99_ms"]
         for name, (spec, dry_run, page) in SCENARIOS.items():
+            if only is not None and name != only:
+                continue
             got = await _measure(stack, spec, dry_run, page, seconds)
             bench.results[f"healthz_p50_ms_{name}"] = got["p50_ms"]
             bench.results[f"healthz_p99_ms_{name}"] = got["p99_ms"]
@@ -207,7 +209,7 @@ async def main(args: argparse.Namespace) -> int:
     await databases.make_template()
     bench = _Bench(databases, Path(tempfile.mkdtemp(prefix="gantry-bench-hostile-")))
     try:
-        await healthz_under_hostile(bench, seconds=args.seconds)
+        await healthz_under_hostile(bench, seconds=args.seconds, only=args.only)
     finally:
         await databases.drop_all()
     print(_table(bench.results))
@@ -229,4 +231,5 @@ if __name__ == "__main__":
         default=8.0,
         help="how long each scenario keeps hostile requests in flight",
     )
+    parser.add_argument("--only", choices=sorted(SCENARIOS), help="run one scenario (and idle)")
     sys.exit(asyncio.run(main(parser.parse_args())))
