@@ -27,7 +27,7 @@ from app.spec.plan import Plan, PlannedGroup, PlannedTask, substitute_tokens
 from app.spec.quantities import format_bytes
 from app.spec.template import TemplateRenderer
 from app.workflows.states import PRIORITIES, TERMINAL, WORKFLOW_ALIVE, Status
-from app.workflows.transitions import end_groups, lock_workflow, record_events
+from app.workflows.transitions import end_groups, lock_workflow
 
 __all__ = ("WorkflowService",)
 
@@ -189,7 +189,10 @@ class WorkflowService:
                 _json.encode(set_values).decode(),
                 _json.encode(plan.labels).decode(),
             )
-            group_ids = await conn.fetch(
+            # Groups, tasks and their first events in three set-based statements; the task
+            # rows find their group by position, and the events are read from the new task
+            # rows, so no id makes a round trip through Python.
+            await conn.execute(
                 """
                 INSERT INTO task_group (workflow, name, position, status, upstream, lead_task,
                                         ignore_nonlead, barrier, exec_timeout, queue_timeout,
@@ -199,7 +202,6 @@ class WorkflowService:
                 FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
                             $7::bool[], $8::bool[]) AS x(n, p, s, u, l, i, b)
                 ORDER BY p
-                RETURNING id, position
                 """,
                 workflow_id,
                 [g.name for g in plan.groups],
@@ -212,49 +214,31 @@ class WorkflowService:
                 exec_timeout,
                 queue_timeout,
             )
-            gid = {r["position"]: r["id"] for r in group_ids}
-            cols: dict[str, list[Any]] = {k: [] for k in (
-                "group", "name", "lead", "status", "spec", "cpu", "memory", "gpu", "storage",
-                "platform",
-            )}  # fmt: skip
-            for g in plan.groups:
-                for t in g.tasks:
-                    r = t.resources or default
-                    cols["group"].append(gid[g.position])
-                    cols["name"].append(t.name)
-                    cols["lead"].append(t.lead)
-                    cols["status"].append(_initial(g.upstream))
-                    cols["spec"].append(_json.encode(_task_spec(t, workflow_id)).decode())
-                    cols["cpu"].append(r.cpu or 0.0)
-                    cols["memory"].append(r.memory or 0)
-                    cols["gpu"].append(r.gpu or 0)
-                    cols["storage"].append(r.storage or 0)
-                    cols["platform"].append(r.platform)
-            tasks = await conn.fetch(
+            # 10,000 task specs to encode: in a thread, not on the event loop.
+            cols = await asyncio.to_thread(_task_columns, plan, default, workflow_id)
+            await conn.execute(
                 """
                 INSERT INTO task (task_group, workflow, name, lead, retry, status, spec, cpu,
                                   memory, gpu, storage, platform, processing_at)
-                SELECT g, $1, n, l, 0, s, sp::jsonb, c, m, gp, st, pf,
+                SELECT g.id, $1, n, l, 0, s, sp::jsonb, c, m, gp, st, pf,
                        CASE WHEN s = 'PROCESSING' THEN now() END
-                FROM unnest($2::bigint[], $3::text[], $4::bool[], $5::text[], $6::text[],
+                FROM unnest($2::int[], $3::text[], $4::bool[], $5::text[], $6::text[],
                             $7::float8[], $8::bigint[], $9::int[], $10::bigint[], $11::text[])
-                     AS x(g, n, l, s, sp, c, m, gp, st, pf)
-                RETURNING id, status
+                     WITH ORDINALITY AS x(p, n, l, s, sp, c, m, gp, st, pf, k)
+                JOIN task_group g ON g.workflow = $1 AND g.position = x.p
+                ORDER BY x.k
                 """,
                 workflow_id,
-                cols["group"],
-                cols["name"],
-                cols["lead"],
-                cols["status"],
-                cols["spec"],
-                cols["cpu"],
-                cols["memory"],
-                cols["gpu"],
-                cols["storage"],
-                cols["platform"],
+                *cols,
             )
-            await record_events(
-                conn, [(r["id"], workflow_id, r["status"], None, None) for r in tasks], "submit"
+            # The submission's events, as record_events writes them (transitions.py).
+            await conn.execute(
+                """
+                INSERT INTO task_event (task, workflow, status, source, reason, exit_code, at)
+                SELECT id, workflow, status, 'submit', NULL, NULL, clock_timestamp()
+                FROM task WHERE workflow = $1 ORDER BY id
+                """,
+                workflow_id,
             )
             await notify(conn, "sched", "wfs", f"wf:{workflow_id}")
         return workflow_id
@@ -512,6 +496,27 @@ class WorkflowService:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _task_columns(plan: Plan, default: Resources, workflow_id: str) -> list[list[Any]]:
+    """The plan's tasks as the columns of ``_insert``'s task statement, in plan order."""
+    cols: list[list[Any]] = [[] for _ in range(10)]
+    group, name, lead, status, spec, cpu, memory, gpu, storage, platform = cols
+    for g in plan.groups:
+        initial = _initial(g.upstream)
+        for t in g.tasks:
+            r = t.resources or default
+            group.append(g.position)
+            name.append(t.name)
+            lead.append(t.lead)
+            status.append(initial)
+            spec.append(_json.encode(_task_spec(t, workflow_id)).decode())
+            cpu.append(r.cpu or 0.0)
+            memory.append(r.memory or 0)
+            gpu.append(r.gpu or 0)
+            storage.append(r.storage or 0)
+            platform.append(r.platform)
+    return cols
 
 
 def _initial(upstream: list[int]) -> str:
