@@ -7,6 +7,7 @@ is rendered; blanking rather than cutting keeps every other line at its submitte
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -151,25 +152,43 @@ class LineMap:
 
     @classmethod
     def between(cls, submitted: str, rendered: str) -> LineMap:
-        a = submitted.splitlines()
-        b = rendered.splitlines()
+        a = [s.strip() for s in submitted.splitlines()]
+        b = [s.strip() for s in rendered.splitlines()]
         if len(a) == len(b):
             return cls(None)  # inline substitutions only: lines did not move
-        mapping = [0] * (len(b) + 1)
-        matcher = difflib.SequenceMatcher(
-            None, [s.strip() for s in a], [s.strip() for s in b], autojunk=False
-        )
-        last = 1
-        filled = [False] * (len(b) + 1)
+        # Lines repeated in more than 1% of the rendered text (a loop's body, the fields every
+        # task writes out) seed no match but still extend one (difflib's autojunk). Without
+        # it a spec writing out 2,000 tasks before a loop took 6 s here, the matcher being
+        # quadratic in how often a line repeats; now it is about linear.
+        matcher = difflib.SequenceMatcher(None, a, b, autojunk=True)
+        mapping = [0] * (len(b) + 1)  # one past the end: YAML may point at the end of text
         for block in matcher.get_matching_blocks():
             for k in range(block.size):
                 mapping[block.b + k] = block.a + k + 1
-                filled[block.b + k] = True
-        for j in range(len(mapping)):
-            if filled[j]:
-                last = mapping[j]
-            else:
-                mapping[j] = last
+        # Each unmatched rendered line (a loop's iterations, a line a template changed) maps
+        # to the first submitted line of the same text after the matched line before it and
+        # not past the one after it (the loop's body), else to the matched line before it.
+        upper = [len(a)] * (len(b) + 1)
+        bound = len(a)
+        for j in range(len(b), -1, -1):
+            if mapping[j]:
+                bound = mapping[j]
+            upper[j] = bound
+        where: dict[str, list[int]] = {}
+        for i, text in enumerate(a):
+            where.setdefault(text, []).append(i + 1)
+        anchor = 1
+        for j in range(len(b) + 1):
+            if mapping[j]:
+                anchor = mapping[j]
+                continue
+            line = anchor
+            found = where.get(b[j]) if j < len(b) else None
+            if found:
+                k = bisect.bisect_right(found, anchor)
+                if k < len(found) and found[k] <= upper[j]:
+                    line = found[k]
+            mapping[j] = line
         return cls(mapping)
 
     def __call__(self, rendered_line: int | None) -> int | None:
