@@ -195,42 +195,45 @@ class WorkflowService:
             )
             # Groups, tasks and their first events in three set-based statements; the task
             # rows find their group by position, and the events are read from the new task
-            # rows, so no id makes a round trip through Python. Groups and tasks travel as
-            # one JSON document each, encoded in a thread: asyncpg encodes array parameters
-            # on the event loop, some 100 ms for 10,000 tasks' columns.
-            groups_json, tasks_json = await asyncio.to_thread(
-                _rows_json, plan, default, workflow_id
-            )
+            # rows, so no id makes a round trip through Python.
             await conn.execute(
                 """
                 INSERT INTO task_group (workflow, name, position, status, upstream, lead_task,
                                         ignore_nonlead, barrier, exec_timeout, queue_timeout,
                                         processing_at)
-                SELECT $1, n, p, s, u, l, i, b, $3, $4,
+                SELECT $1, n, p, s, string_to_array(u, ',')::int[], l, i, b, $9, $10,
                        CASE WHEN s = 'PROCESSING' THEN now() END
-                FROM json_to_recordset($2::json)
-                     AS x(n text, p int, s text, u int[], l text, i bool, b bool)
+                FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                            $7::bool[], $8::bool[]) AS x(n, p, s, u, l, i, b)
                 ORDER BY p
                 """,
                 workflow_id,
-                groups_json,
+                [g.name for g in plan.groups],
+                [g.position for g in plan.groups],
+                [_initial(g.upstream) for g in plan.groups],
+                [",".join(map(str, g.upstream)) for g in plan.groups],
+                [g.lead_task for g in plan.groups],
+                [g.ignore_nonlead for g in plan.groups],
+                [g.barrier for g in plan.groups],
                 exec_timeout,
                 queue_timeout,
             )
+            # 10,000 task specs to encode: in a thread, not on the event loop.
+            cols = await asyncio.to_thread(_task_columns, plan, default, workflow_id)
             await conn.execute(
                 """
                 INSERT INTO task (task_group, workflow, name, lead, retry, status, spec, cpu,
                                   memory, gpu, storage, platform, processing_at)
-                SELECT g.id, $1, n, l, 0, s, sp, c, m, gp, st, pf,
+                SELECT g.id, $1, n, l, 0, s, sp::jsonb, c, m, gp, st, pf,
                        CASE WHEN s = 'PROCESSING' THEN now() END
-                FROM json_to_recordset($2::json)
-                     AS x(k int, p int, n text, l bool, s text, sp jsonb, c float8, m bigint,
-                          gp int, st bigint, pf text)
+                FROM unnest($2::int[], $3::text[], $4::bool[], $5::text[], $6::text[],
+                            $7::float8[], $8::bigint[], $9::int[], $10::bigint[], $11::text[])
+                     WITH ORDINALITY AS x(p, n, l, s, sp, c, m, gp, st, pf, k)
                 JOIN task_group g ON g.workflow = $1 AND g.position = x.p
                 ORDER BY x.k
                 """,
                 workflow_id,
-                tasks_json,
+                *cols,
             )
             # The submission's events, as record_events writes them (transitions.py).
             await conn.execute(
@@ -499,41 +502,25 @@ class WorkflowService:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _rows_json(plan: Plan, default: Resources, workflow_id: str) -> tuple[str, str]:
-    """The plan's groups and first attempts as JSON arrays of rows for ``_insert``."""
-    groups = [
-        {
-            "n": g.name,
-            "p": g.position,
-            "s": _initial(g.upstream),
-            "u": g.upstream,
-            "l": g.lead_task,
-            "i": g.ignore_nonlead,
-            "b": g.barrier,
-        }
-        for g in plan.groups
-    ]
-    tasks: list[dict[str, Any]] = []
+def _task_columns(plan: Plan, default: Resources, workflow_id: str) -> list[list[Any]]:
+    """The plan's tasks as the columns of ``_insert``'s task statement, in plan order."""
+    cols: list[list[Any]] = [[] for _ in range(10)]
+    group, name, lead, status, spec, cpu, memory, gpu, storage, platform = cols
     for g in plan.groups:
         initial = _initial(g.upstream)
         for t in g.tasks:
             r = t.resources or default
-            tasks.append(
-                {
-                    "k": len(tasks),
-                    "p": g.position,
-                    "n": t.name,
-                    "l": t.lead,
-                    "s": initial,
-                    "sp": _task_spec(t, workflow_id),
-                    "c": r.cpu or 0.0,
-                    "m": r.memory or 0,
-                    "gp": r.gpu or 0,
-                    "st": r.storage or 0,
-                    "pf": r.platform,
-                }
-            )
-    return _json.encode(groups).decode(), _json.encode(tasks).decode()
+            group.append(g.position)
+            name.append(t.name)
+            lead.append(t.lead)
+            status.append(initial)
+            spec.append(_json.encode(_task_spec(t, workflow_id)).decode())
+            cpu.append(r.cpu or 0.0)
+            memory.append(r.memory or 0)
+            gpu.append(r.gpu or 0)
+            storage.append(r.storage or 0)
+            platform.append(r.platform)
+    return cols
 
 
 def _initial(upstream: list[int]) -> str:
