@@ -151,6 +151,58 @@ class WorkflowService:
                 title="The workflow cannot run in this pool",
             )
 
+    @staticmethod
+    async def _insert_groups(
+        conn: asyncpg.Connection,
+        workflow_id: str,
+        groups: list[PlannedGroup],
+        exec_timeout: int,
+        queue_timeout: int,
+    ) -> None:
+        await conn.execute(
+            """
+            INSERT INTO task_group (workflow, name, position, status, upstream, lead_task,
+                                    ignore_nonlead, barrier, exec_timeout, queue_timeout,
+                                    processing_at)
+            SELECT $1, n, p, s, string_to_array(u, ',')::int[], l, i, b, $9, $10,
+                   CASE WHEN s = 'PROCESSING' THEN now() END
+            FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                        $7::bool[], $8::bool[]) AS x(n, p, s, u, l, i, b)
+            ORDER BY p
+            """,
+            workflow_id,
+            [g.name for g in groups],
+            [g.position for g in groups],
+            [_initial(g.upstream) for g in groups],
+            [",".join(map(str, g.upstream)) for g in groups],
+            [g.lead_task for g in groups],
+            [g.ignore_nonlead for g in groups],
+            [g.barrier for g in groups],
+            exec_timeout,
+            queue_timeout,
+        )
+
+    @staticmethod
+    async def _insert_tasks(
+        conn: asyncpg.Connection, workflow_id: str, cols: list[list[Any]]
+    ) -> None:
+        """First attempts from ``_task_columns``; each finds its group by position."""
+        await conn.execute(
+            """
+            INSERT INTO task (task_group, workflow, name, lead, retry, status, spec, cpu,
+                              memory, gpu, storage, platform, processing_at)
+            SELECT g.id, $1, n, l, 0, s, sp::jsonb, c, m, gp, st, pf,
+                   CASE WHEN s = 'PROCESSING' THEN now() END
+            FROM unnest($2::int[], $3::text[], $4::bool[], $5::text[], $6::text[],
+                        $7::float8[], $8::bigint[], $9::int[], $10::bigint[], $11::text[])
+                 WITH ORDINALITY AS x(p, n, l, s, sp, c, m, gp, st, pf, k)
+            JOIN task_group g ON g.workflow = $1 AND g.position = x.p
+            ORDER BY x.k
+            """,
+            workflow_id,
+            *cols,
+        )
+
     async def _insert(
         self,
         principal: Principal,
@@ -193,48 +245,22 @@ class WorkflowService:
                 _json.encode(set_values).decode(),
                 _json.encode(plan.labels).decode(),
             )
-            # Groups, tasks and their first events in three set-based statements; the task
-            # rows find their group by position, and the events are read from the new task
-            # rows, so no id makes a round trip through Python.
-            await conn.execute(
-                """
-                INSERT INTO task_group (workflow, name, position, status, upstream, lead_task,
-                                        ignore_nonlead, barrier, exec_timeout, queue_timeout,
-                                        processing_at)
-                SELECT $1, n, p, s, string_to_array(u, ',')::int[], l, i, b, $9, $10,
-                       CASE WHEN s = 'PROCESSING' THEN now() END
-                FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                            $7::bool[], $8::bool[]) AS x(n, p, s, u, l, i, b)
-                ORDER BY p
-                """,
-                workflow_id,
-                [g.name for g in plan.groups],
-                [g.position for g in plan.groups],
-                [_initial(g.upstream) for g in plan.groups],
-                [",".join(map(str, g.upstream)) for g in plan.groups],
-                [g.lead_task for g in plan.groups],
-                [g.ignore_nonlead for g in plan.groups],
-                [g.barrier for g in plan.groups],
-                exec_timeout,
-                queue_timeout,
-            )
+            # Groups, tasks and their first events, set-based: the task rows find their group
+            # by position, and the events are read from the new task rows, so no id makes a
+            # round trip through Python. asyncpg encodes array parameters on the event loop
+            # (some 100 ms for 10,000 tasks' columns), so groups and tasks go in batches of
+            # _INSERT_BATCH rows: the loop answers other requests between batches.
+            for start in range(0, len(plan.groups), _INSERT_BATCH):
+                await self._insert_groups(
+                    conn, workflow_id, plan.groups[start : start + _INSERT_BATCH],
+                    exec_timeout, queue_timeout,
+                )  # fmt: skip
             # 10,000 task specs to encode: in a thread, not on the event loop.
             cols = await asyncio.to_thread(_task_columns, plan, default, workflow_id)
-            await conn.execute(
-                """
-                INSERT INTO task (task_group, workflow, name, lead, retry, status, spec, cpu,
-                                  memory, gpu, storage, platform, processing_at)
-                SELECT g.id, $1, n, l, 0, s, sp::jsonb, c, m, gp, st, pf,
-                       CASE WHEN s = 'PROCESSING' THEN now() END
-                FROM unnest($2::int[], $3::text[], $4::bool[], $5::text[], $6::text[],
-                            $7::float8[], $8::bigint[], $9::int[], $10::bigint[], $11::text[])
-                     WITH ORDINALITY AS x(p, n, l, s, sp, c, m, gp, st, pf, k)
-                JOIN task_group g ON g.workflow = $1 AND g.position = x.p
-                ORDER BY x.k
-                """,
-                workflow_id,
-                *cols,
-            )
+            for start in range(0, len(cols[0]), _INSERT_BATCH):
+                await self._insert_tasks(
+                    conn, workflow_id, [c[start : start + _INSERT_BATCH] for c in cols]
+                )
             # The submission's events, as record_events writes them (transitions.py).
             await conn.execute(
                 """
@@ -500,6 +526,10 @@ class WorkflowService:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+# Rows per INSERT of groups or tasks at submission (see _insert).
+_INSERT_BATCH = 2000
 
 
 def _task_columns(plan: Plan, default: Resources, workflow_id: str) -> list[list[Any]]:
