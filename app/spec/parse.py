@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import yaml
 
 from app.spec.errors import Path, SpecError, SpecIssue, format_path
-from app.spec.model import WorkflowSpec
+from app.spec.model import GroupSpec, TaskSpec, WorkflowSpec
 from app.spec.plan import Plan, make_plan
 from app.spec.source import (
     MAX_DEPTH,
@@ -47,7 +47,8 @@ class ParsedSpec:
 
         The service needs the plan, the spec's groups and the lines of groups, tasks and
         their resources; not the parsed values nor the other two thirds of a 10,000-task
-        spec's 100,000 lines. Pieces let the server unpickle a big plan a little at a time,
+        spec's 100,000 lines. Of the spec's tasks it reads only the names, sources and
+        resources (the plan has the rest), so the copy it gets has no commands or files. Pieces let the server unpickle a big plan a little at a time,
         so the thread doing it never holds the interpreter for long.
         """
         lines = self.loaded.lines
@@ -60,7 +61,7 @@ class ParsedSpec:
         )
         chunks = [pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL)]
         for start in range(0, len(self.spec.groups), groups_per_chunk):
-            spec_groups = self.spec.groups[start : start + groups_per_chunk]
+            spec_groups = [_slim(g) for g in self.spec.groups[start : start + groups_per_chunk]]
             kept: dict[Path, int] = {}
             for group in spec_groups:
                 wanted = [group.source]
@@ -86,6 +87,18 @@ class ParsedSpec:
             plan.groups += plan_groups
             lines.update(kept)
         return cls(spec, plan, rendered, Loaded(None, lines))
+
+
+def _slim(group: GroupSpec) -> GroupSpec:
+    """``group`` with only the names, sources and resources of its tasks (see to_chunks)."""
+    tasks = [
+        TaskSpec(
+            t.name, t.image, [], lead=t.lead, resource=t.resource, resources=t.resources,
+            source=t.source,
+        )
+        for t in group.tasks
+    ]  # fmt: skip
+    return GroupSpec(group.name, tasks, group.barrier, group.ignore_nonlead, group.source)
 
 
 def parse_spec(
@@ -160,7 +173,8 @@ def parse_spec(
     if max_tasks is not None and node is not None:
         _check_task_count(_count_tasks(node), max_tasks, line_map)
     loaded = construct_yaml(node, line_map)
-    loaded.data = _restore(loaded.data, shielded)
+    if shielded.tokens:  # nothing to put back otherwise: skip a walk over every value
+        loaded.data = _restore(loaded.data, shielded)
     spec = validate(loaded)
     plan = make_plan(spec, loaded)
     if max_tasks is not None:  # exact, whatever merge keys did to the count above

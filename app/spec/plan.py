@@ -44,6 +44,17 @@ class PlannedTask:
     resources: Resources | None  # None: the pool's defaults apply
     resource_source: str
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as constructor arguments: several times faster than the generated
+        # __getstate__/__setstate__ for the 10,000 tasks a spec worker sends back.
+        return (
+            PlannedTask,
+            (
+                self.name, self.lead, self.image, self.command, self.args, self.environment,
+                self.files, self.inputs, self.resources, self.resource_source,
+            ),
+        )  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
         r = self.resources
         return {
@@ -77,6 +88,15 @@ class PlannedGroup:
     barrier: bool
     ignore_nonlead: bool
     tasks: list[PlannedTask] = field(default_factory=list)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            PlannedGroup,
+            (
+                self.name, self.position, self.upstream, self.lead_task, self.barrier,
+                self.ignore_nonlead, self.tasks,
+            ),
+        )  # fmt: skip
 
 
 @dataclass(slots=True)

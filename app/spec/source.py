@@ -7,6 +7,7 @@ is rendered; blanking rather than cutting keeps every other line at its submitte
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -41,9 +42,43 @@ MAX_ALIAS_NODES = 200_000
 MAX_DEPTH = 32
 
 try:  # the C loader is much faster on large specs
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+    _Base: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover - PyYAML without libyaml
-    _Loader = yaml.SafeLoader
+    _Base = yaml.SafeLoader
+
+
+class _Loader(_Base):  # type: ignore[valid-type,misc]
+    """SafeLoader resolving tags as it does, with its Python callbacks made cheap.
+
+    libyaml composes in C but calls ``resolve``, ``descend_resolver`` and ``ascend_resolver``
+    in Python for every node: 130,000 nodes of a 10,000-task spec. Safe loading has no path
+    resolvers, so the last two have nothing to do; a scalar's tag depends only on its text
+    and whether it was plain, and most scalars (keys, images, commands) repeat, so it is
+    looked up once per distinct text.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._scalar_tags: dict[tuple[str, bool, bool], str] = {}
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode:
+            key = (value, implicit[0], implicit[1])
+            tag = self._scalar_tags.get(key)
+            if tag is None:
+                tag = self._scalar_tags[key] = super().resolve(kind, value, implicit)
+            return tag
+        return super().resolve(kind, value, implicit)
+
+
+# The two no-op callbacks above are only right while safe loading has no path resolvers.
+assert not _Base.yaml_path_resolvers
 
 
 @dataclass(slots=True)
@@ -117,25 +152,43 @@ class LineMap:
 
     @classmethod
     def between(cls, submitted: str, rendered: str) -> LineMap:
-        a = submitted.splitlines()
-        b = rendered.splitlines()
+        a = [s.strip() for s in submitted.splitlines()]
+        b = [s.strip() for s in rendered.splitlines()]
         if len(a) == len(b):
             return cls(None)  # inline substitutions only: lines did not move
-        mapping = [0] * (len(b) + 1)
-        matcher = difflib.SequenceMatcher(
-            None, [s.strip() for s in a], [s.strip() for s in b], autojunk=False
-        )
-        last = 1
-        filled = [False] * (len(b) + 1)
+        # Lines repeated in more than 1% of the rendered text (a loop's body, the fields every
+        # task writes out) seed no match but still extend one (difflib's autojunk). Without
+        # it a spec writing out 2,000 tasks before a loop took 6 s here, the matcher being
+        # quadratic in how often a line repeats; now it is about linear.
+        matcher = difflib.SequenceMatcher(None, a, b, autojunk=True)
+        mapping = [0] * (len(b) + 1)  # one past the end: YAML may point at the end of text
         for block in matcher.get_matching_blocks():
             for k in range(block.size):
                 mapping[block.b + k] = block.a + k + 1
-                filled[block.b + k] = True
-        for j in range(len(mapping)):
-            if filled[j]:
-                last = mapping[j]
-            else:
-                mapping[j] = last
+        # Each unmatched rendered line (a loop's iterations, a line a template changed) maps
+        # to the first submitted line of the same text after the matched line before it and
+        # not past the one after it (the loop's body), else to the matched line before it.
+        upper = [len(a)] * (len(b) + 1)
+        bound = len(a)
+        for j in range(len(b), -1, -1):
+            if mapping[j]:
+                bound = mapping[j]
+            upper[j] = bound
+        where: dict[str, list[int]] = {}
+        for i, text in enumerate(a):
+            where.setdefault(text, []).append(i + 1)
+        anchor = 1
+        for j in range(len(b) + 1):
+            if mapping[j]:
+                anchor = mapping[j]
+                continue
+            line = anchor
+            found = where.get(b[j]) if j < len(b) else None
+            if found:
+                k = bisect.bisect_right(found, anchor)
+                if k < len(found) and found[k] <= upper[j]:
+                    line = found[k]
+            mapping[j] = line
         return cls(mapping)
 
     def __call__(self, rendered_line: int | None) -> int | None:
@@ -211,6 +264,8 @@ def _check_shape(root: yaml.Node, text: str, lm: LineMap) -> None:
     costs one visit per distinct node however often aliases repeat it. Scalars are counted
     but not memoised: an alias of a scalar is the same string, and costs nothing to build.
     """
+    if _plain_tree(root):
+        return
     size: dict[int, int] = {}
     height: dict[int, int] = {}
     open_: set[int] = set()
@@ -248,6 +303,36 @@ def _check_shape(root: yaml.Node, text: str, lm: LineMap) -> None:
             for child in reversed(_children(node))
             if isinstance(child, yaml.CollectionNode)
         )
+
+
+def _plain_tree(root: yaml.Node) -> bool:
+    """Whether no collection is reached twice (no alias of one) and none nests too deep.
+
+    The common case, checked in one quick walk; otherwise ``_check_shape`` measures what the
+    aliases add and names the place it refuses.
+    """
+    scalar, mapping = yaml.ScalarNode, yaml.MappingNode
+    if root.__class__ is scalar:
+        return True
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH or id(node) in seen:
+            return False
+        seen.add(id(node))
+        depth += 1
+        if node.__class__ is mapping:
+            for key, value in node.value:
+                if key.__class__ is not scalar:
+                    stack.append((key, depth))
+                if value.__class__ is not scalar:
+                    stack.append((value, depth))
+        else:
+            for item in node.value:
+                if item.__class__ is not scalar:
+                    stack.append((item, depth))
+    return True
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

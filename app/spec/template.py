@@ -301,8 +301,10 @@ class TemplateRenderer:
         check_set_values(set_values)  # before pickling, which recurses once per level
         answer = self._call(("parse", text, set_values, self.max_tasks))
         if answer[0] == "ok":
-            # Sleeping hands the interpreter to the event loop between pieces.
-            return ParsedSpec.from_chunks(answer[1], lambda: time.sleep(0.001))
+            # Sleeping hands the interpreter to the event loop between pieces, if it waits
+            # for it; sleep(0) does that without adding a millisecond per piece (0.1 s for
+            # a 10,000-task plan) to every submission.
+            return ParsedSpec.from_chunks(answer[1], lambda: time.sleep(0))
         if answer[0] == "refused":
             raise SpecError([SpecIssue(*i) for i in answer[1]], title=answer[2])
         raise SpecError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,14 +20,14 @@ from app.db import Database, notify
 from app.errors import Forbidden, Invalid, NotFound
 from app.limits import SubmissionLimits
 from app.pools.service import PoolService
-from app.spec.errors import SpecError, SpecIssue, format_path
-from app.spec.model import Resources
+from app.spec.errors import Path, SpecError, SpecIssue, format_path
+from app.spec.model import Resources, TaskSpec
 from app.spec.parse import ParsedSpec
 from app.spec.plan import Plan, PlannedGroup, PlannedTask, substitute_tokens
 from app.spec.quantities import format_bytes
 from app.spec.template import TemplateRenderer
 from app.workflows.states import PRIORITIES, TERMINAL, WORKFLOW_ALIVE, Status
-from app.workflows.transitions import end_groups, lock_workflow, record_events
+from app.workflows.transitions import end_groups, lock_workflow
 
 __all__ = ("WorkflowService",)
 
@@ -62,7 +63,10 @@ class WorkflowService:
         set_values: dict[str, Any] | None,
         priority: str,
         dry_run: bool,
+        encoded: bool = False,
     ) -> dict[str, Any]:
+        """The stored workflow, or for a dry run the plan; ``encoded``: the plan's ``groups``
+        as a JSON array (``msgspec.Raw``), for an answer that is JSON anyway."""
         if self.limits is not None:  # before any parsing: a refused submission costs nothing
             await self.limits.check(principal, dry_run=dry_run)
         if priority not in PRIORITIES:
@@ -95,16 +99,21 @@ class WorkflowService:
             defaults.get("queue_timeout") or self.default_queue_timeout
         )
         if dry_run:
-            # 10,000 tasks take a quarter of a second to lay out: not on the event loop.
-            groups = await asyncio.to_thread(_plan_groups, parsed.plan, default_resources)
+            name, rendered = parsed.plan.name, parsed.rendered
+            # 10,000 tasks take a quarter of a second to lay out: not on the event loop. The
+            # thread also holds the last reference to the parsed spec, so that its 200,000
+            # objects are freed there too rather than on the loop when this returns.
+            box = [parsed]
+            del parsed
+            groups = await asyncio.to_thread(_plan_groups_of, box, default_resources, encoded)
             return {
-                "name": parsed.plan.name,
+                "name": name,
                 "pool": pool_name,
                 "priority": priority,
                 "exec_timeout": exec_timeout,
                 "queue_timeout": queue_timeout,
                 "groups": groups,
-                "rendered_spec": parsed.rendered,
+                "rendered_spec": rendered,
             }
         workflow_id = await self._insert(
             principal,
@@ -117,80 +126,82 @@ class WorkflowService:
             exec_timeout,
             queue_timeout,
         )
+        # Free the parsed spec's 200,000 objects in a thread, not on the loop (as a dry run).
+        box = [parsed]
+        del parsed
+        await asyncio.to_thread(box.clear)
         return await self.get(principal, workflow_id, with_groups=False)
 
     async def _check_fit(
         self, parsed: ParsedSpec, pool: dict[str, Any], default: Resources
     ) -> None:
         """Refuse what no node (or, for a group, no backend) of the pool could ever hold."""
-        issues: list[SpecIssue] = []
-        platforms = set(pool["platforms"] or [])
         backends = [b for b in await self.pools.backends([pool["name"]])]
         if not backends:
             raise Invalid(
                 f"pool '{pool['name']}' has no backends, so nothing submitted to it could run",
                 [SpecIssue("pool", None, "choose a pool that has a backend")],
             )
-        spec_tasks = {t.name: t for g in parsed.spec.groups for t in g.tasks}
-        reported = [b for b in backends if b["capacity"].get("nodes")]
-        for group in parsed.plan.groups:
-            for task in group.tasks:
-                r = task.resources or default
-                st = spec_tasks[task.name]
-                where = st.source
-                if st.resource is not None:
-                    where = (*where, "resource")
-                elif st.resources is not None:
-                    where = (*where, "resources")
-                # The path and line only when refusing: 10,000 tasks pass here on the loop.
-                if r.platform is not None and r.platform not in platforms:
-                    have = ", ".join(sorted(platforms)) or "none"
-                    issues.append(
-                        SpecIssue(
-                            format_path(where),
-                            parsed.loaded.line(where),
-                            f"task '{task.name}' asks for platform '{r.platform}', which pool "
-                            f"'{pool['name']}' does not have (its platforms: {have})",
-                        )
-                    )
-                    continue
-                if not reported:
-                    continue  # no backend has reported yet: nothing to judge by
-                nodes = [
-                    n
-                    for b in reported
-                    for n in b["capacity"]["nodes"]
-                    if n.get("platform") == r.platform
-                ]
-                short = _shortfalls(r, nodes)
-                if short:
-                    issues.append(
-                        SpecIssue(
-                            format_path(where),
-                            parsed.loaded.line(where),
-                            f"task '{task.name}' asks for more than any node of pool "
-                            f"'{pool['name']}' has: " + "; ".join(short),
-                        )
-                    )
-            if reported and not issues:
-                short = _group_shortfalls(group, default, reported)
-                if short:
-                    gpath = parsed.spec.groups[group.position].source
-                    issues.append(
-                        SpecIssue(
-                            format_path(gpath),
-                            parsed.loaded.line(gpath),
-                            f"group '{group.name}' runs its {len(group.tasks)} tasks at once and "
-                            f"needs more than any backend of pool '{pool['name']}' has: "
-                            + "; ".join(short),
-                        )
-                    )
+        # 10,000 tasks to judge: in a thread, not on the event loop.
+        issues = await asyncio.to_thread(_fit_issues, parsed, pool, default, backends)
         if issues:
             raise Invalid(
                 issues[0].message,
                 issues,
                 title="The workflow cannot run in this pool",
             )
+
+    @staticmethod
+    async def _insert_groups(
+        conn: asyncpg.Connection,
+        workflow_id: str,
+        groups: list[PlannedGroup],
+        exec_timeout: int,
+        queue_timeout: int,
+    ) -> None:
+        await conn.execute(
+            """
+            INSERT INTO task_group (workflow, name, position, status, upstream, lead_task,
+                                    ignore_nonlead, barrier, exec_timeout, queue_timeout,
+                                    processing_at)
+            SELECT $1, n, p, s, string_to_array(u, ',')::int[], l, i, b, $9, $10,
+                   CASE WHEN s = 'PROCESSING' THEN now() END
+            FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                        $7::bool[], $8::bool[]) AS x(n, p, s, u, l, i, b)
+            ORDER BY p
+            """,
+            workflow_id,
+            [g.name for g in groups],
+            [g.position for g in groups],
+            [_initial(g.upstream) for g in groups],
+            [",".join(map(str, g.upstream)) for g in groups],
+            [g.lead_task for g in groups],
+            [g.ignore_nonlead for g in groups],
+            [g.barrier for g in groups],
+            exec_timeout,
+            queue_timeout,
+        )
+
+    @staticmethod
+    async def _insert_tasks(
+        conn: asyncpg.Connection, workflow_id: str, cols: list[list[Any]]
+    ) -> None:
+        """First attempts from ``_task_columns``; each finds its group by position."""
+        await conn.execute(
+            """
+            INSERT INTO task (task_group, workflow, name, lead, retry, status, spec, cpu,
+                              memory, gpu, storage, platform, processing_at)
+            SELECT g.id, $1, n, l, 0, s, sp::jsonb, c, m, gp, st, pf,
+                   CASE WHEN s = 'PROCESSING' THEN now() END
+            FROM unnest($2::int[], $3::text[], $4::bool[], $5::text[], $6::text[],
+                        $7::float8[], $8::bigint[], $9::int[], $10::bigint[], $11::text[])
+                 WITH ORDINALITY AS x(p, n, l, s, sp, c, m, gp, st, pf, k)
+            JOIN task_group g ON g.workflow = $1 AND g.position = x.p
+            ORDER BY x.k
+            """,
+            workflow_id,
+            *cols,
+        )
 
     async def _insert(
         self,
@@ -234,72 +245,30 @@ class WorkflowService:
                 _json.encode(set_values).decode(),
                 _json.encode(plan.labels).decode(),
             )
-            group_ids = await conn.fetch(
+            # Groups, tasks and their first events, set-based: the task rows find their group
+            # by position, and the events are read from the new task rows, so no id makes a
+            # round trip through Python. asyncpg encodes array parameters on the event loop
+            # (some 100 ms for 10,000 tasks' columns), so groups and tasks go in batches of
+            # _INSERT_BATCH rows: the loop answers other requests between batches.
+            for start in range(0, len(plan.groups), _INSERT_BATCH):
+                await self._insert_groups(
+                    conn, workflow_id, plan.groups[start : start + _INSERT_BATCH],
+                    exec_timeout, queue_timeout,
+                )  # fmt: skip
+            # 10,000 task specs to encode: in a thread, not on the event loop.
+            cols = await asyncio.to_thread(_task_columns, plan, default, workflow_id)
+            for start in range(0, len(cols[0]), _INSERT_BATCH):
+                await self._insert_tasks(
+                    conn, workflow_id, [c[start : start + _INSERT_BATCH] for c in cols]
+                )
+            # The submission's events, as record_events writes them (transitions.py).
+            await conn.execute(
                 """
-                INSERT INTO task_group (workflow, name, position, status, upstream, lead_task,
-                                        ignore_nonlead, barrier, exec_timeout, queue_timeout,
-                                        processing_at)
-                SELECT $1, n, p, s, string_to_array(u, ',')::int[], l, i, b, $9, $10,
-                       CASE WHEN s = 'PROCESSING' THEN now() END
-                FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                            $7::bool[], $8::bool[]) AS x(n, p, s, u, l, i, b)
-                ORDER BY p
-                RETURNING id, position
+                INSERT INTO task_event (task, workflow, status, source, reason, exit_code, at)
+                SELECT id, workflow, status, 'submit', NULL, NULL, clock_timestamp()
+                FROM task WHERE workflow = $1 ORDER BY id
                 """,
                 workflow_id,
-                [g.name for g in plan.groups],
-                [g.position for g in plan.groups],
-                [_initial(g.upstream) for g in plan.groups],
-                [",".join(map(str, g.upstream)) for g in plan.groups],
-                [g.lead_task for g in plan.groups],
-                [g.ignore_nonlead for g in plan.groups],
-                [g.barrier for g in plan.groups],
-                exec_timeout,
-                queue_timeout,
-            )
-            gid = {r["position"]: r["id"] for r in group_ids}
-            cols: dict[str, list[Any]] = {k: [] for k in (
-                "group", "name", "lead", "status", "spec", "cpu", "memory", "gpu", "storage",
-                "platform",
-            )}  # fmt: skip
-            for g in plan.groups:
-                for t in g.tasks:
-                    r = t.resources or default
-                    cols["group"].append(gid[g.position])
-                    cols["name"].append(t.name)
-                    cols["lead"].append(t.lead)
-                    cols["status"].append(_initial(g.upstream))
-                    cols["spec"].append(_json.encode(_task_spec(t, workflow_id)).decode())
-                    cols["cpu"].append(r.cpu or 0.0)
-                    cols["memory"].append(r.memory or 0)
-                    cols["gpu"].append(r.gpu or 0)
-                    cols["storage"].append(r.storage or 0)
-                    cols["platform"].append(r.platform)
-            tasks = await conn.fetch(
-                """
-                INSERT INTO task (task_group, workflow, name, lead, retry, status, spec, cpu,
-                                  memory, gpu, storage, platform, processing_at)
-                SELECT g, $1, n, l, 0, s, sp::jsonb, c, m, gp, st, pf,
-                       CASE WHEN s = 'PROCESSING' THEN now() END
-                FROM unnest($2::bigint[], $3::text[], $4::bool[], $5::text[], $6::text[],
-                            $7::float8[], $8::bigint[], $9::int[], $10::bigint[], $11::text[])
-                     AS x(g, n, l, s, sp, c, m, gp, st, pf)
-                RETURNING id, status
-                """,
-                workflow_id,
-                cols["group"],
-                cols["name"],
-                cols["lead"],
-                cols["status"],
-                cols["spec"],
-                cols["cpu"],
-                cols["memory"],
-                cols["gpu"],
-                cols["storage"],
-                cols["platform"],
-            )
-            await record_events(
-                conn, [(r["id"], workflow_id, r["status"], None, None) for r in tasks], "submit"
             )
             await notify(conn, "sched", "wfs", f"wf:{workflow_id}")
         return workflow_id
@@ -704,6 +673,31 @@ class WorkflowService:
 # -- helpers --------------------------------------------------------------------------------
 
 
+# Rows per INSERT of groups or tasks at submission (see _insert).
+_INSERT_BATCH = 2000
+
+
+def _task_columns(plan: Plan, default: Resources, workflow_id: str) -> list[list[Any]]:
+    """The plan's tasks as the columns of ``_insert``'s task statement, in plan order."""
+    cols: list[list[Any]] = [[] for _ in range(10)]
+    group, name, lead, status, spec, cpu, memory, gpu, storage, platform = cols
+    for g in plan.groups:
+        initial = _initial(g.upstream)
+        for t in g.tasks:
+            r = t.resources or default
+            group.append(g.position)
+            name.append(t.name)
+            lead.append(t.lead)
+            status.append(initial)
+            spec.append(_json.encode(_task_spec(t, workflow_id)).decode())
+            cpu.append(r.cpu or 0.0)
+            memory.append(r.memory or 0)
+            gpu.append(r.gpu or 0)
+            storage.append(r.storage or 0)
+            platform.append(r.platform)
+    return cols
+
+
 def _initial(upstream: list[int]) -> str:
     return Status.WAITING if upstream else Status.PROCESSING
 
@@ -744,9 +738,29 @@ def _task_spec(task: PlannedTask, workflow_id: str) -> dict[str, Any]:
     }
 
 
+def _plan_groups_of(
+    box: list[ParsedSpec], default: Resources, encoded: bool
+) -> list[dict[str, Any]] | msgspec.Raw:
+    """``_plan_groups`` of the one spec in ``box``, which it empties (see submit).
+
+    ``encoded``: as one JSON array, each group encoded as soon as it is laid out, so that
+    the 100,000 objects of a 10,000-task plan's dicts never live at once (and never become
+    old enough for the collector's full passes, which would stall the event loop).
+    """
+    parsed = box.pop()
+    if not encoded:
+        return _plan_groups(parsed.plan, default)
+    parts = [_json.encode(g) for g in _iter_plan_groups(parsed.plan, default)]
+    return msgspec.Raw(b"[" + b",".join(parts) + b"]")
+
+
 def _plan_groups(plan: Plan, default: Resources) -> list[dict[str, Any]]:
+    return list(_iter_plan_groups(plan, default))
+
+
+def _iter_plan_groups(plan: Plan, default: Resources) -> Iterator[dict[str, Any]]:
+    """The dry-run plan's groups (``PlanGroup`` in app/workflows/schemas.py), one by one."""
     names = {g.position: g.name for g in plan.groups}
-    out = []
     for g in plan.groups:
         tasks = []
         for t in g.tasks:
@@ -761,17 +775,14 @@ def _plan_groups(plan: Plan, default: Resources) -> list[dict[str, Any]]:
                     "platform": r.platform,
                 }
             tasks.append(d)
-        out.append(
-            {
-                "name": g.name,
-                "upstream": [names[p] for p in g.upstream],
-                "lead": g.lead_task,
-                "barrier": g.barrier,
-                "ignore_nonlead_status": g.ignore_nonlead,
-                "tasks": tasks,
-            }
-        )
-    return out
+        yield {
+            "name": g.name,
+            "upstream": [names[p] for p in g.upstream],
+            "lead": g.lead_task,
+            "barrier": g.barrier,
+            "ignore_nonlead_status": g.ignore_nonlead,
+            "tasks": tasks,
+        }
 
 
 def _shortfalls(r: Resources, nodes: list[dict[str, Any]]) -> list[str]:
@@ -798,10 +809,100 @@ def _shortfalls(r: Resources, nodes: list[dict[str, Any]]) -> list[str]:
     return short or ["no single node has all of it at once"]
 
 
+def _fit_issues(
+    parsed: ParsedSpec, pool: dict[str, Any], default: Resources, backends: list[dict[str, Any]]
+) -> list[SpecIssue]:
+    """What no node (or, for a group, no backend) of ``backends`` could ever hold.
+
+    Linear in the tasks: the nodes are grouped by platform and each backend's totals summed
+    once, and a task's shortfall is worked out once per distinct resource request.
+    """
+    issues: list[SpecIssue] = []
+    platforms = set(pool["platforms"] or [])
+    spec_tasks = {t.name: t for g in parsed.spec.groups for t in g.tasks}
+    reported = [b for b in backends if b["capacity"].get("nodes")]
+    nodes_of: dict[str | None, list[dict[str, Any]]] = {}
+    for b in reported:
+        for n in b["capacity"]["nodes"]:
+            nodes_of.setdefault(n.get("platform"), []).append(n)
+    totals = [_backend_totals(b) for b in reported]
+    short_of: dict[Resources, list[str]] = {}
+    for group in parsed.plan.groups:
+        for task in group.tasks:
+            r = task.resources or default
+            if r.platform is not None and r.platform not in platforms:
+                have = ", ".join(sorted(platforms)) or "none"
+                where = _resource_path(spec_tasks[task.name])
+                issues.append(
+                    SpecIssue(
+                        format_path(where),
+                        parsed.loaded.line(where),
+                        f"task '{task.name}' asks for platform '{r.platform}', which pool "
+                        f"'{pool['name']}' does not have (its platforms: {have})",
+                    )
+                )
+                continue
+            if not reported:
+                continue  # no backend has reported yet: nothing to judge by
+            short = short_of.get(r)
+            if short is None:
+                short = short_of[r] = _shortfalls(r, nodes_of.get(r.platform, []))
+            if short:
+                where = _resource_path(spec_tasks[task.name])
+                issues.append(
+                    SpecIssue(
+                        format_path(where),
+                        parsed.loaded.line(where),
+                        f"task '{task.name}' asks for more than any node of pool "
+                        f"'{pool['name']}' has: " + "; ".join(short),
+                    )
+                )
+        if reported and not issues:
+            short = _group_shortfalls(group, default, reported, totals)
+            if short:
+                gpath = parsed.spec.groups[group.position].source
+                issues.append(
+                    SpecIssue(
+                        format_path(gpath),
+                        parsed.loaded.line(gpath),
+                        f"group '{group.name}' runs its {len(group.tasks)} tasks at once and "
+                        f"needs more than any backend of pool '{pool['name']}' has: "
+                        + "; ".join(short),
+                    )
+                )
+    return issues
+
+
+def _resource_path(task: TaskSpec) -> Path:
+    """Where a refusal of ``task``'s resources points: its resource(s) field, or the task."""
+    if task.resource is not None:
+        return (*task.source, "resource")
+    if task.resources is not None:
+        return (*task.source, "resources")
+    return task.source
+
+
+def _backend_totals(backend: dict[str, Any]) -> dict[str | None, list[float]]:
+    """A backend's cpu, memory and gpu summed over its nodes, per platform."""
+    have: dict[str | None, list[float]] = {}
+    for n in backend["capacity"].get("nodes", []):
+        h = have.setdefault(n.get("platform"), [0.0, 0.0, 0.0])
+        h[0] += n.get("cpu", 0)
+        h[1] += n.get("memory", 0)
+        h[2] += n.get("gpu", 0)
+    return have
+
+
 def _group_shortfalls(
-    group: PlannedGroup, default: Resources, backends: list[dict[str, Any]]
+    group: PlannedGroup,
+    default: Resources,
+    backends: list[dict[str, Any]],
+    totals: list[dict[str | None, list[float]]],
 ) -> list[str]:
-    """Why no backend can hold the whole group at once; empty when one can."""
+    """Why no backend can hold the whole group at once; empty when one can.
+
+    ``totals`` are ``_backend_totals`` of ``backends``, summed once for all groups.
+    """
     need: dict[str | None, list[float]] = {}
     for task in group.tasks:
         r = task.resources or default
@@ -810,13 +911,7 @@ def _group_shortfalls(
         total[1] += r.memory or 0
         total[2] += r.gpu or 0
     best: list[str] | None = None
-    for b in backends:
-        have: dict[str | None, list[float]] = {}
-        for n in b["capacity"].get("nodes", []):
-            h = have.setdefault(n.get("platform"), [0.0, 0.0, 0.0])
-            h[0] += n.get("cpu", 0)
-            h[1] += n.get("memory", 0)
-            h[2] += n.get("gpu", 0)
+    for b, have in zip(backends, totals, strict=True):
         short = []
         slots = b["capacity"].get("slots", 0)
         if len(group.tasks) > slots:
