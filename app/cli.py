@@ -224,11 +224,171 @@ async def _read_rest(receive: Any, done: Any) -> None:
                 read += len(message.get("body", b""))
 
 
+# -- HTTP/2 flood defence ---------------------------------------------------------------------
+#
+# Neither h2 nor anycorn limits frames that ask the server for work but carry no request: h2
+# answers every PING and SETTINGS by itself, and anycorn's only h2 options
+# (h2_max_concurrent_streams, h2_max_header_list_size, h2_max_inbound_frame_size) bound
+# streams and headers, not frames. h2's max_outbound_frame_size only sizes DATA frames. So
+# this is code, not configuration: the same defence as nginx's HTTP/2 flood detection and Go
+# net/http's limits on queued control frames (CVE-2019-9512 ping flood, -9515 settings flood,
+# -9518 empty frames, CVE-2023-44487 rapid reset): count such frames per connection in a
+# sliding window and, past a limit no runner comes near (a runner makes a few requests a
+# second), answer GOAWAY ENHANCE_YOUR_CALM and close (tests/security/test_h2_flood.py).
+FLOOD_WINDOW_SECONDS = 10.0
+FLOOD_LIMITS = {
+    "ping": 100,  # PING and unsolicited PING ACK
+    "settings": 100,  # SETTINGS and SETTINGS ACK
+    "priority": 100,  # PRIORITY: anycorn keeps a tree node for each, even for unknown streams
+    "empty": 100,  # DATA without data or end of stream, connection WINDOW_UPDATE, unknown types
+    # A stream's WINDOW_UPDATE: a client reading a response sends one per ~32 KiB it reads
+    # (httpx), so this allows some 300 MB of downloads per 10 s on one connection.
+    "window": 10_000,
+    "reset": 200,  # RST_STREAM from the client ("rapid reset")
+}
+FLOOD_GRACE_SECONDS = 1.0  # how long the GOAWAY may wait for a peer that reads nothing
+
+
+def _flood_kind(event: Any) -> str | None:
+    import h2.events as ev
+
+    if isinstance(event, ev.PingReceived | ev.PingAckReceived):
+        return "ping"
+    if isinstance(event, ev.RemoteSettingsChanged | ev.SettingsAcknowledged):
+        return "settings"
+    if isinstance(event, ev.PriorityUpdated):
+        return "priority"
+    if isinstance(event, ev.StreamReset) and event.remote_reset:
+        return "reset"
+    if isinstance(event, ev.WindowUpdated) and event.stream_id:
+        return "window"
+    if isinstance(event, ev.WindowUpdated | ev.UnknownFrameReceived) or (
+        isinstance(event, ev.DataReceived) and not event.data and not event.stream_ended
+    ):
+        return "empty"
+    return None
+
+
+class FloodCounter:
+    """How many frames of each kind one connection sent in the last FLOOD_WINDOW_SECONDS."""
+
+    def __init__(self) -> None:
+        from collections import deque
+
+        self.times: dict[str, deque[float]] = {kind: deque() for kind in FLOOD_LIMITS}
+
+    def over_limit(self, events: list[Any]) -> str | None:
+        """Count ``events``; the kind whose limit they exceed, if any."""
+        now = asyncio.get_running_loop().time()
+        for event in events:
+            kind = _flood_kind(event)
+            if kind is None:
+                continue
+            times = self.times[kind]
+            times.append(now)
+            while times[0] < now - FLOOD_WINDOW_SECONDS:
+                times.popleft()
+            if len(times) > FLOOD_LIMITS[kind]:
+                return kind
+        return None
+
+
+def _guarded_h2_protocol() -> type:
+    """anycorn's H2Protocol with the flood defence above (a subclass, built on first use so
+    that importing app.cli does not import anycorn)."""
+    import h2.errors
+    import h2.exceptions
+    from anycorn.events import Closed, RawData
+    from anycorn.protocol.h2 import H2Protocol
+
+    class GuardedH2Protocol(H2Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.floods = FloodCounter()
+
+        async def initiate(self, *args: Any, **kwargs: Any) -> None:
+            _pause_reading(self.send)
+            await super().initiate(*args, **kwargs)
+
+        async def handle(self, event: Any) -> None:
+            if not isinstance(event, RawData):
+                await super().handle(event)
+                return
+            if self.closed:
+                # The peer is gone or was refused: what it sent before is dropped, not
+                # parsed and answered. anycorn would go on answering a backlog of a gone
+                # peer's PINGs for minutes (the 130 s of CPU of the finding).
+                return
+            try:
+                events = self.connection.receive_data(event.data)
+            except h2.exceptions.ProtocolError:
+                await self._flush()
+                await self.send(Closed())
+                return
+            kind = self.floods.over_limit(events)
+            if kind is None:
+                await self._handle_events(events)
+                return
+            log.warning("HTTP/2 %s flood from %s: connection closed", kind, self.client)
+            self.closed = True
+            # The answers h2 queued for the flood (PING ACKs, SETTINGS ACKs) are dropped;
+            # only the GOAWAY goes out.
+            self.connection.clear_outbound_data_buffer()
+            self.connection.close_connection(
+                error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
+                additional_data=f"{kind} flood".encode(),
+            )
+            # A peer that reads nothing would hold the GOAWAY's write (anycorn shields it
+            # from cancellation) for ever: close the socket after a grace period anyway.
+            self.task_group.spawn(self._close_after, FLOOD_GRACE_SECONDS)
+            await self._flush()
+            await self.send(Closed())
+
+        async def _close_after(self, seconds: float) -> None:
+            await asyncio.sleep(seconds)
+            await self.send(Closed())
+
+    return GuardedH2Protocol
+
+
+def _pause_reading(send: Any) -> None:
+    """Stop the socket reading ahead of the protocol at the start of an HTTP/2 connection.
+
+    anyio's asyncio SocketStream pauses its transport only after a ``receive()`` that had to
+    wait; a new transport reads from the start. A client that sends faster than the server
+    parses (a PING flood) keeps its queue from ever emptying, so the transport never pauses:
+    while anycorn waits to write answers to a peer that reads nothing, anyio goes on queuing
+    what the peer sends, without bound (2 GB in the finding, and minutes of CPU to parse the
+    backlog). Paused once here, anyio's own logic resumes it only while ``receive()`` waits,
+    so TCP flow control holds the rest back in the kernel and at the peer. The stream is
+    reached through anycorn's TCPServer (``send`` is its bound ``protocol_send``) and anyio's
+    private ``_transport``; if either moves, this does nothing and the flood limits remain.
+    """
+    stream = getattr(getattr(send, "__self__", None), "stream", None)
+    while stream is not None and not hasattr(stream, "_transport"):
+        stream = getattr(stream, "transport_stream", None)  # TLS wraps the socket stream
+    transport = getattr(stream, "_transport", None)
+    if transport is not None and hasattr(transport, "pause_reading"):
+        transport.pause_reading()
+
+
+def _install_flood_defence() -> None:
+    """Make anycorn build GuardedH2Protocol for each HTTP/2 connection (prior knowledge, h2c
+    upgrade or ALPN): ProtocolWrapper looks H2Protocol up in its module when it needs one."""
+    import anycorn.protocol
+
+    if not getattr(anycorn.protocol.H2Protocol, "gantry_guarded", False):
+        guarded = _guarded_h2_protocol()
+        guarded.gantry_guarded = True  # type: ignore[attr-defined]
+        anycorn.protocol.H2Protocol = guarded  # type: ignore[misc,assignment]
+
+
 async def serve_app(app: Any, settings: Settings, stop: asyncio.Event) -> None:
     """Serve ``app`` until ``stop`` is set, then shut down gracefully (lifespan included)."""
     from anycorn import serve as anycorn_serve
 
     config = server_config(settings)
+    _install_flood_defence()
     await anycorn_serve(DrainUnreadBody(app), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
