@@ -16,24 +16,31 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
+def _int(env: dict[str, str], name: str, default: int, minimum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _float(env: dict[str, str], name: str, default: float, minimum: float | None = None) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    # `not value >= minimum` also refuses nan.
+    if minimum is not None and not value >= minimum:
+        raise SettingsError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
 
 
 def _secret(env: dict[str, str], name: str) -> str | None:
@@ -134,25 +141,29 @@ class Settings:
             scheduler_interval=_float(env, "GANTRY_SCHEDULER_INTERVAL", 1.0),
             cancel_grace=_float(env, "GANTRY_CANCEL_GRACE", 10.0),
             db_pool_size=_int(env, "GANTRY_DB_POOL_SIZE", 20),
-            max_queued_per_user=_int(env, "GANTRY_MAX_QUEUED_PER_USER", 1000),
-            max_submissions_per_minute=_int(env, "GANTRY_MAX_SUBMISSIONS_PER_MINUTE", 120),
-            max_streams_per_user=_int(env, "GANTRY_MAX_STREAMS_PER_USER", 50),
+            max_queued_per_user=_int(env, "GANTRY_MAX_QUEUED_PER_USER", 1000, minimum=0),
+            max_submissions_per_minute=_int(
+                env, "GANTRY_MAX_SUBMISSIONS_PER_MINUTE", 120, minimum=0
+            ),
+            max_streams_per_user=_int(env, "GANTRY_MAX_STREAMS_PER_USER", 50, minimum=0),
             max_log_bytes_per_attempt=_log_cap(env),
-            retention_days=_float(env, "GANTRY_RETENTION_DAYS", 30.0),
-            retention_interval=_float(env, "GANTRY_RETENTION_INTERVAL", 3600.0),
-            sign_in_account_limit=_int(env, "GANTRY_SIGN_IN_ACCOUNT_LIMIT", 10),
-            sign_in_address_limit=_int(env, "GANTRY_SIGN_IN_ADDRESS_LIMIT", 50),
-            sign_in_window=_float(env, "GANTRY_SIGN_IN_WINDOW", 900.0),
-            session_max_age=_int(env, "GANTRY_SESSION_MAX_AGE", 7 * 24 * 3600),
-            db_reserve_pool_size=_int(env, "GANTRY_DB_RESERVE_POOL_SIZE", 10),
-            statement_timeout=_float(env, "GANTRY_STATEMENT_TIMEOUT", 5.0),
-            background_statement_timeout=_float(env, "GANTRY_BACKGROUND_STATEMENT_TIMEOUT", 60.0),
-            max_tasks_per_workflow=_int(env, "GANTRY_MAX_TASKS_PER_WORKFLOW", 10_000),
+            retention_days=_float(env, "GANTRY_RETENTION_DAYS", 30.0, minimum=0),
+            retention_interval=_float(env, "GANTRY_RETENTION_INTERVAL", 3600.0, minimum=1),
+            sign_in_account_limit=_int(env, "GANTRY_SIGN_IN_ACCOUNT_LIMIT", 10, minimum=0),
+            sign_in_address_limit=_int(env, "GANTRY_SIGN_IN_ADDRESS_LIMIT", 50, minimum=0),
+            sign_in_window=_float(env, "GANTRY_SIGN_IN_WINDOW", 900.0, minimum=1),
+            session_max_age=_int(env, "GANTRY_SESSION_MAX_AGE", 7 * 24 * 3600, minimum=60),
+            db_reserve_pool_size=_int(env, "GANTRY_DB_RESERVE_POOL_SIZE", 10, minimum=1),
+            statement_timeout=_float(env, "GANTRY_STATEMENT_TIMEOUT", 5.0, minimum=0.1),
+            background_statement_timeout=_float(
+                env, "GANTRY_BACKGROUND_STATEMENT_TIMEOUT", 60.0, minimum=0.1
+            ),
+            max_tasks_per_workflow=_int(env, "GANTRY_MAX_TASKS_PER_WORKFLOW", 10_000, minimum=1),
         )
 
 
 def _log_cap(env: dict[str, str]) -> int:
-    value = _int(env, "GANTRY_MAX_LOG_BYTES_PER_ATTEMPT", 1024**3)
+    value = _int(env, "GANTRY_MAX_LOG_BYTES_PER_ATTEMPT", 1024**3, minimum=0)
     # The runner API acknowledges a cut log at a far offset (app/runner_api/service.py).
     if not 0 <= value < 2**40:
         raise SettingsError("GANTRY_MAX_LOG_BYTES_PER_ATTEMPT must be between 0 and 2**40 - 1")

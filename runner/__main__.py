@@ -45,7 +45,13 @@ def _require(env: dict[str, str], name: str) -> str:
     return value
 
 
-def _number(env: dict[str, str], name: str, default: float, kind: type[float] | type[int]) -> Any:
+def _number(
+    env: dict[str, str],
+    name: str,
+    default: float,
+    kind: type[float] | type[int],
+    minimum: float = 0,
+) -> Any:
     raw = env.get(name)
     if not raw:
         return default
@@ -53,8 +59,8 @@ def _number(env: dict[str, str], name: str, default: float, kind: type[float] | 
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative")
+    if not value >= minimum:  # also refuses nan
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
     return value
 
 
@@ -98,7 +104,8 @@ def build(env: dict[str, str]) -> tuple[RunnerClient, Executor, str, str]:
             raise ConfigError(str(exc)) from None
         local.disk = DiskLimit(
             _number(env, "GANTRY_MAX_ATTEMPT_DISK_BYTES", DEFAULT_DISK_LIMIT, int),
-            _number(env, "GANTRY_ATTEMPT_DISK_CHECK_INTERVAL", 10.0, float),
+            # Each check walks every running attempt's directory: not more than once a second.
+            _number(env, "GANTRY_ATTEMPT_DISK_CHECK_INTERVAL", 10.0, float, minimum=1),
         )
         _log_isolation(local)
         executor: Executor = local

@@ -119,6 +119,15 @@ class InProcessServer:
         return httpx.AsyncClient(base_url=self.base, headers=headers, timeout=30, **kw)
 
 
+def csrf_token(html: str) -> str:
+    """The CSRF token a page's forms carry (hidden input `_csrf_token`)."""
+    import re
+
+    match = re.search(r'name="_csrf_token" value="([^"]+)"', html)
+    assert match, "the form carries a CSRF token"
+    return match.group(1)
+
+
 async def wait_http(url: str, timeout: float, verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2, verify=verify) as client:

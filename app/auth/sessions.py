@@ -43,7 +43,6 @@ __all__ = (
     "SESSION_KEY",
     "PostgresSessionStore",
     "WebSessionConfig",
-    "session_id_of",
     "start_session",
 )
 
@@ -214,9 +213,3 @@ def start_session(request: Request[Any, Any, Any], username: str) -> None:
     """
     request.scope["state"][_NEW_ID] = secrets.token_hex(SESSION_ID_BYTES)
     request.set_session({SESSION_KEY: username})
-
-
-def session_id_of(request: Request[Any, Any, Any]) -> str | None:
-    """The id of the session this request carries, if the server knows it."""
-    loaded = request.scope["state"].get(_LOADED)
-    return str(loaded[0]) if loaded else None

@@ -91,6 +91,11 @@ class SignInThrottle:
             )
         return attempt_id
 
+    async def abandon(self, attempt_id: int) -> None:
+        """The password was never checked (the server was busy): the attempt does not count."""
+        async with self.db.connection() as conn:
+            await conn.execute("DELETE FROM sign_in_attempt WHERE id = $1", attempt_id)
+
     async def succeeded(self, attempt_id: int, account: str) -> None:
         """The password was right: this attempt does not count, nor do the account's failures."""
         account = account.strip().lower()[:200]

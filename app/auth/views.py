@@ -58,6 +58,7 @@ class AuthViews(Controller):
         try:
             principal = await auth.check_password(username, data.get("password") or "")
         except SignInBusy:
+            await throttle.abandon(attempt)  # busy is not a wrong password: it must not count
             return page(
                 request,
                 "auth/login.html",

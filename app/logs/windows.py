@@ -45,10 +45,21 @@ class Resume:
             offsets: dict[Key, tuple[int, bool]] = {}
             for part in filter(None, keys.split(",")):
                 task, stream, offset, skip = part.split(".")
-                offsets[(int(task), int(stream))] = (int(offset), skip == "1")
-            return cls(int(after), int(number), offsets)
+                key = (_bigint(task), int(stream))
+                if key[1] not in (1, 2):  # stdout, stderr (app/logs/service.py STREAM_NAMES)
+                    raise ValueError(stream)
+                offsets[key] = (_bigint(offset), skip == "1")
+            return cls(_bigint(after), int(number), offsets)
         except ValueError:
             raise ValueError("the log position is not one this server gave out") from None
+
+
+def _bigint(text: str) -> int:
+    """A number that reaches a bigint column: 0 to 2**63 - 1, else ValueError."""
+    value = int(text)
+    if not 0 <= value <= 2**63 - 1:
+        raise ValueError(text)
+    return value
 
 
 @dataclass(slots=True)

@@ -571,6 +571,9 @@ class RunnerService:
                     refused.add(c.attempt)
                     continue
                 end = row["end_"]
+                if end >= LOG_CUT:  # the log was cut: whatever comes now changes nothing
+                    ends[(c.attempt, c.stream)] = LOG_CUT
+                    continue
                 stop = c.offset + len(c.data)
                 if c.offset <= end < stop:
                     data = c.data[end - c.offset :]

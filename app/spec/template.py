@@ -314,7 +314,9 @@ class TemplateRenderer:
 
     def default_values(self, text: str) -> list[tuple[str, str]]:
         """The spec's scalar `default-values` as (name, text) pairs; [] when unreadable."""
-        if len(text) > 1024 * 1024:
+        from app.spec.parse import MAX_SPEC_BYTES
+
+        if len(text) > MAX_SPEC_BYTES:  # not worth sending; the worker counts bytes
             return []
         answer = self._call(("defaults", text))
         return list(answer[1]) if answer[0] == "ok" else []

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from app.bounds import NO_NUL, Name, Reason
+from app.spec.parse import MAX_SPEC_BYTES
 
 __all__ = (
-    "MAX_SPEC_CHARS",
     "CancelRequest",
     "DryRunPlan",
     "GroupOut",
@@ -23,13 +23,12 @@ __all__ = (
 )
 
 
-MAX_SPEC_CHARS = 1024 * 1024  # a spec of 1 MiB; the spec pipeline bounds what it expands to
 MAX_SET_VALUES = 1000
 
 # The envelope only: a spec's text and the structure of `set` values are checked by the spec
 # pipeline (app/spec), which names the line of what is wrong.
 # A NUL in the spec is the pipeline's to refuse too (422 naming its line), so no pattern here.
-SpecText = Annotated[str, msgspec.Meta(max_length=MAX_SPEC_CHARS)]
+SpecText = Annotated[str, msgspec.Meta(max_length=MAX_SPEC_BYTES)]
 SetKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)]
 SetValues = Annotated[dict[SetKey, Any], msgspec.Meta(max_length=MAX_SET_VALUES)]
 

@@ -407,13 +407,10 @@ class WorkflowService:
         status: str | None,
         offset: int,
         limit: int,
-        *,
-        with_counts: bool = True,
-    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    ) -> list[dict[str, Any]]:
         """One page of the workflow's latest attempts in the order of the page's task table
-        (group position, leads first, then name), optionally of one status, and how many
-        tasks are in each status (unless ``with_counts`` is false: then {}; visibility is
-        checked by callers)."""
+        (group position, leads first, then name), optionally of one status (visibility is
+        checked by callers; the counts per status come from ``graph``)."""
         async with self.db.connection() as conn:
             rows = await conn.fetch(
                 """
@@ -442,18 +439,7 @@ class WorkflowService:
                 offset,
                 limit,
             )
-            counts = []
-            if with_counts:
-                counts = await conn.fetch(
-                    """
-                    SELECT status, count(*) AS n
-                    FROM (SELECT DISTINCT ON (name) status FROM task WHERE workflow = $1
-                          ORDER BY name, retry DESC) t
-                    GROUP BY status
-                    """,
-                    workflow_id,
-                )
-        page = [
+        return [
             {
                 "group": r["group_name"],
                 "task": _task_out(r),
@@ -461,7 +447,6 @@ class WorkflowService:
             }
             for r in rows
         ]
-        return page, {r["status"]: r["n"] for r in counts}
 
     async def resubmit(self, principal: Principal, workflow_id: str) -> dict[str, Any]:
         """Submit the same spec again, with the same values, pool and priority."""

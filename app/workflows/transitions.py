@@ -22,7 +22,6 @@ from app.workflows.states import ALIVE, TERMINAL, WORKFLOW_ALIVE, Status, is_fai
 
 __all__ = (
     "end_groups",
-    "fail_group",
     "finish_task",
     "lock_group",
     "lock_workflow",
@@ -550,20 +549,3 @@ async def end_groups(
         conn, workflow_id, ended, status, source, downstream_alive=group_ids is not None
     )
     return len(ended)
-
-
-async def fail_group(
-    conn: asyncpg.Connection,
-    group_id: int,
-    status: str,
-    reason: str,
-    source: str,
-    *,
-    force: bool = False,
-) -> bool:
-    """End a whole group at once (timeouts); False if it had already ended."""
-    workflow_id = await conn.fetchval("SELECT workflow FROM task_group WHERE id = $1", group_id)
-    if workflow_id is None:
-        return False
-    ended = await end_groups(conn, workflow_id, [group_id], status, reason, source, force=force)
-    return ended > 0

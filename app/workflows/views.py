@@ -43,6 +43,7 @@ __all__ = ("WorkflowViews",)
 
 WORKFLOW_ID = text_query(80)
 MAX_BULK_CANCEL = 500
+MAX_REASON = 2000  # a cancel reason, as the API's (app/bounds.py Reason): longer is refused
 EXPAND = Parameter(default=None, max_items=1000)
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -335,9 +336,9 @@ class WorkflowViews(Controller):
         principal = principal_of(request)
         ids = data.get("ids") or []
         ids = [ids] if isinstance(ids, str) else list(ids)
-        refuse_nul({"ids": 80 * 1000, "reason": 4000}, ids=" ".join(map(str, ids)),
+        refuse_nul({"ids": 80 * 1000, "reason": MAX_REASON}, ids=" ".join(map(str, ids)),
                    reason=data.get("reason"), back=data.get("back"))  # fmt: skip
-        reason = str(data.get("reason") or "").strip()[:500]
+        reason = str(data.get("reason") or "").strip()
         if len(ids) > MAX_BULK_CANCEL:  # a page shows at most 500 rows; more is no one's click
             raise Invalid(
                 f"select at most {MAX_BULK_CANCEL} workflows to cancel at once, not {len(ids)}",
@@ -383,9 +384,7 @@ class WorkflowViews(Controller):
         wf["tasks_completed"] = counts.get("COMPLETED", 0)
         task_page = min(task_page, _pages(counts, status))  # past the end: the last page
         offset = (task_page - 1) * TASK_PAGE_SIZE
-        rows, _ = await service.task_rows(
-            workflow_id, status, offset, TASK_PAGE_SIZE, with_counts=False
-        )
+        rows = await service.task_rows(workflow_id, status, offset, TASK_PAGE_SIZE)
         tp = _task_page(workflow_id, rows, counts, task_page, status, keys)
         timeline = await service.events_page(workflow_id, None, TIMELINE_SIZE + 1)
         return page(
@@ -513,11 +512,11 @@ class WorkflowViews(Controller):
         self, request: Request[Any, Any, Any], data: Form, workflow_id: str = WORKFLOW_ID
     ) -> Redirect:
         service: WorkflowService = request.app.state.workflows
-        refuse_nul({"reason": 4000}, reason=data.get("reason"))
+        refuse_nul({"reason": MAX_REASON}, reason=data.get("reason"))
         await service.cancel(
             principal_of(request),
             workflow_id,
-            (data.get("reason") or "").strip()[:500],
+            (data.get("reason") or "").strip(),
             data.get("mode") == "force" or data.get("force") == "on",
         )
         flash(request, f"{workflow_id} was canceled.", "good")

@@ -345,8 +345,7 @@ class LocalExecutor(Executor):
         address is not the host's loopback) and no port forwarded either way; without pasta,
         bwrap starts it with only loopback. The holder ends with the group (``forget``).
         """
-        a = launch.attempt
-        key = hashlib.sha256(f"{a.workflow_id}\0{a.group}".encode()).hexdigest()[:24]
+        key = _net_key(launch)
         # The tasks of a group start together: one of them creates the holder.
         async with self._net_locks.setdefault(key, asyncio.Lock()):
             return await self._holder(key)
@@ -402,7 +401,7 @@ class LocalExecutor(Executor):
     def _release_network(self, launch: Launch) -> None:
         """Stop the group's holder once no attempt of the group is held here."""
         a = launch.attempt
-        key = hashlib.sha256(f"{a.workflow_id}\0{a.group}".encode()).hexdigest()[:24]
+        key = _net_key(launch)
         d = self.root / f"net-{key}"
         if not d.exists():
             return
@@ -550,6 +549,12 @@ def _rewrite(text: str, moves: dict[str, str]) -> str:
     for src in sorted(moves, key=len, reverse=True):
         text = text.replace(src, moves[src])
     return text
+
+
+def _net_key(launch: Launch) -> str:
+    """The name of the launch's task group's network on this host."""
+    a = launch.attempt
+    return hashlib.sha256(f"{a.workflow_id}\0{a.group}".encode()).hexdigest()[:24]
 
 
 def _read_int(path: Path) -> int | None:

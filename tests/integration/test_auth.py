@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import msgspec
 
 from runner import protocol as p
-from tests.support import ADMIN_PASSWORD, ADMIN_TOKEN, RUNNER_TOKEN, InProcessServer, submit
+from tests.support import (
+    ADMIN_PASSWORD,
+    ADMIN_TOKEN,
+    RUNNER_TOKEN,
+    InProcessServer,
+    csrf_token,
+    submit,
+)
 
 HELLO = "workflow:\n  name: hello\n  tasks:\n  - {name: t, image: x, command: [echo, hi]}\n"
 
@@ -98,16 +103,10 @@ async def test_only_admins_create_backends_and_only_owners_cancel(server: InProc
         assert (await bob.get("/api/v1/workflows")).status_code == 401
 
 
-def _csrf(html: str) -> str:
-    match = re.search(r'name="_csrf_token" value="([^"]+)"', html)
-    assert match, "the form carries a CSRF token"
-    return match.group(1)
-
-
 async def test_browser_login_session_and_csrf(server: InProcessServer) -> None:
     async with server.client(follow_redirects=False) as browser:
         form = await browser.get("/login")
-        token = _csrf(form.text)
+        token = csrf_token(form.text)
         bad = await browser.post(
             "/login", data={"username": "admin", "password": "wrong", "_csrf_token": token}
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ROOT, free_port, wait_for
+from tests.support import ROOT, csrf_token, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ async def test_gantry_dev_runs_everything_and_stops_everything(tmp_path: Path) -
             assert log == "Hello from OSMO!\n"
         async with httpx.AsyncClient(base_url=base, follow_redirects=False) as browser:
             form = await browser.get("/login")
-            csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+            csrf = csrf_token(form.text)
             r = await browser.post(
                 "/login", data={"username": "admin", "password": password, "_csrf_token": csrf}
             )
@@ -92,7 +92,7 @@ async def test_gantry_dev_runs_everything_and_stops_everything(tmp_path: Path) -
         assert "Traceback" not in unknown.stderr
         async with httpx.AsyncClient(base_url=base, follow_redirects=False) as browser:
             form = await browser.get("/login")
-            csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+            csrf = csrf_token(form.text)
             r = await browser.post(
                 "/login", data={"username": "bob", "password": "bob-password", "_csrf_token": csrf}
             )

@@ -14,6 +14,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -48,7 +49,9 @@ async def quiet_server(database_url: str, tmp_path: Path) -> AsyncIterator[InPro
         await server.stop()
 
 
-async def _post_logs(client: RunnerClient, session: str, batch: p.LogBatch) -> p.LogReply:
+async def _post_logs(
+    client: RunnerClient, session: str, batch: p.LogBatch, connections: set[Any]
+) -> p.LogReply:
     # Without RunnerClient's retries: a retry on a new connection would hide the stall.
     response = await client.http.post(
         f"/sessions/{session}/logs",
@@ -56,6 +59,7 @@ async def _post_logs(client: RunnerClient, session: str, batch: p.LogBatch) -> p
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 200, response.text
+    connections.add(response.extensions["network_stream"])
     return msgspec.json.decode(response.content, type=p.LogReply)
 
 
@@ -77,10 +81,11 @@ async def test_log_uploads_beside_the_open_stream_complete(quiet_server: InProce
 
         sizes = [256 * KiB, 512 * KiB, 768 * KiB, 1024 * KiB] * 3
         unknown = 10**12  # no such attempt: the server reads each body whole, then refuses it
+        connections: set[Any] = set()
 
         async def upload(i: int, size: int) -> p.LogReply:
             chunk = p.LogChunk(unknown + i, 0, "stdout", 0, os.urandom(size))
-            return await _post_logs(client, session, p.LogBatch([chunk]))
+            return await _post_logs(client, session, p.LogBatch([chunk]), connections)
 
         async def chatter() -> None:
             for _ in range(5):
@@ -101,6 +106,8 @@ async def test_log_uploads_beside_the_open_stream_complete(quiet_server: InProce
         # The connection is still the one it was: every request went over it.
         response = await client.http.get(f"/sessions/{session}/nope")
         assert response.http_version == "HTTP/2"
+        connections.add(response.extensions["network_stream"])
+        assert len(connections) == 1, "every upload and the last request shared one connection"
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
     finally:

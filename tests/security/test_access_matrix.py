@@ -8,7 +8,6 @@ with overrides where a route answers differently on purpose. Nothing may ever an
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ import msgspec
 import pytest
 
 from runner import protocol as p
-from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, InProcessServer
+from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, InProcessServer, csrf_token
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -148,7 +147,7 @@ async def _submit_page(ctx: Ctx) -> Request:
 
 
 async def _create_pool(ctx: Ctx) -> Request:
-    return "POST", "/api/v1/pools", {"json": {"name": f"p{id(ctx) % 100000}-{_n()}"}}
+    return "POST", "/api/v1/pools", {"json": {"name": f"p{_n()}"}}
 
 
 async def _create_backend(ctx: Ctx) -> Request:
@@ -337,20 +336,16 @@ async def _signed_out_cookies(server: InProcessServer) -> httpx.Cookies:
     """Alice signs in through the form, the cookies are copied, then she signs out."""
     async with server.client() as browser:
         form = await browser.get("/login")
-        csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
-        assert csrf, "the sign-in form carries a CSRF token"
         signed_in = await browser.post(
             "/login",
             data={"username": "alice", "password": "alice-password", "next": "/workflows",
-                  "_csrf_token": csrf.group(1)},
+                  "_csrf_token": csrf_token(form.text)},
         )  # fmt: skip
         assert signed_in.status_code == 303, signed_in.text
         assert (await browser.get("/api/v1/workflows")).status_code == 200
         copied = httpx.Cookies(browser.cookies)
         page = await browser.get("/workflows")
-        token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text)
-        assert token, "pages carry a CSRF token for their forms"
-        out = await browser.post("/logout", data={"_csrf_token": token.group(1)})
+        out = await browser.post("/logout", data={"_csrf_token": csrf_token(page.text)})
         assert out.status_code == 303
     return copied
 
@@ -392,13 +387,11 @@ async def _call(client: httpx.AsyncClient, request: Request, stream: bool) -> ht
     if method != "GET" and "authorization" not in client.headers:
         # A browser's unsafe request carries the CSRF token its pages gave it; without one
         # a refusal would be the CSRF check's, not the access rule's under test.
-        form = await client.get("/login")
-        found = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
-        assert found, "the sign-in form carries a CSRF token"
+        token = csrf_token((await client.get("/login")).text)
         if "data" in kw:
-            kw = {**kw, "data": {**kw["data"], "_csrf_token": found.group(1)}}
+            kw = {**kw, "data": {**kw["data"], "_csrf_token": token}}
         else:
-            kw = {**kw, "headers": {"x-csrf-token": found.group(1)}}
+            kw = {**kw, "headers": {"x-csrf-token": token}}
     if stream:
         async with client.stream(method, url, **kw) as response:
             return response  # the status line is enough; leaving closes the stream

@@ -413,3 +413,36 @@ async def test_bulk_cancel_takes_at_most_a_pages_worth(server: InProcessServer) 
         assert "at most 500" in r.text
         r = await admin.post("/workflows/cancel", data={"ids": ["w-1"] * 3})
         assert r.status_code == 303
+        # Each id is tried once: the flash on the page it leads to names w-1 once.
+        listing = await admin.get(r.headers["location"], headers={"accept": "text/html"})
+        assert listing.text.count("w-1 (") == 1, listing.text
+
+
+async def test_a_log_position_not_given_out_by_the_server_is_refused(
+    api: httpx.AsyncClient,
+) -> None:
+    """A stream number past int4 broke the live log's stream inside its generator."""
+    wid = await submit(api, ONE)
+    for at in ("0~0~1.5.0.0", f"0~0~1.{2**40}.0.0", f"0~0~{2**63}.1.0.0", "-1~0~"):
+        r = await api.get(f"/workflows/{wid}/tasks/t/logs/live", params={"at": at})
+        assert r.status_code == 400, (at, r.status_code)
+        assert "not one this server gave out" in r.text
+    async with api.stream(
+        "GET", f"/workflows/{wid}/tasks/t/logs/live", params={"at": "0~0~1.1.0.0"}
+    ) as ok:
+        assert ok.status_code == 200
+
+
+async def test_a_cancel_reason_from_a_form_is_kept_whole_or_refused(
+    api: httpx.AsyncClient,
+) -> None:
+    """The form used to cut a reason to 500 characters without saying so; the API takes 2000."""
+    wid = await submit(api, ONE)
+    refused = await api.post(
+        f"/workflows/{wid}/cancel", data={"reason": "r" * 2001}, headers={"accept": "text/html"}
+    )
+    assert refused.status_code == 422 and "at most 2000" in refused.text
+    kept = await api.post(f"/workflows/{wid}/cancel", data={"reason": "k" * 2000})
+    assert kept.status_code == 303
+    wf = (await api.get(f"/api/v1/workflows/{wid}")).json()
+    assert "k" * 2000 in (wf["reason"] or "")

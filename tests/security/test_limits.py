@@ -210,6 +210,10 @@ async def test_log_is_cut_at_the_cap_with_a_marker(database_url: str, tmp_path: 
         later = await send(("stdout", 610, b"d" * 5000), ("stderr", 600, b"e" * 100))
         assert {o.offset for o in later.offsets} == {2**40}
         assert await db.fetchval("SELECT count(*) FROM log_chunk WHERE task = $1", aid) == before
+        # Nor do chunks a hostile runner places across the far acknowledgement itself.
+        across = await send(("stdout", 2**40 - 1, b"f" * 10), ("stderr", 2**40, b"g" * 10))
+        assert {o.offset for o in across.offsets} == {2**40}
+        assert await db.fetchval("SELECT count(*) FROM log_chunk WHERE task = $1", aid) == before
         text = (await admin.get(f"/api/v1/workflows/{wid}/tasks/t/logs")).text
         assert text.count("GANTRY_MAX_LOG_BYTES_PER_ATTEMPT") == 1 and "d" * 10 not in text
         assert (await runner.report(aid, "COMPLETED", exit_code=0)).results[0].outcome == "applied"

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,13 +50,18 @@ TASK_VARIABLES = {
 SECRETS = (ADMIN_TOKEN, RUNNER_TOKEN, "test-secret-key", "the-runner-environment-must-not-leak")
 
 
+def _skip_unless_optional(reason: str) -> NoReturn:
+    """Skip, saying why; under GANTRY_REQUIRE_SANDBOX=1 (CI) a missing part fails instead."""
+    if os.environ.get("GANTRY_REQUIRE_SANDBOX") == "1":
+        pytest.fail(f"GANTRY_REQUIRE_SANDBOX=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def bwrap() -> str:
     if BWRAP is None:
         reason = "bubblewrap (bwrap) is not installed: `apt-get install bubblewrap passt`"
-        if os.environ.get("GANTRY_REQUIRE_SANDBOX") == "1":
-            pytest.fail(f"GANTRY_REQUIRE_SANDBOX=1 but {reason}")
-        pytest.skip(reason)
+        _skip_unless_optional(reason)
     return BWRAP
 
 
@@ -90,7 +96,7 @@ async def hostile_stack(
     """Runner and control-plane data directories inside /opt, a folder the sandbox binds;
     with pasta (outbound network) where it is installed, and without it (loopback only)."""
     if request.param == "pasta" and PASTA is None:
-        pytest.skip("pasta (Debian's passt) is not installed")
+        _skip_unless_optional("pasta (Debian's passt) is not installed: `apt-get install passt`")
     extra = {"GANTRY_SANDBOX_PASTA": ""} if request.param == "no-pasta" else {}
     runner_dir = Path(tempfile.mkdtemp(prefix="gantry-sbx-runner-", dir="/opt"))
     control_dir = Path(tempfile.mkdtemp(prefix="gantry-sbx-data-", dir="/opt"))
@@ -527,7 +533,7 @@ async def test_a_tasks_environment_does_not_reach_the_sandboxs_launcher(
     """
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        pytest.skip("no C compiler to build the preload library")
+        _skip_unless_optional("no C compiler to build the preload library")
     host = Path(tempfile.mkdtemp(prefix="gantry-preload-", dir="/opt"))
     try:
         host.chmod(0o777)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import threading
 
 import httpx
 import pytest
 
 from app.auth import service
-from tests.support import ADMIN_PASSWORD, InProcessServer
+from tests.support import ADMIN_PASSWORD, InProcessServer, csrf_token
 
 
 def test_password_checks_run_in_one_low_priority_thread() -> None:
@@ -31,11 +30,9 @@ def test_password_checks_run_in_one_low_priority_thread() -> None:
 async def _sign_in(server: InProcessServer, username: str, password: str) -> httpx.Response:
     async with server.client() as browser:
         form = await browser.get("/login")
-        token = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
-        assert token
         return await browser.post(
             "/login",
-            data={"username": username, "password": password, "_csrf_token": token.group(1)},
+            data={"username": username, "password": password, "_csrf_token": csrf_token(form.text)},
         )
 
 
@@ -50,6 +47,12 @@ async def test_a_flood_of_sign_ins_is_answered_busy_not_queued_for_ever(
     assert busy, "some sign-ins were answered busy"
     assert all(r.headers["retry-after"] == "5" for r in busy)
     assert "try again in a few seconds" in busy[0].text
+    # Only the checked (wrong) passwords count towards the throttle; the busy ones do not.
+    async with server.app.state.db.connection() as conn:
+        counted = await conn.fetchval(
+            "SELECT count(*) FROM sign_in_attempt WHERE account LIKE 'nobody-%'"
+        )
+    assert counted == statuses.count(401)
     # Once the flood is over, signing in works.
     ok = await _sign_in(server, "admin", ADMIN_PASSWORD)
     assert ok.status_code == 303

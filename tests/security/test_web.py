@@ -20,6 +20,7 @@ from tests.support import (
     ADMIN_TOKEN,
     ROOT,
     InProcessServer,
+    csrf_token,
     make_settings,
     self_signed_cert,
 )
@@ -41,16 +42,10 @@ CSP_PARTS = [
 ]
 
 
-def _csrf(html: str) -> str:
-    match = re.search(r'name="_csrf_token" value="([^"]+)"', html)
-    assert match, "the form carries a CSRF token"
-    return match.group(1)
-
-
 async def _sign_in(
     client: httpx.AsyncClient, username: str = "admin", password: str = ADMIN_PASSWORD
 ) -> httpx.Response:
-    token = _csrf((await client.get("/login")).text)
+    token = csrf_token((await client.get("/login")).text)
     return await client.post(
         "/login", data={"username": username, "password": password, "_csrf_token": token}
     )
@@ -125,7 +120,7 @@ async def test_a_signed_in_not_found_page_shows_the_user_and_a_working_token(
         assert r.status_code == 404
         assert '<nav aria-label="Main">' in r.text and "Sign out" in r.text
         header = re.search(r"hx-headers='\{\"x-csrf-token\": \"([^\"]*)\"\}'", r.text)
-        assert header and header.group(1) == _csrf(r.text)
+        assert header and header.group(1) == csrf_token(r.text)
     _no_tracebacks(caplog)
 
 
@@ -235,7 +230,7 @@ async def test_a_cookie_copied_before_sign_out_is_refused_after_it(server: InPro
         stolen = browser.cookies[COOKIE]
         page = await browser.get("/workflows")
         assert page.status_code == 200
-        token = _csrf(page.text)
+        token = csrf_token(page.text)
         assert (await browser.post("/logout", data={"_csrf_token": token})).status_code == 303
     async with server.client(cookies={COOKIE: stolen}) as thief:
         assert (await thief.get("/api/v1/workflows")).status_code == 401
@@ -336,7 +331,7 @@ async def test_ten_wrong_passwords_then_the_right_one_is_429(server: InProcessSe
 
 async def test_parallel_guesses_cannot_slip_past_the_count(server: InProcessServer) -> None:
     async with server.client() as guesser:
-        token = _csrf((await guesser.get("/login")).text)
+        token = csrf_token((await guesser.get("/login")).text)
 
         async def guess(i: int) -> int:
             data = {"username": "admin", "password": f"guess-{i}", "_csrf_token": token}
@@ -406,7 +401,7 @@ async def test_cookies_are_secure_behind_tls(database_url: str, tmp_path: Path) 
                 data={
                     "username": "admin",
                     "password": ADMIN_PASSWORD,
-                    "_csrf_token": _csrf(form.text),
+                    "_csrf_token": csrf_token(form.text),
                 },
                 headers={"cookie": f"gantry_csrf={csrf_cookie}"},
             )
