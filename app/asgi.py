@@ -33,6 +33,8 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from app import templating
+from app.access.api import MeController, RoleController, UserController
+from app.access.service import AccessListener, RoleCache, RoleService, UserService
 from app.auth.middleware import PUBLIC_PATHS, BearerExemptCSRFMiddleware, GantryAuthMiddleware
 from app.auth.service import AuthService
 from app.auth.sessions import COOKIE, STORE_NAME, PostgresSessionStore, WebSessionConfig
@@ -109,8 +111,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             db, pools, renderer, settings.default_exec_timeout, settings.default_queue_timeout
         )
         workflows.limits = SubmissionLimits(db, settings)
-        auth = AuthService(db)
+        role_cache = RoleCache(db)
+        auth = AuthService(db, role_cache)
         await auth.ensure_bootstrap(settings)
+        # Every replica forgets cached roles and tokens when one of them changes (app/access).
+        access_listener = AccessListener(hub, role_cache, auth)
+        access_listener.start()
         loops = [
             Scheduler(reserve, hub, settings, settings.scheduler_interval),
             Sweeper(reserve, hub, settings, settings.sweeper_interval),
@@ -123,6 +129,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             reserve=reserve,
             hub=hub,
             auth=auth,
+            users=UserService(db, auth),
+            roles=RoleService(db),
             runner_auth=AuthService(reserve),
             pools=pools,
             workflows=workflows,
@@ -149,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             for loop in loops:
                 await loop.stop()
+            await access_listener.stop()
             await state.watches.close()
             await hub.close()
             await db.close()
@@ -183,6 +192,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PoolController,
             BackendController,
             TokenController,
+            MeController,
+            UserController,
+            RoleController,
             RunnerController,
             AuthViews,
             LogViews,

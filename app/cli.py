@@ -417,6 +417,7 @@ def serve(settings: Settings) -> None:
 
 
 async def _with_services(url: str, fn: Any) -> Any:
+    from app.access.service import RoleService, UserService
     from app.auth.service import AuthService
     from app.db import Database
     from app.pools.service import PoolService
@@ -424,7 +425,9 @@ async def _with_services(url: str, fn: Any) -> Any:
     db = Database(url, pool_size=2)
     await db.start()
     try:
-        return await fn(AuthService(db), PoolService(db, 30.0))
+        auth = AuthService(db)
+        services = argparse.Namespace(users=UserService(db, auth), roles=RoleService(db), auth=auth)
+        return await fn(auth, PoolService(db, 30.0), services)
     finally:
         await db.close()
 
@@ -434,13 +437,13 @@ def admin(args: argparse.Namespace) -> None:
     url = _admin_database(settings, "admin")
     from app.errors import DomainError
 
-    async def create_backend(auth: Any, pools: Any) -> None:
+    async def create_backend(auth: Any, pools: Any, _: Any) -> None:
         await pools.create_pool(args.pool, exist_ok=True)
         token = await pools.create_backend(args.name, args.pool)
         print(f"backend {args.name} created in pool {args.pool}")
         print(f"runner token (shown once): {token}")
 
-    async def create_user(auth: Any, pools: Any) -> None:
+    async def create_user(auth: Any, pools: Any, _: Any) -> None:
         password = None
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\n")
@@ -455,17 +458,44 @@ def admin(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
 
-    async def create_token(auth: Any, pools: Any) -> None:
+    async def create_token(auth: Any, pools: Any, _: Any) -> None:
         if not await auth.user_exists(args.user):
             raise SystemExit(f"gantry admin create-token: there is no user {args.user!r}")
         token = await auth.create_token(args.user, args.name)
         print(f"token for {args.user} (shown once): {token}")
 
-    async def create_pool(auth: Any, pools: Any) -> None:
+    async def create_pool(auth: Any, pools: Any, _: Any) -> None:
         await pools.create_pool(args.name, args.description or "")
         print(f"pool {args.name} created")
 
+    async def create_role(auth: Any, pools: Any, s: Any) -> None:
+        import msgspec
+
+        from app.access.policy import Policy
+
+        try:
+            policies = [msgspec.json.decode(p.encode(), type=Policy) for p in args.policy]
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise SystemExit(f"gantry admin create-role: a --policy is not valid: {exc}") from None
+        await s.roles.put(args.name, args.description or "", policies)
+        print(
+            f"role {args.name} ready with {len(policies)} polic{'y' if len(policies) == 1 else 'ies'}"
+        )
+
+    async def grant(auth: Any, pools: Any, s: Any) -> None:
+        user = await s.users.get(args.user)
+        roles = sorted(set(user["roles"]) | set(args.roles))
+        await s.users.update(args.user, roles=roles)
+        print(f"{args.user} holds {', '.join(roles)}")
+
+    async def disable_user(auth: Any, pools: Any, s: Any) -> None:
+        await s.users.update(args.user, disabled=True)
+        print(f"{args.user} is disabled: its sessions ended and its tokens were deleted")
+
     actions = {
+        "create-role": create_role,
+        "grant": grant,
+        "disable-user": disable_user,
         "create-backend": create_backend,
         "create-user": create_user,
         "create-token": create_token,
@@ -489,7 +519,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--port", type=int)
     sub.add_parser("runner", help="run a runner (GANTRY_SERVER_URL, GANTRY_BACKEND, ...)")
     sub.add_parser("migrate", help="apply database migrations")
-    admin_p = sub.add_parser("admin", help="create backends, users, tokens and pools")
+    admin_p = sub.add_parser("admin", help="create backends, users, roles, tokens and pools")
     admin_sub = admin_p.add_subparsers(dest="admin_command", required=True)
     b = admin_sub.add_parser(
         "create-backend", help="create a backend; prints its runner token once"
@@ -503,6 +533,21 @@ def _parser() -> argparse.ArgumentParser:
     t = admin_sub.add_parser("create-token", help="create a personal API token; prints it once")
     t.add_argument("user")
     t.add_argument("--name", default="cli")
+    r = admin_sub.add_parser("create-role", help="create a role, or replace its policies")
+    r.add_argument("name")
+    r.add_argument("--description")
+    r.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        help='a policy as JSON, e.g. \'{"effect": "Allow", "actions": ["workflow:*"], '
+        '"resources": ["pool/gpu"]}\' (repeat for several)',
+    )
+    g = admin_sub.add_parser("grant", help="give a user one or more roles")
+    g.add_argument("user")
+    g.add_argument("roles", nargs="+")
+    d = admin_sub.add_parser("disable-user", help="disable a user: sessions end, tokens go")
+    d.add_argument("user")
     pl = admin_sub.add_parser("create-pool", help="create a pool")
     pl.add_argument("name")
     pl.add_argument("--description")

@@ -7,6 +7,7 @@ from pathlib import Path
 from piccolo.conf.apps import AppConfig
 
 import migrations
+from app.access.tables import Role
 from app.auth.tables import ApiToken, SignInAttempt, User, WebSession
 from app.backends.tables import Backend, RunnerSession
 from app.logs.tables import LogChunk
@@ -35,6 +36,7 @@ TABLES = [
     SubmissionRate,
     WebSession,
     SignInAttempt,
+    Role,
 ]
 
 APP_CONFIG = AppConfig(

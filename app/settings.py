@@ -29,6 +29,28 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int | None = Non
     return value
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(env: dict[str, str], name: str, default: float) -> float:
+    """Seconds, or a number with a unit: ``90s``, ``15m``, ``12h``, ``365d``."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    unit = _UNITS.get(raw[-1].lower()) if raw[-1].isalpha() else 1
+    number = raw[:-1] if raw[-1].isalpha() else raw
+    try:
+        value = float(number) * unit if unit else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value <= 100 * 365 * 86400:  # also refuses nan
+        raise SettingsError(
+            f"{name} must be a duration between 1s and 100 years such as 3600, 12h or 365d, "
+            f"got {raw!r}"
+        )
+    return value
+
+
 def _float(env: dict[str, str], name: str, default: float, minimum: float | None = None) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -106,6 +128,8 @@ class Settings:
     sign_in_address_limit: int = 50
     sign_in_window: float = 900.0
     session_max_age: int = 7 * 24 * 3600
+    # Personal tokens (the teams issue): the longest life one may be given, in seconds.
+    token_max_lifetime: float = 365 * 86400.0
     # Connections kept apart for the scheduler, the sweeper and the runner API, so requests
     # cannot starve them (app/db.py), and the statement timeouts (seconds) of both pools.
     db_reserve_pool_size: int = 10
@@ -153,6 +177,7 @@ class Settings:
             sign_in_address_limit=_int(env, "GANTRY_SIGN_IN_ADDRESS_LIMIT", 50, minimum=0),
             sign_in_window=_float(env, "GANTRY_SIGN_IN_WINDOW", 900.0, minimum=1),
             session_max_age=_int(env, "GANTRY_SESSION_MAX_AGE", 7 * 24 * 3600, minimum=60),
+            token_max_lifetime=_duration(env, "GANTRY_TOKEN_MAX_LIFETIME", 365 * 86400.0),
             db_reserve_pool_size=_int(env, "GANTRY_DB_RESERVE_POOL_SIZE", 10, minimum=1),
             statement_timeout=_float(env, "GANTRY_STATEMENT_TIMEOUT", 5.0, minimum=0.1),
             background_statement_timeout=_float(

@@ -14,18 +14,20 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.csrf import CSRFMiddleware
-from litestar.types import Receive, Scope, Send
+from litestar.types import Guard, Receive, Scope, Send
 
-from app.auth.service import AuthService, Principal
+from app.auth.service import AuthService, Principal, TokenRefused
 from app.auth.sessions import SESSION_KEY
+from app.errors import Forbidden
 
 __all__ = (
     "PUBLIC_PATHS",
     "SESSION_KEY",
     "BearerExemptCSRFMiddleware",
     "GantryAuthMiddleware",
-    "admin_guard",
+    "allowed",
     "principal_of",
+    "require",
 )
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/static/", "^/login$", "^/favicon.ico$"]
@@ -55,7 +57,10 @@ class GantryAuthMiddleware(AbstractAuthenticationMiddleware):
         token = bearer_token(connection.headers)
         principal: Principal | None = None
         if token is not None:
-            principal = await auth.by_token(token) if token else None
+            try:
+                principal = await auth.by_token(token) if token else None
+            except TokenRefused as exc:
+                raise NotAuthorizedException(str(exc)) from None
         else:
             session = connection.scope.get("session") or {}
             username = session.get(SESSION_KEY) if isinstance(session, dict) else None
@@ -95,6 +100,16 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     return user
 
 
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    if not principal_of(connection).is_admin:
-        raise PermissionDeniedException("Only an admin may do this")
+def require(principal: Principal, action: str, resource: str = "*", *, own: bool = True) -> None:
+    """403 naming the action and resource unless ``principal``'s roles allow it."""
+    if not principal.can(action, resource, own=own):
+        raise Forbidden(f"you may not do {action} on {resource}")
+
+
+def allowed(action: str) -> Guard:
+    """A route guard for an action not about one pool (decided on the resource ``*``)."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        require(principal_of(connection), action)
+
+    return guard

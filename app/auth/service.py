@@ -16,12 +16,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from app.db import Database
+from app.access.policy import Access
+from app.db import Database, notify
+from app.errors import Invalid, NotFound
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.access.service import RoleCache
 
 __all__ = (
     "AuthService",
@@ -47,6 +53,10 @@ def _low_priority() -> None:
 _HASHING = ThreadPoolExecutor(1, "gantry-argon2", initializer=_low_priority)
 
 
+class TokenRefused(Exception):
+    """A token that exists but may not be used now (expired); the message says why."""
+
+
 class SignInBusy(Exception):
     """More password checks are queued than the server runs at once (answered 503)."""
 
@@ -61,29 +71,63 @@ def new_token(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a user (``kind="user"``) or a backend's runner (``kind="backend"``)."""
+    """Who is calling: a user (``kind="user"``) or a backend's runner (``kind="backend"``).
+
+    ``roles`` are those in force for this credential (a token may carry a subset of its
+    owner's), ``access`` what they allow (app/access/policy.py); ``account`` is ``person``
+    or ``service``; ``via`` how the credential was obtained: ``password`` (a local sign-in),
+    ``token`` (a Gantry token).
+    """
 
     name: str
     kind: str
     roles: frozenset[str] = field(default_factory=frozenset)
-    via: str = "token"  # "token" or "session"
+    via: str = "token"
+    access: Access = field(default_factory=Access)
+    account: str = "person"
 
     @property
     def is_admin(self) -> bool:
+        """Holds the built-in ``admin`` role (what the sandbox asks: app/runner_api)."""
         return self.kind == "user" and "admin" in self.roles
+
+    def can(self, action: str, resource: str = "*", *, own: bool = True) -> bool:
+        return self.kind == "user" and self.access.allows(action, resource, own=own)
+
+
+def token_roles(user_roles: frozenset[str], subset: frozenset[str]) -> frozenset[str]:
+    """The roles in force for a token: its subset of its owner's (all of them when it names
+    none). An owner holding ``admin`` counts as holding every role."""
+    if not subset:
+        return user_roles
+    return subset if "admin" in user_roles else subset & user_roles
 
 
 class AuthService:
     """Looks up credentials; the only place that reads or writes users, tokens and hashes."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, roles: RoleCache | None = None) -> None:
         self.db = db
+        self.roles = roles  # None: people get no access (the runner API's own service)
         self._hasher = PasswordHasher()
         self._cache: dict[str, tuple[float, Principal | None, int | None]] = {}
         self._touched: dict[int, float] = {}
         self._hash_waiting = 0
 
+    def invalidate(self) -> None:
+        """Forget cached tokens (a hint said users, roles or tokens changed)."""
+        self._cache.clear()
+
+    async def _with_access(self, principal: Principal) -> Principal:
+        if self.roles is None or principal.kind != "user":
+            return principal
+        access = await self.roles.access(principal.roles)
+        return Principal(principal.name, "user", principal.roles, principal.via, access,
+                         principal.account)  # fmt: skip
+
     async def by_token(self, token: str) -> Principal | None:
+        """The token's principal; None for an unknown one. Raises ``TokenRefused`` for one
+        that exists but expired, so the answer can say so."""
         digest = hash_token(token)
         now = time.monotonic()
         hit = self._cache.get(digest)
@@ -91,6 +135,8 @@ class AuthService:
             principal, token_id = hit[1], hit[2]
         else:
             principal, token_id = await self._lookup(digest)
+            if principal is not None:
+                principal = await self._with_access(principal)
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (now, principal, token_id)
@@ -106,14 +152,21 @@ class AuthService:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 """
-                SELECT t.id, u.name, u.roles FROM api_token t
+                SELECT t.id, t.scopes, t.expires_at, t.expires_at <= now() AS expired,
+                       u.name, u.roles, u.kind FROM api_token t
                 JOIN gantry_user u ON u.name = t."user"
-                WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > now())
+                WHERE t.token_hash = $1 AND NOT u.disabled
                 """,
                 digest,
             )
             if row is not None:
-                return Principal(row["name"], "user", frozenset(row["roles"])), row["id"]
+                if row["expired"]:
+                    # Not cached: the answer is the same every time and costs one query.
+                    raise TokenRefused(
+                        f"this token expired at {row['expires_at'].isoformat()}; create a new one"
+                    )
+                roles = token_roles(frozenset(row["roles"]), frozenset(row["scopes"] or ()))
+                return Principal(row["name"], "user", roles, account=row["kind"]), row["id"]
             name = await conn.fetchval("SELECT name FROM backend WHERE token_hash = $1", digest)
             if name is not None:
                 return Principal(name, "backend"), None
@@ -122,16 +175,22 @@ class AuthService:
     async def by_session(self, username: str) -> Principal | None:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT name, roles FROM gantry_user WHERE name = $1", username
+                "SELECT name, roles, kind FROM gantry_user WHERE name = $1 AND NOT disabled",
+                username,
             )
         if row is None:
             return None
-        return Principal(row["name"], "user", frozenset(row["roles"]), via="session")
+        principal = Principal(row["name"], "user", frozenset(row["roles"]), via="password",
+                              account=row["kind"])  # fmt: skip
+        return await self._with_access(principal)
 
     async def check_password(self, username: str, password: str) -> Principal | None:
         async with self.db.connection() as conn:
+            # Service accounts have no password, and disabled users may not sign in.
             row = await conn.fetchrow(
-                "SELECT name, roles, password_hash FROM gantry_user WHERE name = $1", username
+                "SELECT name, roles, kind, password_hash FROM gantry_user"
+                " WHERE name = $1 AND NOT disabled AND kind = 'person'",
+                username,
             )
         stored = row["password_hash"] if row is not None else None
         if stored is None:
@@ -141,7 +200,8 @@ class AuthService:
         if not await self._verify_off_loop(stored, password):
             return None
         assert row is not None
-        return Principal(row["name"], "user", frozenset(row["roles"]), via="session")
+        principal = Principal(row["name"], "user", frozenset(row["roles"]), via="password")
+        return await self._with_access(principal)
 
     async def _verify_off_loop(self, stored: str, password: str) -> bool:
         """One argon2 check at a time, in a thread of low priority, and a short queue.
@@ -168,6 +228,17 @@ class AuthService:
 
     def hash_password(self, password: str) -> str:
         return self._hasher.hash(password)
+
+    async def hash_off_loop(self, password: str) -> str:
+        """``hash_password`` in the hashing thread (see ``_verify_off_loop``)."""
+        if self._hash_waiting >= HASH_QUEUE:
+            raise SignInBusy("too many password checks at once; try again in a few seconds")
+        self._hash_waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(_HASHING, self._hasher.hash, password)
+        finally:
+            self._hash_waiting -= 1
 
     # -- administration -------------------------------------------------------------------
 
@@ -209,19 +280,38 @@ class AuthService:
             return bool(await conn.fetchval("SELECT 1 FROM gantry_user WHERE name = $1", name))
 
     async def create_token(self, user: str, name: str, expires_at: datetime | None = None) -> str:
+        return (await self.issue_token(user, name, expires_at))[1]
+
+    async def issue_token(
+        self,
+        user: str,
+        name: str,
+        expires_at: datetime | None = None,
+        roles: list[str] | None = None,
+    ) -> tuple[int, str]:
+        """A new token of ``user`` (its id and value, shown once). ``roles``: the subset of the
+        owner's roles it carries (none: all of them); one the owner does not hold is refused."""
         token = new_token(USER_TOKEN_PREFIX)
+        subset = sorted(set(roles or ()))
         async with self.db.transaction() as conn:
-            await conn.execute(
+            held = await conn.fetchval("SELECT roles FROM gantry_user WHERE name = $1", user)
+            if held is None:
+                raise NotFound(f"there is no user '{user}'")
+            extra = sorted(set(subset) - set(held)) if "admin" not in held else []
+            if extra:
+                raise Invalid(f"a token may carry only its owner's roles, not: {', '.join(extra)}")
+            token_id = await conn.fetchval(
                 """
                 INSERT INTO api_token ("user", name, token_hash, scopes, expires_at, created_at)
-                VALUES ($1, $2, $3, '{}', $4, now())
+                VALUES ($1, $2, $3, $4, $5, now()) RETURNING id
                 """,
                 user,
                 name,
                 hash_token(token),
+                subset,
                 expires_at,
             )
-        return token
+        return int(token_id), token
 
     async def end_sessions(self, user: str) -> int:
         """End every browser session of ``user`` at once, on every replica (sessions live in
@@ -240,7 +330,8 @@ class AuthService:
         async with self.db.connection() as conn:
             rows = await conn.fetch(
                 """
-                SELECT id, name, created_at, last_used_at, expires_at FROM api_token
+                SELECT id, name, scopes AS roles, created_at, last_used_at, expires_at
+                FROM api_token
                 WHERE "user" = $1 ORDER BY created_at DESC, id DESC
                 """,
                 user,
@@ -252,6 +343,7 @@ class AuthService:
             deleted = await conn.fetchval(
                 'DELETE FROM api_token WHERE id = $1 AND "user" = $2 RETURNING id', token_id, user
             )
+            await notify(conn, "auth")  # every replica forgets the token (app/access)
         self._cache.clear()
         return deleted is not None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from piccolo.columns import (
     Array,
     BigSerial,
+    Boolean,
     Bytea,
     ForeignKey,
     OnDelete,
@@ -25,6 +26,8 @@ class User(Table, tablename="gantry_user"):
     display_name = Varchar(length=200, default="")
     roles = Array(Varchar(length=32), default=list)
     password_hash = Text(null=True, default=None)
+    kind = Varchar(length=16, default="person")  # "person" or "service" (tokens only)
+    disabled = Boolean(default=False)  # refused everywhere; its sessions are ended
     created_at = Timestamptz(default=TimestamptzNow())
 
 

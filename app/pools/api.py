@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
 
-from app.auth.middleware import admin_guard, principal_of
+from app.access.api import RoleName
+from app.access.policy import pool_resource
+from app.auth.middleware import principal_of, require
 from app.auth.service import AuthService
 from app.bounds import Description, Name, TokenName, id_path
-from app.errors import NotFound
+from app.errors import Invalid, NotFound
 from app.pools.service import PoolService
 from app.problems import problems
+from app.spec.errors import SpecIssue
 
 __all__ = ("BackendController", "PoolController", "TokenController")
 
@@ -47,6 +50,36 @@ class BackendOut(msgspec.Struct):
 
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
     name: TokenName
+    # Honoured to the second; at most GANTRY_TOKEN_MAX_LIFETIME ahead (none: that far).
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    # A subset of the owner's roles that the token carries (none: all of them).
+    roles: Annotated[list[RoleName], msgspec.Meta(max_length=64)] | None = None
+
+
+class TokenCreated(msgspec.Struct):
+    id: int
+    name: str
+    token: str
+    expires_at: datetime
+
+
+def token_expiry(asked: datetime | None, max_lifetime: float) -> datetime:
+    """When a new token expires: as asked (to the second), or at the longest allowed life."""
+    now = datetime.now(UTC)
+    latest = now + timedelta(seconds=max_lifetime)
+    if asked is None:
+        return latest.replace(microsecond=0)
+    if asked <= now:
+        raise Invalid(
+            "expires_at is in the past", [SpecIssue("expires_at", None, "give a future time")]
+        )
+    if asked > latest + timedelta(seconds=1):
+        raise Invalid(
+            f"expires_at is beyond the longest token life ({max_lifetime / 86400:g} days, "
+            "GANTRY_TOKEN_MAX_LIFETIME)",
+            [SpecIssue("expires_at", None, f"give a time before {latest.isoformat()}")],
+        )
+    return asked.astimezone(UTC).replace(microsecond=0)
 
 
 def _pools(request: Request[Any, Any, Any]) -> PoolService:
@@ -64,11 +97,11 @@ class PoolController(Controller):
     @post(
         "/",
         status_code=201,
-        guards=[admin_guard],
-        summary="Create a pool (admin)",
+        summary="Create a pool (pool:Admin on it)",
         responses=problems(403, 409, 422),
     )
     async def create_pool(self, request: Request[Any, Any, Any], data: PoolIn) -> dict[str, Any]:
+        require(principal_of(request), "pool:Admin", pool_resource(data.name))
         return await _pools(request).create_pool(
             data.name, data.description, platforms=data.platforms
         )
@@ -84,20 +117,20 @@ class BackendController(Controller):
         responses=problems(),
     )
     async def list_backends(self, request: Request[Any, Any, Any]) -> dict[str, list[BackendOut]]:
-        pools = await _pools(request).accessible(principal_of(request))
+        pools = await _pools(request).accessible(principal_of(request), "pool:List")
         rows = await _pools(request).backends(pools)
         return {"items": [msgspec.convert(r, BackendOut, strict=False) for r in rows]}
 
     @post(
         "/",
         status_code=201,
-        guards=[admin_guard],
-        summary="Create a backend; its token is shown once",
+        summary="Create a backend; its token is shown once (backend:Admin on its pool)",
         responses=problems(403, 404, 409, 422),
     )
     async def create_backend(
         self, request: Request[Any, Any, Any], data: BackendIn
     ) -> BackendCreated:
+        require(principal_of(request), "backend:Admin", pool_resource(data.pool))
         token = await _pools(request).create_backend(data.name, data.pool)
         return BackendCreated(name=data.name, pool=data.pool, token=token)
 
@@ -119,12 +152,15 @@ class TokenController(Controller):
         "/",
         status_code=201,
         summary="Create a personal API token; it is shown once",
-        responses=problems(),
+        responses=problems(422),
     )
-    async def create_token(self, request: Request[Any, Any, Any], data: TokenIn) -> dict[str, str]:
+    async def create_token(self, request: Request[Any, Any, Any], data: TokenIn) -> TokenCreated:
         auth: AuthService = request.app.state.auth
-        token = await auth.create_token(principal_of(request).name, data.name)
-        return {"name": data.name, "token": token}
+        expires_at = token_expiry(data.expires_at, request.app.state.settings.token_max_lifetime)
+        token_id, token = await auth.issue_token(
+            principal_of(request).name, data.name, expires_at, data.roles
+        )
+        return TokenCreated(token_id, data.name, token, expires_at)
 
     @delete(
         "/{token_id:int}",

@@ -48,20 +48,18 @@ class PoolService:
         self.db = db
         self.lease_ttl = lease_ttl
 
-    async def accessible(self, principal: Principal) -> list[str]:
-        """Names of the pools ``principal`` may use: pools with no roles are open to all users."""
+    async def accessible(self, principal: Principal, action: str = "workflow:Read") -> list[str]:
+        """Names of the pools on which ``principal``'s roles allow ``action`` (app/access)."""
+        if principal.kind != "user":
+            return []
         async with self.db.connection() as conn:
-            rows = await conn.fetch("SELECT name, roles FROM pool ORDER BY name")
-        return [
-            r["name"]
-            for r in rows
-            if principal.is_admin or not r["roles"] or set(r["roles"]) & principal.roles
-        ]
+            rows = await conn.fetch("SELECT name FROM pool ORDER BY name")
+        return principal.access.pools(action, [r["name"] for r in rows])
 
     async def get(self, name: str) -> dict[str, Any] | None:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT name, description, roles, platforms, defaults FROM pool WHERE name = $1",
+                "SELECT name, description, platforms, defaults FROM pool WHERE name = $1",
                 name,
             )
         if row is None:
@@ -71,7 +69,7 @@ class PoolService:
         return out
 
     async def summaries(self, principal: Principal) -> list[dict[str, Any]]:
-        names = await self.accessible(principal)
+        names = await self.accessible(principal, "pool:List")
         async with self.db.connection() as conn:
             rows = await conn.fetch(
                 """
@@ -109,8 +107,8 @@ class PoolService:
         async with self.db.transaction() as conn:
             created = await conn.fetchval(
                 """
-                INSERT INTO pool (name, description, roles, platforms, defaults, created_at)
-                VALUES ($1, $2, '{}', $3, $4::jsonb, now())
+                INSERT INTO pool (name, description, platforms, defaults, created_at)
+                VALUES ($1, $2, $3, $4::jsonb, now())
                 ON CONFLICT (name) DO NOTHING RETURNING name
                 """,
                 name,

@@ -10,11 +10,13 @@ __all__ = ("Pool",)
 
 
 class Pool(Table, tablename="pool"):
-    """A pool; ``defaults`` holds default resources and timeouts, ``platforms`` its platforms."""
+    """A pool; ``defaults`` holds default resources and timeouts, ``platforms`` its platforms.
+
+    Who may use it is decided by roles' policies on ``pool/<name>`` (app/access/policy.py).
+    """
 
     name = Varchar(length=64, primary_key=True)
     description = Text(default="")
-    roles = Array(Varchar(length=32), default=list)
     platforms = Array(Varchar(length=64), default=list)
     defaults = JSONB(default="{}")
     created_at = Timestamptz(default=TimestamptzNow())

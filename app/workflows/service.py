@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from app.access.policy import pool_resource
 from app.auth.service import Principal
 from app.db import Database, notify
 from app.errors import Forbidden, Invalid, NotFound
@@ -82,12 +83,17 @@ class WorkflowService:
             raise Invalid(exc.detail, exc.issues, title=exc.title) from None
         pool_name = pool or parsed.plan.pool or "default"
         pool_row = await self.pools.get(pool_name)
-        allowed = await self.pools.accessible(principal)
-        if pool_row is None or pool_name not in allowed:
-            names = ", ".join(allowed) or "none"
+        allowed = await self.pools.accessible(principal, "workflow:Create")
+        names = ", ".join(allowed) or "none"
+        if pool_row is None:
             raise Invalid(
-                f"pool '{pool_name}' does not exist or you may not use it (your pools: {names})",
+                f"pool '{pool_name}' does not exist (your pools: {names})",
                 [SpecIssue("pool", None, f"choose one of: {names}")],
+            )
+        if pool_name not in allowed:
+            raise Forbidden(
+                f"you may not submit to pool '{pool_name}' (workflow:Create on "
+                f"pool/{pool_name}); your pools: {names}"
             )
         defaults = pool_row["defaults"]
         default_resources = _pool_resources(defaults)
@@ -603,7 +609,7 @@ class WorkflowService:
         name: str | None,
         user: str | None,
     ) -> tuple[list[str], list[Any]]:
-        pools = await self.pools.accessible(principal)
+        pools = await self.pools.accessible(principal, "workflow:List")
         where = ["pool = ANY($1::text[])"]
         args: list[Any] = [pools]
         if status:
@@ -634,8 +640,12 @@ class WorkflowService:
         pools = await self.pools.accessible(principal)
         async with self.db.transaction() as conn:
             row = await self._visible(conn, pools, workflow_id)
-            if not principal.is_admin and row["owner"] != principal.name:
-                raise Forbidden("only the workflow's owner or an admin may cancel it")
+            own = row["owner"] == principal.name
+            if not principal.can("workflow:Cancel", pool_resource(row["pool"]), own=own):
+                raise Forbidden(
+                    "you may not cancel this workflow (workflow:Cancel on "
+                    f"pool/{row['pool']}" + (")" if own else ", scope any, for another's)")
+                )
             if row["status"] in WORKFLOW_ALIVE and await conn.fetchval(
                 # Held until this transaction ends; a (rare) hash collision with another
                 # workflow's cancel only makes this one answer early, and it may be repeated.

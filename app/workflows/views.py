@@ -256,7 +256,7 @@ class WorkflowViews(Controller):
             query=query,
             live_query=urlencode({**filters, "sort": sort, "since": since}),
             statuses=[s.value for s in WorkflowStatus],
-            pools=await request.app.state.pools.accessible(principal),
+            pools=await request.app.state.pools.accessible(principal, "workflow:List"),
             live=cursor is None,
         )
 
@@ -533,7 +533,7 @@ class WorkflowViews(Controller):
 
     @get("/submit")
     async def submit_page(self, request: Request[Any, Any, Any]) -> Template:
-        pools = await request.app.state.pools.accessible(principal_of(request))
+        pools = await request.app.state.pools.accessible(principal_of(request), "workflow:Create")
         form = {"pool": "default" if "default" in pools else (pools[0] if pools else ""),
                 "priority": "NORMAL", "spec": "", "set": ""}  # fmt: skip
         return _submit_page(request, pools, form, [], [], None)
@@ -544,7 +544,7 @@ class WorkflowViews(Controller):
     ) -> Template | Redirect:
         service: WorkflowService = request.app.state.workflows
         principal = principal_of(request)
-        pools = await request.app.state.pools.accessible(principal)
+        pools = await request.app.state.pools.accessible(principal, "workflow:Create")
         spec = str(data.get("spec") or "")
         upload = data.get("file")
         if isinstance(upload, UploadFile):

@@ -40,7 +40,7 @@ PEOPLE = ("user", "other", "admin")
 RUNNERS = ("runner_a", "runner_b")
 
 # What a caller may get: "pass" (2xx, or 3xx not to the sign-in page), "unauth" (401, or a
-# redirect to the sign-in page), "forbidden" (403), "notfound" (404).
+# redirect to the sign-in page), "forbidden" (403), "notfound" (404), "invalid" (422).
 Outcome = str
 
 
@@ -170,6 +170,45 @@ async def _revoke_token_page(ctx: Ctx) -> Request:
     return "POST", f"/tokens/{await ctx.new_alice_token()}/revoke", {}
 
 
+async def _change_password(ctx: Ctx) -> Request:
+    # Alice's right current password (her new one is the same): she passes; for bob and the
+    # admin, who have no password, it is the wrong current one.
+    body = {"current": "alice-password", "new": "alice-password"}
+    return "POST", "/api/v1/me/password", {"json": body}
+
+
+async def _create_user(ctx: Ctx) -> Request:
+    return "POST", "/api/v1/users", {"json": {"name": f"made{_n()}"}}
+
+
+async def _throwaway_user(ctx: Ctx) -> str:
+    name = f"gone{_n()}"
+    await ctx.server.app.state.users.create(name)
+    return name
+
+
+async def _patch_user(ctx: Ctx) -> Request:
+    name = await _throwaway_user(ctx)
+    return "PATCH", f"/api/v1/users/{name}", {"json": {"display_name": "Renamed"}}
+
+
+async def _delete_user(ctx: Ctx) -> Request:
+    return "DELETE", f"/api/v1/users/{await _throwaway_user(ctx)}", {}
+
+
+_EMPTY_ROLE = {"description": "matrix", "policies": []}
+
+
+async def _put_role(ctx: Ctx) -> Request:
+    return "PUT", f"/api/v1/roles/r{_n()}", {"json": _EMPTY_ROLE}
+
+
+async def _delete_role(ctx: Ctx) -> Request:
+    name = f"r{_n()}"
+    await ctx.server.app.state.roles.put(name, "matrix", [])
+    return "DELETE", f"/api/v1/roles/{name}", {}
+
+
 async def _login(ctx: Ctx) -> Request:
     # A wrong password: a readable 401 page for everyone (the sign-in form is public).
     return "POST", "/login", {"data": {"username": "nobody", "password": "wrong"}}
@@ -242,6 +281,20 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/tokens": Row("person", get("/api/v1/tokens")),
     "POST /api/v1/tokens": Row("person", _create_token_api),
     "DELETE /api/v1/tokens/{token_id:int}": Row("mine", _delete_token),
+    # identity, users and roles (the teams issue)
+    "GET /api/v1/me": Row("person", get("/api/v1/me")),
+    "POST /api/v1/me/password": Row(
+        "person", _change_password, {"other": "invalid", "admin": "invalid"}
+    ),
+    "GET /api/v1/users": Row("admin", get("/api/v1/users")),
+    "POST /api/v1/users": Row("admin", _create_user),
+    "GET /api/v1/users/{name:str}": Row("admin", get("/api/v1/users/alice")),
+    "PATCH /api/v1/users/{name:str}": Row("admin", _patch_user),
+    "DELETE /api/v1/users/{name:str}": Row("admin", _delete_user),
+    "GET /api/v1/roles": Row("admin", get("/api/v1/roles")),
+    "GET /api/v1/roles/{name:str}": Row("admin", get("/api/v1/roles/user")),
+    "PUT /api/v1/roles/{name:str}": Row("admin", _put_role),
+    "DELETE /api/v1/roles/{name:str}": Row("admin", _delete_role),
     # runner API: only the runner of the session's backend
     "POST /api/runner/v1/sessions": Row(
         "runner", _hello, {"runner_b": "forbidden"}
@@ -379,7 +432,7 @@ def _classify(response: httpx.Response, signs_out: bool) -> Outcome:
         return "unauth"
     if status < 400:
         return "pass"
-    return {403: "forbidden", 404: "notfound"}.get(status, f"status {status}")
+    return {403: "forbidden", 404: "notfound", 422: "invalid"}.get(status, f"status {status}")
 
 
 async def _call(client: httpx.AsyncClient, request: Request, stream: bool) -> httpx.Response:

@@ -1,0 +1,1 @@
+"""Who may do what: roles and their policies, users and service accounts (the teams issue)."""
