@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from html import escape
 from http import HTTPStatus
@@ -35,6 +36,7 @@ from litestar.template.config import TemplateConfig
 from app import templating
 from app.access.api import MeController, RoleController, UserController
 from app.access.service import AccessListener, RoleCache, RoleService, UserService
+from app.access.views import AccessViews
 from app.auth.middleware import PUBLIC_PATHS, BearerExemptCSRFMiddleware, GantryAuthMiddleware
 from app.auth.service import AuthService
 from app.auth.sessions import COOKIE, STORE_NAME, PostgresSessionStore, WebSessionConfig
@@ -115,7 +117,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         auth = AuthService(db, role_cache)
         await auth.ensure_bootstrap(settings)
         # Every replica forgets cached roles and tokens when one of them changes (app/access).
-        access_listener = AccessListener(hub, role_cache, auth)
+        runner_auth = AuthService(reserve)
+        access_listener = AccessListener(hub, role_cache, auth, runner_auth)
         access_listener.start()
         loops = [
             Scheduler(reserve, hub, settings, settings.scheduler_interval),
@@ -131,7 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             auth=auth,
             users=UserService(db, auth),
             roles=RoleService(db),
-            runner_auth=AuthService(reserve),
+            runner_auth=runner_auth,
             pools=pools,
             workflows=workflows,
             logs=LogService(db, hub, pools),
@@ -195,6 +198,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MeController,
             UserController,
             RoleController,
+            AccessViews,
             RunnerController,
             AuthViews,
             LogViews,
@@ -210,7 +214,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         middleware=[
             session_config.middleware,
-            DefineMiddleware(GantryAuthMiddleware, exclude=PUBLIC_PATHS),
+            DefineMiddleware(
+                GantryAuthMiddleware,
+                exclude=[*PUBLIC_PATHS, *("^" + re.escape(p) for p in settings.auth_public_paths)],
+            ),
             DefineMiddleware(BearerExemptCSRFMiddleware, config=csrf_config),
             StreamSlotMiddleware(StreamSlots(settings.max_streams_per_user)),
         ],

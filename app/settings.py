@@ -29,6 +29,26 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int | None = Non
     return value
 
 
+def public_paths(raw: str) -> tuple[str, ...]:
+    """GANTRY_AUTH_PUBLIC_PATHS: comma-separated path prefixes that need no identity. None may
+    lie under /api or cover an /api path (``/``, ``/ap``): the API is never opened this way."""
+    out = []
+    for prefix in (p.strip() for p in raw.split(",")):
+        if not prefix:
+            continue
+        if not prefix.startswith("/") or any(c in prefix for c in "\x00?#"):
+            raise SettingsError(
+                f"GANTRY_AUTH_PUBLIC_PATHS: {prefix!r} is not a path prefix (start it with /)"
+            )
+        if prefix.startswith("/api") or "/api/".startswith(prefix):
+            raise SettingsError(
+                f"GANTRY_AUTH_PUBLIC_PATHS: {prefix!r} would open paths under /api, which "
+                "always need an identity"
+            )
+        out.append(prefix)
+    return tuple(out)
+
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -130,6 +150,10 @@ class Settings:
     session_max_age: int = 7 * 24 * 3600
     # Personal tokens (the teams issue): the longest life one may be given, in seconds.
     token_max_lifetime: float = 365 * 86400.0
+    # After a backend's token is rotated, the previous one works this long (seconds).
+    token_rotation_grace: float = 3600.0
+    # Path prefixes a deployment opens to callers without identity (never under /api).
+    auth_public_paths: tuple[str, ...] = ()
     # Connections kept apart for the scheduler, the sweeper and the runner API, so requests
     # cannot starve them (app/db.py), and the statement timeouts (seconds) of both pools.
     db_reserve_pool_size: int = 10
@@ -178,6 +202,8 @@ class Settings:
             sign_in_window=_float(env, "GANTRY_SIGN_IN_WINDOW", 900.0, minimum=1),
             session_max_age=_int(env, "GANTRY_SESSION_MAX_AGE", 7 * 24 * 3600, minimum=60),
             token_max_lifetime=_duration(env, "GANTRY_TOKEN_MAX_LIFETIME", 365 * 86400.0),
+            token_rotation_grace=_float(env, "GANTRY_TOKEN_ROTATION_GRACE", 3600.0, minimum=0),
+            auth_public_paths=public_paths(env.get("GANTRY_AUTH_PUBLIC_PATHS", "")),
             db_reserve_pool_size=_int(env, "GANTRY_DB_RESERVE_POOL_SIZE", 10, minimum=1),
             statement_timeout=_float(env, "GANTRY_STATEMENT_TIMEOUT", 5.0, minimum=0.1),
             background_statement_timeout=_float(

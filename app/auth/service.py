@@ -167,7 +167,13 @@ class AuthService:
                     )
                 roles = token_roles(frozenset(row["roles"]), frozenset(row["scopes"] or ()))
                 return Principal(row["name"], "user", roles, account=row["kind"]), row["id"]
-            name = await conn.fetchval("SELECT name FROM backend WHERE token_hash = $1", digest)
+            name = await conn.fetchval(
+                """
+                SELECT name FROM backend WHERE token_hash = $1
+                   OR (previous_token_hash = $1 AND previous_valid_until > now())
+                """,
+                digest,
+            )
             if name is not None:
                 return Principal(name, "backend"), None
         return None, None

@@ -95,6 +95,22 @@ class PostgresSessionStore(Store):
                 float(seconds),
             )
 
+    async def replace(self, key: str, value: bytes, expires_in: int | timedelta | None) -> None:
+        """Change a session that exists; one ended meanwhile (signed out elsewhere, a password
+        change, a disabled user) stays ended rather than being written back by a request of
+        it that was still running."""
+        seconds = _seconds(expires_in) or 14 * 24 * 3600
+        async with self._db.connection() as conn:
+            await conn.execute(
+                """
+                UPDATE web_session SET data = $2, expires_at = now() + make_interval(secs => $3)
+                WHERE id = $1
+                """,
+                _key(key),
+                value,
+                float(seconds),
+            )
+
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         async with self._db.connection() as conn:
             if renew_for:
@@ -195,7 +211,10 @@ class WebSessionBackend(ServerSideSessionBackend):
         if loaded is not None and not rotated and loaded[1] == data:
             return  # unchanged: no write, and the browser keeps its cookie
         session_id = self.get_session_id(connection)
-        await self.set(session_id=session_id, data=data, store=store)
+        if loaded is not None and not rotated and isinstance(store, PostgresSessionStore):
+            await store.replace(session_id, data, self.config.max_age)
+        else:
+            await self.set(session_id=session_id, data=data, store=store)
         headers.add(
             "Set-Cookie",
             Cookie(value=session_id, key=self.config.key, **cookie_params).to_header(header=""),

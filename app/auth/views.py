@@ -15,6 +15,7 @@ from app.auth.service import AuthService, SignInBusy
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
 from app.auth.throttle import Refused, SignInThrottle
 from app.bounds import id_path, refuse_nul, text_query
+from app.pools.api import token_expiry
 from app.web import flash, page
 
 __all__ = ("AuthViews",)
@@ -101,7 +102,12 @@ class AuthViews(Controller):
         user = principal_of(request).name
         refuse_nul({"name": 100}, name=data.get("name"))
         name = (data.get("name") or "").strip() or "token"
-        token = await auth.create_token(user, name[:100])
+        lifetime = request.app.state.settings.token_max_lifetime
+        days = data.get("days") or ""
+        asked = None
+        if days.isdigit() and 0 < int(days) * 86400 < lifetime:
+            asked = datetime.now(UTC) + timedelta(days=int(days))
+        _, token = await auth.issue_token(user, name[:100], token_expiry(asked, lifetime))
         return page(request, "auth/tokens.html", tokens=await auth.list_tokens(user), created=token)
 
     @post("/tokens/{token_id:int}/revoke", status_code=303)

@@ -25,6 +25,10 @@ class Backend(Table, tablename="backend"):
     name = Varchar(length=64, primary_key=True)
     pool = ForeignKey(references=Pool, on_delete=OnDelete.restrict, null=False)
     token_hash = Varchar(length=64, unique=True)
+    # After a rotation the previous token works until ``previous_valid_until`` (a grace, so
+    # a runner is redeployed without downtime); see migration gantry_2026_12_01t18_30_00.
+    previous_token_hash = Varchar(length=64, null=True, default=None)
+    previous_valid_until = Timestamptz(null=True, default=None)
     cluster_id = Varchar(length=200, default="")
     epoch = Integer(default=0)
     session_id = UUID(null=True, default=None)

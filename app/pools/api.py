@@ -12,7 +12,7 @@ from app.access.api import RoleName
 from app.access.policy import pool_resource
 from app.auth.middleware import principal_of, require
 from app.auth.service import AuthService
-from app.bounds import Description, Name, TokenName, id_path
+from app.bounds import Description, Name, TokenName, id_path, text_query
 from app.errors import Invalid, NotFound
 from app.pools.service import PoolService
 from app.problems import problems
@@ -133,6 +133,28 @@ class BackendController(Controller):
         require(principal_of(request), "backend:Admin", pool_resource(data.pool))
         token = await _pools(request).create_backend(data.name, data.pool)
         return BackendCreated(name=data.name, pool=data.pool, token=token)
+
+    @post(
+        "/{name:str}/token",
+        status_code=201,
+        summary="Rotate a backend's runner token (backend:Admin on its pool)",
+        description="The new token is shown once; the previous one keeps working for "
+        "GANTRY_TOKEN_ROTATION_GRACE seconds (default 3600), so the runner can be redeployed "
+        "without downtime. A token older than the previous one stops at once.",
+        responses=problems(403, 404),
+    )
+    async def rotate_token(
+        self, request: Request[Any, Any, Any], name: str = text_query(64)
+    ) -> BackendCreated:
+        pools = _pools(request)
+        pool = await pools.pool_of_backend(name)
+        principal = principal_of(request)
+        if pool is None or not principal.can("pool:List", pool_resource(pool)):
+            raise NotFound(f"backend '{name}' does not exist")
+        require(principal, "backend:Admin", pool_resource(pool))
+        grace = request.app.state.settings.token_rotation_grace
+        pool, token = await pools.rotate_backend_token(name, grace)
+        return BackendCreated(name=name, pool=pool, token=token)
 
 
 class TokenController(Controller):

@@ -144,6 +144,30 @@ class PoolService:
             await notify(conn, "backends")
         return token
 
+    async def rotate_backend_token(self, name: str, grace: float) -> tuple[str, str]:
+        """A new runner token for backend ``name`` (its pool and the token, shown once); the
+        current one keeps working for ``grace`` seconds, an older one stops at once."""
+        token = new_token(BACKEND_TOKEN_PREFIX)
+        async with self.db.transaction() as conn:
+            pool = await conn.fetchval(
+                """
+                UPDATE backend SET previous_token_hash = token_hash, token_hash = $2,
+                    previous_valid_until = now() + make_interval(secs => $3)
+                WHERE name = $1 RETURNING pool
+                """,
+                name,
+                hash_token(token),
+                grace,
+            )
+            if pool is None:
+                raise NotFound(f"backend '{name}' does not exist")
+            await notify(conn, "auth")  # replicas forget the cached tokens
+        return pool, token
+
+    async def pool_of_backend(self, name: str) -> str | None:
+        async with self.db.connection() as conn:
+            return await conn.fetchval("SELECT pool FROM backend WHERE name = $1", name)
+
     async def set_backend_token(self, name: str, pool: str, token: str) -> None:
         """Create the backend if needed and make ``token`` its runner token (for `gantry dev`)."""
         async with self.db.transaction() as conn:

@@ -154,6 +154,10 @@ async def _create_backend(ctx: Ctx) -> Request:
     return "POST", "/api/v1/backends", {"json": {"name": f"b{_n()}", "pool": "default"}}
 
 
+async def _rotate_backend_token(ctx: Ctx) -> Request:
+    return "POST", "/api/v1/backends/second/token", {}
+
+
 async def _create_token_api(ctx: Ctx) -> Request:
     return "POST", "/api/v1/tokens", {"json": {"name": "matrix"}}
 
@@ -207,6 +211,30 @@ async def _delete_role(ctx: Ctx) -> Request:
     name = f"r{_n()}"
     await ctx.server.app.state.roles.put(name, "matrix", [])
     return "DELETE", f"/api/v1/roles/{name}", {}
+
+
+async def _account_password(ctx: Ctx) -> Request:
+    form = {"current": "alice-password", "new": "alice-password", "confirm": "alice-password"}
+    return "POST", "/account/password", {"data": form}
+
+
+async def _create_user_page(ctx: Ctx) -> Request:
+    return "POST", "/admin/users", {"data": {"name": f"paged{_n()}", "roles": "user"}}
+
+
+async def _update_user_page(ctx: Ctx) -> Request:
+    name = await _throwaway_user(ctx)
+    return "POST", f"/admin/users/{name}", {"data": {"action": "disable"}}
+
+
+async def _put_role_page(ctx: Ctx) -> Request:
+    return "POST", "/admin/roles", {"data": {"name": f"pr{_n()}", "policies": "[]"}}
+
+
+async def _delete_role_page(ctx: Ctx) -> Request:
+    name = f"r{_n()}"
+    await ctx.server.app.state.roles.put(name, "matrix", [])
+    return "POST", f"/admin/roles/{name}/delete", {}
 
 
 async def _login(ctx: Ctx) -> Request:
@@ -278,6 +306,9 @@ MATRIX: dict[str, Row] = {
     "POST /api/v1/pools": Row("admin", _create_pool),
     "GET /api/v1/backends": Row("person", get("/api/v1/backends")),
     "POST /api/v1/backends": Row("admin", _create_backend),
+    "POST /api/v1/backends/{name:str}/token": Row(  # backend B's: runner B keeps its grace
+        "admin", _rotate_backend_token
+    ),
     "GET /api/v1/tokens": Row("person", get("/api/v1/tokens")),
     "POST /api/v1/tokens": Row("person", _create_token_api),
     "DELETE /api/v1/tokens/{token_id:int}": Row("mine", _delete_token),
@@ -352,6 +383,16 @@ MATRIX: dict[str, Row] = {
     "GET /pools": Row("person", get("/pools")),
     "GET /pools/live": Row("person", get("/pools/live"), stream=True),
     "GET /tokens": Row("person", get("/tokens")),
+    "GET /account": Row("person", get("/account")),
+    "POST /account/password": Row(
+        "person", _account_password, {"other": "invalid", "admin": "invalid"}
+    ),
+    "GET /admin/users": Row("admin", get("/admin/users")),
+    "POST /admin/users": Row("admin", _create_user_page),
+    "POST /admin/users/{name:str}": Row("admin", _update_user_page),
+    "GET /admin/roles": Row("admin", get("/admin/roles")),
+    "POST /admin/roles": Row("admin", _put_role_page),
+    "POST /admin/roles/{name:str}/delete": Row("admin", _delete_role_page),
     "POST /tokens": Row("person", _create_token_page),
     "POST /tokens/{token_id:int}/revoke": Row(
         "person", _revoke_token_page

@@ -304,3 +304,30 @@ async def _changes_reach(
                 return (await a.get("/api/v1/me")).status_code == 401
 
             await _within_a_second(revoked)
+
+
+async def test_a_backend_token_is_rotated_with_a_grace_for_the_previous_one(teams: Teams) -> None:
+    async def runner_may(token: str) -> int:
+        async with teams.server.client(token) as runner:
+            hello = {"backend": "be-a", "protocol_version": 1, "runner_version": "rotate"}
+            return (await runner.post("/api/runner/v1/sessions", json=hello)).status_code
+
+    assert await runner_may("gbk_a") == 201
+    async with teams.client("admin") as admin:
+        first = await admin.post("/api/v1/backends/be-a/token")
+        assert first.status_code == 201, first.text
+        assert first.json()["pool"] == "pool-a"
+        new = first.json()["token"]
+        assert await runner_may(new) == 201
+        assert await runner_may("gbk_a") == 201  # the previous one, within its grace
+        second = (await admin.post("/api/v1/backends/be-a/token")).json()["token"]
+        assert await runner_may(second) == 201
+        assert await runner_may(new) == 201  # now the previous one
+        # The one before the previous stops at once, on every replica (the hint).
+        assert await runner_may("gbk_a") == 401
+        assert (await admin.post("/api/v1/backends/nope/token")).status_code == 404
+    async with teams.client("ua") as a:  # sees pool-a, may not administer its backends
+        r = await a.post("/api/v1/backends/be-a/token")
+        assert r.status_code == 403 and "backend:Admin" in r.json()["detail"]
+    async with teams.client("ub") as b:  # does not even see it
+        assert (await b.post("/api/v1/backends/be-a/token")).status_code == 404

@@ -16,6 +16,14 @@ from app.settings import Settings, SettingsError
         ("GANTRY_DB_RESERVE_POOL_SIZE", "0"),
         ("GANTRY_MAX_QUEUED_PER_USER", "-5"),
         ("GANTRY_MAX_LOG_BYTES_PER_ATTEMPT", "-1"),
+        ("GANTRY_AUTH_PUBLIC_PATHS", "/metrics,/api/v1/workflows"),  # never under /api
+        ("GANTRY_AUTH_PUBLIC_PATHS", "/"),  # would cover /api
+        ("GANTRY_AUTH_PUBLIC_PATHS", "/ap"),
+        ("GANTRY_AUTH_PUBLIC_PATHS", "metrics"),
+        ("GANTRY_TOKEN_MAX_LIFETIME", "0"),
+        ("GANTRY_TOKEN_MAX_LIFETIME", "soon"),
+        ("GANTRY_TOKEN_MAX_LIFETIME", "5y"),
+        ("GANTRY_TOKEN_ROTATION_GRACE", "-1"),
     ],
 )
 def test_out_of_range_settings_are_refused_naming_the_variable(name: str, value: str) -> None:
@@ -28,3 +36,13 @@ def test_zero_still_turns_a_limit_off() -> None:
         {"GANTRY_SECRET_KEY": "k", "GANTRY_RETENTION_DAYS": "0", "GANTRY_MAX_QUEUED_PER_USER": "0"}
     )
     assert settings.retention_days == 0 and settings.max_queued_per_user == 0
+
+
+def test_public_paths_and_durations_are_read() -> None:
+    settings = Settings.from_env(
+        {"GANTRY_SECRET_KEY": "k", "GANTRY_AUTH_PUBLIC_PATHS": " /metrics, /docs/ ",
+         "GANTRY_TOKEN_MAX_LIFETIME": "30d"}
+    )  # fmt: skip
+    assert settings.auth_public_paths == ("/metrics", "/docs/")
+    assert settings.token_max_lifetime == 30 * 86400
+    assert Settings.from_env({"GANTRY_SECRET_KEY": "k"}).token_max_lifetime == 365 * 86400
