@@ -121,7 +121,9 @@ class AccessViews(Controller):
         action = _text(data, "action")
         if action == "disable":
             await _users(request).update(name, disabled=True)
-            flash(request, f"Disabled {name}: its sessions ended and its tokens were deleted.", "good")
+            flash(
+                request, f"Disabled {name}: its sessions ended and its tokens were deleted.", "good"
+            )
         elif action == "enable":
             await _users(request).update(name, disabled=False)
             flash(request, f"Enabled {name}.", "good")
