@@ -16,6 +16,7 @@ import httpx
 import msgspec
 import pytest
 
+from app.access.policy import Policy
 from runner import protocol as p
 from tests.support import ADMIN_TOKEN, RUNNER_TOKEN, InProcessServer, csrf_token
 
@@ -28,15 +29,23 @@ CALLERS = (
     "anonymous",
     "malformed",  # an Authorization header that is not a usable bearer token
     "revoked",  # a token of the owner's that was revoked
+    "expired",  # a token of the owner's past its expires_at
     "signed_out",  # the owner's session cookie, copied before signing out
-    "user",  # alice: owns the workflows the rows act on
-    "other",  # bob: another ordinary user
+    "user",  # alice: owns the workflows the rows act on (role user: pool default)
+    "other",  # bob: another ordinary user of the same pool
+    "pool_b",  # carol: a user of pool-b only (role team-b), not of alice's pool
+    "denied",  # dave: role user plus a Deny of workflow:Cancel on pool/default
+    "service",  # ci-bot: a service account with role user, by its token
+    "subset",  # the admin's own token that carries only the role user
     "admin",
     "runner_a",  # the runner of backend `local`, whose session the rows use
     "runner_b",  # the runner of backend `second`
 )
-UNAUTHENTICATED = ("anonymous", "malformed", "revoked", "signed_out")
-PEOPLE = ("user", "other", "admin")
+UNAUTHENTICATED = ("anonymous", "malformed", "revoked", "expired", "signed_out")
+# People who are not alice and not an admin, in alice's pool, and carol outside it.
+OTHERS = ("other", "denied", "service", "subset")
+PEOPLE = ("user", *OTHERS, "pool_b", "admin")
+NOT_ALICE = tuple(c for c in PEOPLE if c != "user")
 RUNNERS = ("runner_a", "runner_b")
 
 # What a caller may get: "pass" (2xx, or 3xx not to the sign-in page), "unauth" (401, or a
@@ -54,23 +63,30 @@ def _expect(kind: str) -> dict[str, Outcome]:
     base.update(dict.fromkeys(RUNNERS, "forbidden"))
     if kind == "person":
         return {**base, **dict.fromkeys(PEOPLE, "pass")}
+    if kind == "pool":  # reads alice's workflow: those who may read its pool
+        return {**base, **dict.fromkeys(PEOPLE, "pass"), "pool_b": "notfound"}
+    if kind == "submit":  # submits to the default pool: workflow:Create there
+        return {**base, **dict.fromkeys(PEOPLE, "pass"), "pool_b": "forbidden"}
     if kind == "owner":  # acts on alice's workflow: alice or an admin
-        return {**base, "user": "pass", "other": "forbidden", "admin": "pass"}
+        return {**base, **dict.fromkeys(OTHERS, "forbidden"), "user": "pass",
+                "pool_b": "notfound", "admin": "pass"}  # fmt: skip
     if kind == "admin":
-        return {**base, "user": "forbidden", "other": "forbidden", "admin": "pass"}
+        return {**base, **dict.fromkeys(PEOPLE, "forbidden"), "admin": "pass"}
     if kind == "mine":  # one of alice's own tokens: nobody else even sees it
-        return {**base, "user": "pass", "other": "notfound", "admin": "notfound"}
+        return {**base, **dict.fromkeys(PEOPLE, "notfound"), "user": "pass"}
     raise ValueError(kind)
 
 
 @dataclass
 class Ctx:
     server: InProcessServer
-    alice_token: str
-    bob_token: str
-    revoked_token: str
+    tokens: dict[str, str]  # caller → its bearer token
     signed_out_cookies: httpx.Cookies
     workflow_id: str  # alice's, never cancelled by the rows that only read
+
+    @property
+    def alice_token(self) -> str:
+        return self.tokens["user"]
 
     async def new_workflow(self) -> str:
         async with self.server.client(self.alice_token) as c:
@@ -239,7 +255,8 @@ async def _delete_role_page(ctx: Ctx) -> Request:
 
 async def _login(ctx: Ctx) -> Request:
     # A wrong password: a readable 401 page for everyone (the sign-in form is public).
-    return "POST", "/login", {"data": {"username": "nobody", "password": "wrong"}}
+    # A new name each time: ten failures of one account would be throttled (429).
+    return "POST", "/login", {"data": {"username": f"nobody{_n()}", "password": "wrong"}}
 
 
 async def _logout(ctx: Ctx) -> Request:
@@ -290,16 +307,16 @@ MATRIX: dict[str, Row] = {
     "POST /logout": Row("person", _logout, signs_out=True),
     # JSON API
     "GET /api/v1/workflows": Row("person", get("/api/v1/workflows")),
-    "POST /api/v1/workflows": Row("person", _submit_api),
-    "GET /api/v1/workflows/{workflow_id:str}": Row("person", get(_wf("/api/v1/workflows/{id}"))),
+    "POST /api/v1/workflows": Row("submit", _submit_api),
+    "GET /api/v1/workflows/{workflow_id:str}": Row("pool", get(_wf("/api/v1/workflows/{id}"))),
     "GET /api/v1/workflows/{workflow_id:str}/spec": Row(
-        "person", get(_wf("/api/v1/workflows/{id}/spec"))
+        "pool", get(_wf("/api/v1/workflows/{id}/spec"))
     ),
     "GET /api/v1/workflows/{workflow_id:str}/events": Row(
-        "person", get(_wf("/api/v1/workflows/{id}/events")), stream=True
+        "pool", get(_wf("/api/v1/workflows/{id}/events")), stream=True
     ),
     "GET /api/v1/workflows/{workflow_id:str}/tasks/{task:str}/logs": Row(
-        "person", get(_wf("/api/v1/workflows/{id}/tasks/t/logs"))
+        "pool", get(_wf("/api/v1/workflows/{id}/tasks/t/logs"))
     ),
     "POST /api/v1/workflows/{workflow_id:str}/cancel": Row("owner", _cancel_api),
     "GET /api/v1/pools": Row("person", get("/api/v1/pools")),
@@ -307,7 +324,7 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/backends": Row("person", get("/api/v1/backends")),
     "POST /api/v1/backends": Row("admin", _create_backend),
     "POST /api/v1/backends/{name:str}/token": Row(  # backend B's: runner B keeps its grace
-        "admin", _rotate_backend_token
+        "admin", _rotate_backend_token, {"pool_b": "notfound"}  # carol does not see it
     ),
     "GET /api/v1/tokens": Row("person", get("/api/v1/tokens")),
     "POST /api/v1/tokens": Row("person", _create_token_api),
@@ -315,7 +332,7 @@ MATRIX: dict[str, Row] = {
     # identity, users and roles (the teams issue)
     "GET /api/v1/me": Row("person", get("/api/v1/me")),
     "POST /api/v1/me/password": Row(
-        "person", _change_password, {"other": "invalid", "admin": "invalid"}
+        "person", _change_password, dict.fromkeys(NOT_ALICE, "invalid")
     ),
     "GET /api/v1/users": Row("admin", get("/api/v1/users")),
     "POST /api/v1/users": Row("admin", _create_user),
@@ -349,44 +366,42 @@ MATRIX: dict[str, Row] = {
     "POST /workflows/cancel": Row(
         "person", _bulk_cancel
     ),  # answers 303 to all; who may cancel what is checked below
-    "GET /workflows/{workflow_id:str}": Row("person", get(_wf("/workflows/{id}"))),
+    "GET /workflows/{workflow_id:str}": Row("pool", get(_wf("/workflows/{id}"))),
     "GET /workflows/{workflow_id:str}/live": Row(
-        "person", get(_wf("/workflows/{id}/live")), stream=True
+        "pool", get(_wf("/workflows/{id}/live")), stream=True
     ),
     "GET /workflows/{workflow_id:str}/events": Row(
-        "person", get(_wf("/workflows/{id}/events?before=1000000"))
+        "pool", get(_wf("/workflows/{id}/events?before=1000000"))
     ),
     "GET /workflows/{workflow_id:str}/spec.txt": Row(
-        "person", get(_wf("/workflows/{id}/spec.txt?which=rendered_spec"))
+        "pool", get(_wf("/workflows/{id}/spec.txt?which=rendered_spec"))
     ),
     "POST /workflows/{workflow_id:str}/cancel": Row("owner", _cancel_page),
-    "POST /workflows/{workflow_id:str}/resubmit": Row("person", _resubmit),
-    "GET /workflows/{workflow_id:str}/tasks/{task:str}/logs": Row("person", get(_wf(LOG))),
+    "POST /workflows/{workflow_id:str}/resubmit": Row("pool", _resubmit),
+    "GET /workflows/{workflow_id:str}/tasks/{task:str}/logs": Row("pool", get(_wf(LOG))),
     "GET /workflows/{workflow_id:str}/tasks/{task:str}/logs/earlier": Row(
-        "person", get(_wf(LOG + "/earlier?before=1"))
+        "pool", get(_wf(LOG + "/earlier?before=1"))
     ),
     "GET /workflows/{workflow_id:str}/tasks/{task:str}/logs/live": Row(
-        "person", get(_wf(LOG + "/live?at=0~0~")), stream=True
+        "pool", get(_wf(LOG + "/live?at=0~0~")), stream=True
     ),
-    "GET /workflows/{workflow_id:str}/logs": Row("person", get(_wf("/workflows/{id}/logs"))),
+    "GET /workflows/{workflow_id:str}/logs": Row("pool", get(_wf("/workflows/{id}/logs"))),
     "GET /workflows/{workflow_id:str}/logs/download": Row(
-        "person", get(_wf("/workflows/{id}/logs/download"))
+        "pool", get(_wf("/workflows/{id}/logs/download"))
     ),
     "GET /workflows/{workflow_id:str}/logs/earlier": Row(
-        "person", get(_wf("/workflows/{id}/logs/earlier?before=1"))
+        "pool", get(_wf("/workflows/{id}/logs/earlier?before=1"))
     ),
     "GET /workflows/{workflow_id:str}/logs/live": Row(
-        "person", get(_wf("/workflows/{id}/logs/live?at=0~0~")), stream=True
+        "pool", get(_wf("/workflows/{id}/logs/live?at=0~0~")), stream=True
     ),
     "GET /submit": Row("person", get("/submit")),
-    "POST /submit": Row("person", _submit_page),
+    "POST /submit": Row("submit", _submit_page),
     "GET /pools": Row("person", get("/pools")),
     "GET /pools/live": Row("person", get("/pools/live"), stream=True),
     "GET /tokens": Row("person", get("/tokens")),
     "GET /account": Row("person", get("/account")),
-    "POST /account/password": Row(
-        "person", _account_password, {"other": "invalid", "admin": "invalid"}
-    ),
+    "POST /account/password": Row("person", _account_password, dict.fromkeys(NOT_ALICE, "invalid")),
     "GET /admin/users": Row("admin", get("/admin/users")),
     "POST /admin/users": Row("admin", _create_user_page),
     "POST /admin/users/{name:str}": Row("admin", _update_user_page),
@@ -445,14 +460,8 @@ async def _signed_out_cookies(server: InProcessServer) -> httpx.Cookies:
 
 
 def _client(server: InProcessServer, ctx: Ctx, caller: str) -> httpx.AsyncClient:
-    tokens = {
-        "user": ctx.alice_token,
-        "other": ctx.bob_token,
-        "admin": ADMIN_TOKEN,
-        "revoked": ctx.revoked_token,
-        "runner_a": RUNNER_TOKEN,
-        "runner_b": RUNNER_B_TOKEN,
-    }
+    tokens = {**ctx.tokens, "admin": ADMIN_TOKEN, "runner_a": RUNNER_TOKEN,
+              "runner_b": RUNNER_B_TOKEN}  # fmt: skip
     headers = {"accept": "text/html"}
     if caller in tokens:
         headers["authorization"] = f"Bearer {tokens[caller]}"
@@ -492,17 +501,44 @@ async def _call(client: httpx.AsyncClient, request: Request, stream: bool) -> ht
     return await client.request(method, url, **kw)
 
 
-async def test_every_route_answers_every_caller_as_it_should(server: InProcessServer) -> None:
-    auth = server.app.state.auth
+async def _callers(server: InProcessServer) -> dict[str, str]:
+    """The people of the matrix and their tokens (see CALLERS)."""
+    state = server.app.state
+    auth = state.auth
     await auth.ensure_user("alice", ["user"], "alice-password")
     await auth.ensure_user("bob", ["user"], None)
-    alice = await auth.create_token("alice", "matrix")
-    bob = await auth.create_token("bob", "matrix")
-    revoked = await auth.create_token("alice", "to-revoke")
-    revoked_id = next(t["id"] for t in await auth.list_tokens("alice") if t["name"] == "to-revoke")
-    assert await auth.revoke_token("alice", int(revoked_id))
+    await state.pools.create_pool("pool-b")
+    await state.roles.put(
+        "team-b", "", [Policy("Allow", ["workflow:*", "pool:List"], ["pool/pool-b"])]
+    )
+    await state.users.create("carol", roles=["team-b"])
+    await state.roles.put("no-cancel", "", [Policy("Deny", ["workflow:Cancel"], ["pool/default"])])
+    await state.users.create("dave", roles=["user", "no-cancel"])
+    await state.users.create("ci-bot", kind="service", roles=["user"])
+    tokens = {
+        "user": await auth.create_token("alice", "matrix"),
+        "other": await auth.create_token("bob", "matrix"),
+        "pool_b": await auth.create_token("carol", "matrix"),
+        "denied": await auth.create_token("dave", "matrix"),
+        "service": await auth.create_token("ci-bot", "matrix"),
+        "subset": (await auth.issue_token("admin", "subset", None, ["user"]))[1],
+        "revoked": await auth.create_token("alice", "to-revoke"),
+        "expired": await auth.create_token("alice", "to-expire"),
+    }
+    listed = {t["name"]: t["id"] for t in await auth.list_tokens("alice")}
+    assert await auth.revoke_token("alice", int(listed["to-revoke"]))
+    async with state.db.connection() as conn:
+        await conn.execute(
+            "UPDATE api_token SET expires_at = now() - interval '1 second' WHERE id = $1",
+            listed["to-expire"],
+        )
+    return tokens
+
+
+async def test_every_route_answers_every_caller_as_it_should(server: InProcessServer) -> None:
+    tokens = await _callers(server)
     await server.app.state.pools.set_backend_token("second", "default", RUNNER_B_TOKEN)
-    ctx = Ctx(server, alice, bob, revoked, await _signed_out_cookies(server), "")
+    ctx = Ctx(server, tokens, await _signed_out_cookies(server), "")
     ctx.workflow_id = await ctx.new_workflow()
 
     wrong: list[str] = []
