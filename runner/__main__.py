@@ -10,7 +10,8 @@ GANTRY_DATA_DIR (the control plane's data directory on this host, masked from ta
 GANTRY_RUNNER_PLATFORM, GANTRY_TLS_CA (a CA bundle for https), GANTRY_CLUSTER_ID; for `local`:
 GANTRY_MAX_ATTEMPT_DISK_BYTES (default 10 GiB, 0 = no limit), GANTRY_ATTEMPT_DISK_CHECK_INTERVAL
 (seconds, default 10) and GANTRY_RETENTION_DAYS (default 30, 0 = keep every attempt directory)
-(runner/executors/disk.py).
+(runner/executors/disk.py), GANTRY_TASK_MAX_PROCESSES (an attempt's processes, default 1024;
+runner/executors/cgroups.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from runner.client import RunnerClient
 from runner.executors.base import Executor
+from runner.executors.cgroups import DEFAULT_MAX_PROCESSES
 from runner.executors.disk import DEFAULT_DISK_LIMIT, DiskLimit, keep_removing_old_attempts
 from runner.executors.local import LocalExecutor
 from runner.loop import Runner
@@ -99,6 +101,9 @@ def build(env: dict[str, str]) -> tuple[RunnerClient, Executor, str, str]:
                 sandbox_uid=uid,
                 sandbox_gid=gid,
                 mask=(Path(control_data),) if control_data else (),
+                max_processes=_number(
+                    env, "GANTRY_TASK_MAX_PROCESSES", DEFAULT_MAX_PROCESSES, int, minimum=1
+                ),
             )
         except RuntimeError as exc:
             raise ConfigError(str(exc)) from None
@@ -155,6 +160,12 @@ def _log_isolation(executor: LocalExecutor) -> None:
         log.warning(
             "bubblewrap (bwrap) is not installed: only administrators' tasks run here, "
             "others fail at once; install it with `apt-get install bubblewrap passt`"
+        )
+    if executor.limits_unenforced is not None:
+        log.warning(
+            "task resources are not enforced: %s; one task can exhaust this host's memory, "
+            "CPU and processes (and a control plane beside it)",
+            executor.limits_unenforced,
         )
     log.info("task isolation: %s", executor.isolation)
 

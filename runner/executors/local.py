@@ -2,8 +2,9 @@
 
 Layout of an attempt, under ``<data dir>/attempts/<id>/``: ``launch.json`` (the launch),
 ``epoch``, ``argv.json`` (what the supervisor starts), ``files/`` (the spec's files),
-``output/`` (``{{output}}``), ``stdout`` and ``stderr``, ``pgid`` and ``exit_code`` (written by
-``runner.supervise``), ``start_error``, and ``reported`` once the control plane has the end.
+``output/`` (``{{output}}``), ``stdout`` and ``stderr``, ``pgid``, ``usage.json`` (what its
+cgroup's limits did) and ``exit_code`` (written by ``runner.supervise``), ``start_error``, and
+``reported`` once the control plane has the end.
 A task group's network namespace is held by a process recorded in
 ``<data dir>/attempts/net-<key>/`` (``pgid``, ``pid``): like an attempt, it outlives the runner.
 
@@ -21,6 +22,11 @@ administrators' tasks) the same layout is rewritten into the attempt directory: 
 ``/gantry/output`` and ``/gantry/input/N`` in command, args, environment and file contents
 point at the real paths. The image is recorded, not pulled. A task sees only its spec's
 environment plus PATH, HOME, LANG and GANTRY_* variables describing itself, never the runner's.
+
+In every mode, where a cgroup hierarchy is writable, each attempt runs in cgroups of its own
+that limit its processes, memory and CPU (runner/executors/cgroups.py); an attempt killed by
+the kernel for its memory ends ``FAILED_EVICTED``, and stopping an attempt kills everything in
+its cgroup, also what left its process group.
 """
 
 from __future__ import annotations
@@ -40,12 +46,13 @@ from pathlib import Path
 
 import msgspec
 
+from runner.executors import cgroups
 from runner.executors.base import AttemptState, Executor, Held, expand_vars
 from runner.executors.disk import DiskLimit
 from runner.executors.sandbox import STAGE
 from runner.protocol import Capacity, Launch, Node
 
-__all__ = ("NO_SANDBOX_REASON", "LocalExecutor", "describe_isolation")
+__all__ = ("NO_SANDBOX_REASON", "LocalExecutor", "cgroup_prefix", "describe_isolation")
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +105,12 @@ class LocalExecutor(Executor):
         sandbox_uid: int = SANDBOX_ID,
         sandbox_gid: int = SANDBOX_ID,
         mask: tuple[Path, ...] = (),
+        max_processes: int = cgroups.DEFAULT_MAX_PROCESSES,
     ) -> None:
         """``bwrap``/``pasta``: their paths (default: found on PATH; a missing file counts as
         not installed, ``""`` switches pasta off). ``mask``: more folders tasks must not see
-        (the control plane's data directory); this runner's own data directory always is."""
+        (the control plane's data directory); this runner's own data directory always is.
+        ``max_processes``: an attempt's pids limit (GANTRY_TASK_MAX_PROCESSES)."""
         self.root = data_dir / "attempts"
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)  # every attempt's files: nobody but the runner walks in here
@@ -123,11 +132,57 @@ class LocalExecutor(Executor):
         self.masks = tuple({p.resolve() for p in (data_dir, *mask)})
         self._stoppers: dict[int, asyncio.Task[None]] = {}
         self._net_locks: dict[str, asyncio.Lock] = {}
+        self.max_processes = max_processes
+        # Several runners may share a host (and its gantry-tasks parent): names carry the
+        # data directory's.
+        self.cgroup_prefix = cgroup_prefix(data_dir)
+        self._recovered = False
+        hierarchy = cgroups.detect()
+        if not isinstance(hierarchy, str):
+            try:
+                hierarchy.prepare()
+            except OSError as exc:
+                hierarchy = f"could not set up the tasks' parent cgroup: {exc}"
+        self.cgroups = None if isinstance(hierarchy, str) else hierarchy
+        self.limits_unenforced = hierarchy if isinstance(hierarchy, str) else None
 
     @property
     def isolation(self) -> str:
         """What protects the host from tasks, in a sentence for logs and `gantry dev`."""
-        return describe_isolation(self.sandbox, self.bwrap, self.pasta)
+        if self.cgroups is not None:
+            limits = self.cgroups.describe(self.max_processes)
+        else:
+            limits = f"resource limits NOT enforced: {self.limits_unenforced}"
+        return describe_isolation(self.sandbox, self.bwrap, self.pasta, limits)
+
+    async def open(self) -> None:
+        if not self._recovered:
+            self._recovered = True
+            await asyncio.to_thread(self._remove_stale_cgroups)
+
+    async def close(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.remove_parents()  # only where no attempt is left in them
+
+    def _remove_stale_cgroups(self) -> None:
+        """After a restart: cgroups of attempts whose supervisor is gone (killed with the
+        host's processes, or before it could clean up) are emptied and removed."""
+        if self.cgroups is None:
+            return
+        for name, cg in self.cgroups.attempts(self.cgroup_prefix).items():
+            attempt = name.removeprefix(self.cgroup_prefix)
+            d = self._dir(int(attempt)) if attempt.isdigit() else None
+            supervisor = _read_int(d / "supervisor") if d is not None else None
+            if supervisor is not None and d is not None and _is_supervisor(supervisor, d):
+                continue
+            _drop_cgroup(cg)
+
+    def _cgroup_of(self, attempt: int) -> cgroups.AttemptCgroup | None:
+        try:
+            spec = json.loads((self._dir(attempt) / "argv.json").read_bytes())
+            return cgroups.AttemptCgroup.from_json(spec["cgroup"]) if spec.get("cgroup") else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _dir(self, attempt: int) -> Path:
         return self.root / str(attempt)
@@ -176,10 +231,12 @@ class LocalExecutor(Executor):
                 raise _StartError(NO_SANDBOX_REASON)
             argv, env, cwd = self._layout(d, launch)
             box = await self._sandbox(d, launch, argv) if self.bwrap is not None else None
+            group = self._cgroup(attempt, launch)
         except _StartError as exc:
             (d / "start_error").write_text(str(exc))
             return AttemptState(False, None, "FAILED_START_ERROR", str(exc))
-        spec = {"argv": argv, "env": env, "cwd": cwd, "sandbox": box}
+        # The supervisor moves the task into ``cgroup`` before it execs (runner.supervise).
+        spec = {"argv": argv, "env": env, "cwd": cwd, "sandbox": box, "cgroup": group}
         _write_atomic(d / "argv.json", json.dumps(spec).encode())
         (d / "stdout").touch()
         (d / "stderr").touch()
@@ -198,6 +255,21 @@ class LocalExecutor(Executor):
         # Reap the supervisor when it ends while we live; after a restart init reaps it.
         asyncio.get_running_loop().create_task(proc.wait())
         return AttemptState(True)
+
+    def _cgroup(self, attempt: int, launch: Launch) -> dict[str, object] | None:
+        if self.cgroups is None:
+            return None
+        a = launch.attempt
+        try:
+            cg = self.cgroups.create(
+                f"{self.cgroup_prefix}{attempt}",
+                memory=a.memory,
+                cpu=a.cpu,
+                max_processes=self.max_processes,
+            )
+        except OSError as exc:
+            raise _StartError(f"could not create the attempt's cgroup: {exc}") from None
+        return cg.to_json()
 
     def _layout(self, d: Path, launch: Launch) -> tuple[list[str], dict[str, str], str]:
         a = launch.attempt
@@ -429,6 +501,9 @@ class LocalExecutor(Executor):
             error = _read_text(d / "start_error")
             if error:
                 return AttemptState(False, None, "FAILED_START_ERROR", error)
+            cap = self.cgroups.memory_cap if self.cgroups is not None else 0
+            if code != 0 and (oom := _oom_reason(d, cap)) is not None:
+                return AttemptState(False, code, "FAILED_EVICTED", oom)
             return AttemptState(False, code)
         error = _read_text(d / "start_error")
         if error:
@@ -452,6 +527,7 @@ class LocalExecutor(Executor):
             return
         if grace <= 0:
             _signal_group(pgid, signal.SIGKILL)
+            await self._kill_cgroup(attempt)
             return
         _signal_group(pgid, signal.SIGTERM)
         if attempt not in self._stoppers:
@@ -467,8 +543,16 @@ class LocalExecutor(Executor):
                     return
                 await asyncio.sleep(0.1)
             _signal_group(pgid, signal.SIGKILL)
+            await self._kill_cgroup(attempt)
         finally:
             self._stoppers.pop(attempt, None)
+
+    async def _kill_cgroup(self, attempt: int) -> None:
+        """Everything in the attempt's cgroup, also what setsid() took out of its group.
+        (When the task's group ends within the grace, its supervisor kills the rest.)"""
+        cg = self._cgroup_of(attempt)
+        if cg is not None:
+            await asyncio.to_thread(cg.kill)
 
     async def read_log(self, attempt: int, stream: str, offset: int, limit: int) -> bytes:
         # A local file read of at most `limit` bytes: cheaper inline than in a thread.
@@ -485,6 +569,12 @@ class LocalExecutor(Executor):
             (d / "reported").touch()
             with contextlib.suppress(OSError, msgspec.DecodeError):
                 self._release_network(_launch_decoder.decode((d / "launch.json").read_bytes()))
+            # Its supervisor removes the cgroup after the task; one it left (killed) goes now.
+            cg = self._cgroup_of(attempt)
+            supervisor = _read_int(d / "supervisor")
+            alive = supervisor is not None and _is_supervisor(supervisor, d)
+            if cg is not None and not alive:
+                await asyncio.to_thread(_drop_cgroup, cg)
 
 
 class _StartError(Exception):
@@ -495,18 +585,60 @@ class _StartError(Exception):
 _PYTHONPATH = str(Path(__file__).resolve().parents[2])
 
 
-def describe_isolation(sandbox: str, bwrap: str | None, pasta: str | None) -> str:
-    """The isolation a local runner with these settings gives its tasks, in a sentence."""
+def describe_isolation(
+    sandbox: str, bwrap: str | None, pasta: str | None, limits: str | None = None
+) -> str:
+    """The isolation a local runner with these settings gives its tasks, in a sentence;
+    ``limits``: what its cgroups enforce (default: what a runner started here would)."""
     bwrap, pasta = _executable(bwrap), _executable(pasta)
+    limits = cgroups.describe() if limits is None else limits
     if sandbox == "none":
-        return "none (GANTRY_SANDBOX=none): tasks run as plain processes of the runner's user"
+        return (
+            "none (GANTRY_SANDBOX=none): tasks run as plain processes of the runner's user; "
+            + limits
+        )
     if bwrap is None:
         return (
             "none: bubblewrap is not installed, so only administrators' tasks run, as plain "
-            "processes (`apt-get install bubblewrap passt` to sandbox everyone's)"
+            f"processes (`apt-get install bubblewrap passt` to sandbox everyone's); {limits}"
         )
     net = "outbound through pasta" if pasta else "loopback only (pasta is not installed)"
-    return f"bubblewrap: an unprivileged user and namespaces per task; network {net}"
+    return f"bubblewrap: an unprivileged user and namespaces per task; network {net}; {limits}"
+
+
+def cgroup_prefix(data_dir: Path) -> str:
+    """How the names of this runner's attempt cgroups begin (unique per data directory)."""
+    digest = hashlib.sha256(str((data_dir / "attempts").resolve()).encode()).hexdigest()[:12]
+    return f"r{digest}-"
+
+
+def _oom_reason(d: Path, cap: int) -> str | None:
+    """Why an attempt that ended failing was the kernel's OOM kill, as Kubernetes says it."""
+    try:
+        usage = json.loads((d / "usage.json").read_bytes())
+        if not usage.get("oom_kill"):
+            return None
+        memory = _launch_decoder.decode((d / "launch.json").read_bytes()).attempt.memory
+    except (OSError, ValueError, msgspec.DecodeError):
+        return None
+    # Its own limit when it reached it (the peak is page-granular, charged in batches).
+    reached = usage.get("memory_peak", 0) >= memory - max(2**20, memory // 100)
+    if memory > 0 and (usage.get("memory_limit_hit") or reached):
+        return f"killed for using more memory than its limit ({_mib(memory)})"
+    return (
+        "killed for using more memory than this host leaves to its tasks together "
+        f"({_mib(cap)}; ask for memory in the task's resources to get a limit of its own)"
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"
+
+
+def _drop_cgroup(cg: cgroups.AttemptCgroup) -> None:
+    with contextlib.suppress(OSError):
+        cg.kill()
+        cg.remove()
 
 
 def _executable(path: str | None) -> str | None:
