@@ -449,6 +449,8 @@ def admin(args: argparse.Namespace) -> None:
             password = sys.stdin.readline().rstrip("\n")
         elif sys.stdin.isatty():
             password = getpass.getpass(f"password for {args.name} (empty: none): ") or None
+        if password is not None and len(password) < 8:
+            raise SystemExit("gantry admin create-user: a password needs at least 8 characters")
         await auth.ensure_user(args.name, ["admin"] if args.admin else ["user"], password)
         print(f"user {args.name} ready")
         if password is None:
@@ -462,7 +464,9 @@ def admin(args: argparse.Namespace) -> None:
         if not await auth.user_exists(args.user):
             raise SystemExit(f"gantry admin create-token: there is no user {args.user!r}")
         token = await auth.create_token(args.user, args.name)
-        print(f"token for {args.user} (shown once): {token}")
+        # Only the token on stdout, so that TOKEN=$(gantry admin create-token alice) works.
+        print(f"a token for {args.user} named {args.name!r}, shown once:", file=sys.stderr)
+        print(token)
 
     async def create_pool(auth: Any, pools: Any, _: Any) -> None:
         await pools.create_pool(args.name, args.description or "")

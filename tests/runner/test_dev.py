@@ -97,14 +97,24 @@ async def test_gantry_dev_runs_everything_and_stops_everything(tmp_path: Path) -
                 "/login", data={"username": "bob", "password": "bob-password", "_csrf_token": csrf}
             )
             assert r.status_code == 303, "bob, made by `gantry admin`, signs in"
-        # A second `gantry dev` on the same port says so in one line and changes nothing.
-        second = subprocess.run(
-            [sys.executable, "-m", "app", "dev"],
+        token_only = subprocess.run(
+            [sys.executable, "-m", "app", "admin", "create-token", "bob"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        assert second.returncode != 0
-        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr, second.stderr
-        assert "Traceback" not in second.stderr
+        assert re.fullmatch(r"gnt_\S+\n", token_only.stdout), token_only.stdout
+        # A second `gantry dev` on the same data directory, or on the same port, says so in
+        # one line and changes nothing.
+        for what, overrides in (
+            ("is in use by another gantry dev", {"GANTRY_PORT": str(free_port())}),
+            (f"cannot listen on 127.0.0.1:{port}", {"GANTRY_DATA_DIR": str(tmp_path / "other")}),
+        ):
+            second = subprocess.run(
+                [sys.executable, "-m", "app", "dev"],
+                cwd=ROOT, env={**env, **overrides}, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert second.returncode != 0
+            assert what in second.stderr, second.stderr
+            assert "Traceback" not in second.stderr
         async with httpx.AsyncClient(base_url=base) as still:
             assert (await still.get("/readyz")).status_code == 200
     finally:
@@ -116,3 +126,66 @@ async def test_gantry_dev_runs_everything_and_stops_everything(tmp_path: Path) -
     assert not (data / "postgres" / "postmaster.pid").exists(), "the embedded database stopped"
     # The generated credentials were kept: a second start reuses them.
     assert (data / "credentials.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_a_killed_gantry_dev_leaves_nothing_that_blocks_the_next(tmp_path: Path) -> None:
+    """SIGKILL of `gantry dev`: serve and the runner go with it, and the next start, and its
+    Ctrl-C, work as if nothing happened (the embedded database stops again)."""
+    data = tmp_path / "gantry-data"
+    tmp_path.chmod(0o755)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANTRY_")}
+    env.update(GANTRY_DATA_DIR=str(data), GANTRY_PORT=str(port), GANTRY_LOG_LEVEL="WARNING")
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", "dev"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+
+    first = start()
+    try:
+        await asyncio.to_thread(_read_until, first, r"admin password: ", 120)
+        children = [
+            c for c in _children(first.pid) if "app" in Path(f"/proc/{c}/cmdline").read_text()
+        ]
+        assert len(children) == 2, children  # serve and runner
+        first.kill()
+        first.wait(10)
+        deadline = time.monotonic() + 30
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert not any(_alive(c) for c in children), "serve or the runner outlived gantry dev"
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = start()
+    try:
+        await asyncio.to_thread(_read_until, second, r"admin password: ", 120)
+    finally:
+        second.send_signal(signal.SIGINT)
+        assert second.wait(60) == 0
+    deadline = time.monotonic() + 20
+    while (data / "postgres" / "postmaster.pid").exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not (data / "postgres" / "postmaster.pid").exists(), "the embedded database stopped"
