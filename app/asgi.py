@@ -388,9 +388,12 @@ def _title(status: int) -> str:
 
 
 def _readable(message: str) -> str:
-    """msgspec's message for the NUL-free pattern (app/bounds.py), in words."""
+    """msgspec's message for the NUL-free pattern (app/bounds.py), and Litestar's for a
+    missing body (a KeyError's text, "'data'"), in words."""
     if f"matching regex {NO_NUL!r}" in message:
         return "must not contain NUL characters"
+    if message == "'data'":
+        return "this request needs a body (JSON: see /schema)"
     return message
 
 

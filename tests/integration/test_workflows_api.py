@@ -265,3 +265,9 @@ async def test_status_counts_and_bulk_cancel_from_the_list_page(
         assert f"Canceled 2: {ids[0]}, {ids[2]}." in page.text
         assert "missing-9" in page.text  # named as not canceled
         assert "FAILED_CANCELED <b>2</b>" in page.text and "PENDING <b>1</b>" in page.text
+
+
+async def test_a_post_without_a_body_says_it_needs_one(api: httpx.AsyncClient) -> None:
+    r = await api.post("/api/v1/workflows")
+    assert r.status_code == 400
+    assert "needs a body" in r.json()["detail"], r.text

@@ -324,7 +324,9 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/backends": Row("person", get("/api/v1/backends")),
     "POST /api/v1/backends": Row("admin", _create_backend),
     "POST /api/v1/backends/{name:str}/token": Row(  # backend B's: runner B keeps its grace
-        "admin", _rotate_backend_token, {"pool_b": "notfound"}  # carol does not see it
+        "admin",
+        _rotate_backend_token,
+        {"pool_b": "notfound"},  # carol does not see it
     ),
     "GET /api/v1/tokens": Row("person", get("/api/v1/tokens")),
     "POST /api/v1/tokens": Row("person", _create_token_api),
