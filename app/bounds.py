@@ -20,10 +20,14 @@ __all__ = (
     "INT4_MAX",
     "INT8_MAX",
     "NO_NUL",
+    "ROLE_NAME",
+    "USER_NAME",
     "Description",
     "Name",
     "Reason",
+    "RoleName",
     "TokenName",
+    "UserName",
     "count_query",
     "id_path",
     "int8_query",
@@ -39,6 +43,11 @@ INT8_MAX = 2**63 - 1  # PostgreSQL bigint
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 Reason = Annotated[str, msgspec.Meta(max_length=2000, pattern=NO_NUL)]
+# Users (a provider's name may be an e-mail address) and roles (gantry_user.roles is varchar(32)).
+USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+ROLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+UserName = Annotated[str, msgspec.Meta(pattern=USER_NAME, max_length=64)]
+RoleName = Annotated[str, msgspec.Meta(pattern=ROLE_NAME, max_length=32)]
 Description = Annotated[str, msgspec.Meta(max_length=2000, pattern=NO_NUL)]
 
 

@@ -12,15 +12,22 @@ from litestar.params import Parameter
 from app.access.policy import Policy
 from app.access.service import RoleService, UserService
 from app.auth.middleware import allowed, principal_of
-from app.bounds import NO_NUL, Description, text_query
+from app.auth.tokens import TokenCreated, TokenIn, token_expiry
+from app.bounds import (
+    NO_NUL,
+    ROLE_NAME,
+    USER_NAME,
+    Description,
+    RoleName,
+    UserName,
+    id_path,
+    text_query,
+)
+from app.errors import NotFound
 from app.problems import problems
 
 __all__ = ("MeController", "RoleController", "UserController")
 
-USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
-ROLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
-UserName = Annotated[str, msgspec.Meta(pattern=USER_NAME, max_length=64)]
-RoleName = Annotated[str, msgspec.Meta(pattern=ROLE_NAME, max_length=32)]
 DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 # argon2 hashes any length; the bound keeps one request from costing more than a hash.
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024, pattern=NO_NUL)]
@@ -182,6 +189,47 @@ class UserController(Controller):
             password=data.password,
         )
         return msgspec.convert(user, UserOut)
+
+    @get(
+        "/{name:str}/tokens",
+        summary="A user's or service account's tokens, never their values (user:Admin)",
+        responses=problems(403, 404),
+    )
+    async def list_tokens(
+        self, request: Request[Any, Any, Any], name: str = user_path()
+    ) -> dict[str, Any]:
+        await _users(request).get(name)
+        return {"items": await request.app.state.auth.list_tokens(name)}
+
+    @post(
+        "/{name:str}/tokens",
+        status_code=201,
+        summary="Create a token for a user or service account; shown once (user:Admin)",
+        description="For pipelines: a service account signs in only with such tokens.",
+        responses=problems(403, 404, 422),
+    )
+    async def create_token(
+        self, request: Request[Any, Any, Any], data: TokenIn, name: str = user_path()
+    ) -> TokenCreated:
+        await _users(request).get(name)
+        lifetime = request.app.state.settings.token_max_lifetime
+        expires_at = token_expiry(data.expires_at, lifetime)
+        token_id, token = await request.app.state.auth.issue_token(
+            name, data.name, expires_at, data.roles
+        )
+        return TokenCreated(token_id, data.name, token, expires_at)
+
+    @delete(
+        "/{name:str}/tokens/{token_id:int}",
+        status_code=204,
+        summary="Revoke one of a user's tokens (user:Admin)",
+        responses=problems(403, 404),
+    )
+    async def revoke_token(
+        self, request: Request[Any, Any, Any], name: str = user_path(), token_id: int = id_path()
+    ) -> None:
+        if not await request.app.state.auth.revoke_token(name, token_id):
+            raise NotFound(f"user '{name}' has no token {token_id}")
 
     @delete(
         "/{name:str}",

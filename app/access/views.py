@@ -12,12 +12,12 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 
-from app.access.api import ROLE_NAME, USER_NAME, role_path, user_path
+from app.access.api import role_path, user_path
 from app.access.policy import Policy
 from app.access.service import RoleService, UserService
 from app.auth.middleware import allowed, principal_of
 from app.auth.sessions import start_session
-from app.bounds import refuse_nul
+from app.bounds import ROLE_NAME, USER_NAME, refuse_nul
 from app.errors import Invalid
 from app.web import flash, page
 

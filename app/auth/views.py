@@ -14,8 +14,8 @@ from app.auth.middleware import principal_of
 from app.auth.service import AuthService, SignInBusy
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
 from app.auth.throttle import Refused, SignInThrottle
+from app.auth.tokens import token_expiry
 from app.bounds import id_path, refuse_nul, text_query
-from app.pools.api import token_expiry
 from app.web import flash, page
 
 __all__ = ("AuthViews",)

@@ -216,6 +216,16 @@ async def _delete_user(ctx: Ctx) -> Request:
     return "DELETE", f"/api/v1/users/{await _throwaway_user(ctx)}", {}
 
 
+async def _user_token(ctx: Ctx) -> Request:
+    return "POST", f"/api/v1/users/{await _throwaway_user(ctx)}/tokens", {"json": {"name": "m"}}
+
+
+async def _revoke_user_token(ctx: Ctx) -> Request:
+    name = await _throwaway_user(ctx)
+    token_id, _ = await ctx.server.app.state.auth.issue_token(name, "m")
+    return "DELETE", f"/api/v1/users/{name}/tokens/{token_id}", {}
+
+
 _EMPTY_ROLE = {"description": "matrix", "policies": []}
 
 
@@ -341,6 +351,9 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/users/{name:str}": Row("admin", get("/api/v1/users/alice")),
     "PATCH /api/v1/users/{name:str}": Row("admin", _patch_user),
     "DELETE /api/v1/users/{name:str}": Row("admin", _delete_user),
+    "GET /api/v1/users/{name:str}/tokens": Row("admin", get("/api/v1/users/alice/tokens")),
+    "POST /api/v1/users/{name:str}/tokens": Row("admin", _user_token),
+    "DELETE /api/v1/users/{name:str}/tokens/{token_id:int}": Row("admin", _revoke_user_token),
     "GET /api/v1/roles": Row("admin", get("/api/v1/roles")),
     "GET /api/v1/roles/{name:str}": Row("admin", get("/api/v1/roles/user")),
     "PUT /api/v1/roles/{name:str}": Row("admin", _put_role),

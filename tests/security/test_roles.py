@@ -176,13 +176,28 @@ async def test_service_accounts_use_tokens_only(teams: Teams) -> None:
         assert r.status_code == 201, r.text
         again = await admin.post("/api/v1/users", json={"name": "ci-bot"})
         assert again.status_code == 409
-    token = await teams.state.auth.create_token("ci-bot", "pipeline")
+    async with teams.client("admin") as admin:
+        made = await admin.post("/api/v1/users/ci-bot/tokens", json={"name": "pipeline"})
+        assert made.status_code == 201, made.text
+        token = made.json()["token"]
+        listed = (await admin.get("/api/v1/users/ci-bot/tokens")).json()["items"]
+        assert [t["name"] for t in listed] == ["pipeline"] and "token" not in listed[0]
+        assert (
+            await admin.post("/api/v1/users/ghost/tokens", json={"name": "x"})
+        ).status_code == 404
+    async with teams.client("ua") as a:  # not an admin of users
+        assert (await a.post("/api/v1/users/ci-bot/tokens", json={"name": "x"})).status_code == 403
     async with teams.server.client(token) as bot:
         me = (await bot.get("/api/v1/me")).json()
         assert me["kind"] == "service" and me["pools"] == ["pool-a"]
         r = await bot.post("/api/v1/workflows", json={"spec": SPEC, "pool": "pool-a"})
         assert r.status_code == 201
     assert await teams.state.auth.check_password("ci-bot", "long enough password") is None
+    async with teams.client("admin") as admin:
+        revoked = await admin.delete(f"/api/v1/users/ci-bot/tokens/{made.json()['id']}")
+        assert revoked.status_code == 204
+    async with teams.server.client(token) as bot:
+        assert (await bot.get("/api/v1/me")).status_code == 401
 
 
 async def test_user_administration_refuses_what_would_break(teams: Teams) -> None:
