@@ -27,6 +27,7 @@ from litestar.response import (
     Template,
 )
 
+from app.access.policy import pool_resource
 from app.auth.middleware import principal_of
 from app.bounds import refuse_nul, text_query
 from app.errors import Forbidden, Invalid, NotFound
@@ -399,6 +400,10 @@ class WorkflowViews(Controller):
             earlier_events=_earlier_events(workflow_id, timeline),
             dag_svg=render_dag(graph, keys, f"/workflows/{workflow_id}"),
             live_query=_detail_query(keys, status, tp["page"]),
+            # Only who may cancel it is offered the form (the server checks again).
+            may_cancel=principal.can(
+                "workflow:Cancel", pool_resource(wf["pool"]), own=wf["user"] == principal.name
+            ),
         )
 
     @get("/workflows/{workflow_id:str}/events")

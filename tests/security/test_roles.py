@@ -346,3 +346,13 @@ async def test_a_backend_token_is_rotated_with_a_grace_for_the_previous_one(team
         assert r.status_code == 403 and "backend:Admin" in r.json()["detail"]
     async with teams.client("ub") as b:  # does not even see it
         assert (await b.post("/api/v1/backends/be-a/token")).status_code == 404
+
+
+async def test_the_page_offers_cancel_only_to_who_may_cancel(teams: Teams) -> None:
+    await teams.user("ua2", ["team-a"])
+    wf = await teams.submit("ua", "pool-a")
+    for name, offered in (("ua", True), ("ua2", False), ("admin", True)):
+        async with teams.client(name) as c:
+            page = await c.get(f"/workflows/{wf}")
+            assert page.status_code == 200
+            assert ('id="cancel-form"' in page.text) is offered, name
