@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         workflows.limits = SubmissionLimits(db, settings)
         role_cache = RoleCache(db)
         auth = AuthService(db, role_cache)
+        auth.max_tokens = settings.max_tokens_per_user
         await auth.ensure_bootstrap(settings)
         # Every replica forgets cached roles and tokens when one of them changes (app/access).
         runner_auth = AuthService(reserve)

@@ -152,6 +152,7 @@ class Settings:
     token_max_lifetime: float = 365 * 86400.0
     # After a backend's token is rotated, the previous one works this long (seconds).
     token_rotation_grace: float = 3600.0
+    max_tokens_per_user: int = 200  # 0: no limit
     # Path prefixes a deployment opens to callers without identity (never under /api).
     auth_public_paths: tuple[str, ...] = ()
     # Connections kept apart for the scheduler, the sweeper and the runner API, so requests
@@ -203,6 +204,7 @@ class Settings:
             session_max_age=_int(env, "GANTRY_SESSION_MAX_AGE", 7 * 24 * 3600, minimum=60),
             token_max_lifetime=_duration(env, "GANTRY_TOKEN_MAX_LIFETIME", 365 * 86400.0),
             token_rotation_grace=_float(env, "GANTRY_TOKEN_ROTATION_GRACE", 3600.0, minimum=0),
+            max_tokens_per_user=_int(env, "GANTRY_MAX_TOKENS_PER_USER", 200, minimum=0),
             auth_public_paths=public_paths(env.get("GANTRY_AUTH_PUBLIC_PATHS", "")),
             db_reserve_pool_size=_int(env, "GANTRY_DB_RESERVE_POOL_SIZE", 10, minimum=1),
             statement_timeout=_float(env, "GANTRY_STATEMENT_TIMEOUT", 5.0, minimum=0.1),

@@ -21,9 +21,9 @@ from app.bounds import (
     RoleName,
     UserName,
     id_path,
-    text_query,
 )
 from app.errors import NotFound
+from app.paging import cursor_query, limit_query, page_of
 from app.problems import problems
 
 __all__ = ("MeController", "RoleController", "UserController")
@@ -93,6 +93,11 @@ class RoleOut(msgspec.Struct):
     updated_at: datetime
 
 
+class RolePage(msgspec.Struct):
+    items: list[RoleOut]
+    next_cursor: str | None
+
+
 def _users(request: Request[Any, Any, Any]) -> UserService:
     return request.app.state.users
 
@@ -146,8 +151,8 @@ class UserController(Controller):
     async def list_users(
         self,
         request: Request[Any, Any, Any],
-        limit: int = Parameter(default=100, ge=1, le=500),
-        cursor: str | None = text_query(64, default=None),
+        limit: int = limit_query(),
+        cursor: str | None = cursor_query(),
     ) -> UserPage:
         items, next_cursor = await _users(request).page(limit, cursor)
         return UserPage([msgspec.convert(u, UserOut) for u in items], next_cursor)
@@ -196,10 +201,14 @@ class UserController(Controller):
         responses=problems(403, 404),
     )
     async def list_tokens(
-        self, request: Request[Any, Any, Any], name: str = user_path()
+        self,
+        request: Request[Any, Any, Any],
+        name: str = user_path(),
+        limit: int = limit_query(),
+        cursor: str | None = cursor_query(),
     ) -> dict[str, Any]:
         await _users(request).get(name)
-        return {"items": await request.app.state.auth.list_tokens(name)}
+        return page_of(await request.app.state.auth.list_tokens(name), limit, cursor, "id")
 
     @post(
         "/{name:str}/tokens",
@@ -247,8 +256,16 @@ class RoleController(Controller):
     guards = [allowed("role:Admin")]
 
     @get("/", summary="Roles and their policies (role:Admin)", responses=problems(403))
-    async def list_roles(self, request: Request[Any, Any, Any]) -> dict[str, list[RoleOut]]:
-        return {"items": [msgspec.convert(r, RoleOut) for r in await _roles(request).all()]}
+    async def list_roles(
+        self,
+        request: Request[Any, Any, Any],
+        limit: int = limit_query(),
+        cursor: str | None = cursor_query(),
+    ) -> RolePage:
+        listed = page_of(await _roles(request).all(), limit, cursor)
+        return RolePage(
+            [msgspec.convert(r, RoleOut) for r in listed["items"]], listed["next_cursor"]
+        )
 
     @get("/{name:str}", summary="One role (role:Admin)", responses=problems(403, 404))
     async def get_role(self, request: Request[Any, Any, Any], name: str = role_path()) -> RoleOut:

@@ -23,7 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.access.policy import Access
 from app.db import Database, notify
-from app.errors import Invalid, NotFound
+from app.errors import Conflict, Invalid, NotFound
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ class AuthService:
     def __init__(self, db: Database, roles: RoleCache | None = None) -> None:
         self.db = db
         self.roles = roles  # None: people get no access (the runner API's own service)
+        self.max_tokens = 0  # GANTRY_MAX_TOKENS_PER_USER, set by the app (0: no limit)
         self._hasher = PasswordHasher()
         self._cache: dict[str, tuple[float, Principal | None, int | None]] = {}
         self._touched: dict[int, float] = {}
@@ -300,9 +301,18 @@ class AuthService:
         token = new_token(USER_TOKEN_PREFIX)
         subset = sorted(set(roles or ()))
         async with self.db.transaction() as conn:
-            held = await conn.fetchval("SELECT roles FROM gantry_user WHERE name = $1", user)
+            # The row lock makes concurrent creations of one user count one after another.
+            held = await conn.fetchval(
+                "SELECT roles FROM gantry_user WHERE name = $1 FOR UPDATE", user
+            )
             if held is None:
                 raise NotFound(f"there is no user '{user}'")
+            count = await conn.fetchval('SELECT count(*) FROM api_token WHERE "user" = $1', user)
+            if self.max_tokens and count >= self.max_tokens:
+                raise Conflict(
+                    f"{user} already has {count} tokens, the most one may hold "
+                    "(GANTRY_MAX_TOKENS_PER_USER); revoke some first"
+                )
             extra = sorted(set(subset) - set(held)) if "admin" not in held else []
             if extra:
                 raise Invalid(f"a token may carry only its owner's roles, not: {', '.join(extra)}")

@@ -14,6 +14,7 @@ from app.auth.service import AuthService
 from app.auth.tokens import TokenCreated, TokenIn, token_expiry
 from app.bounds import Description, Name, id_path, text_query
 from app.errors import NotFound
+from app.paging import cursor_query, limit_query, page_of
 from app.pools.service import PoolService
 from app.problems import problems
 
@@ -31,6 +32,11 @@ class PoolIn(msgspec.Struct, forbid_unknown_fields=True):
 class BackendIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     pool: Name
+
+
+class BackendPage(msgspec.Struct):
+    items: list[BackendOut]
+    next_cursor: str | None
 
 
 class BackendCreated(msgspec.Struct):
@@ -56,8 +62,13 @@ class PoolController(Controller):
     tags = ["pools"]
 
     @get("/", summary="Pools you may use", responses=problems())
-    async def list_pools(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        return {"items": await _pools(request).summaries(principal_of(request))}
+    async def list_pools(
+        self,
+        request: Request[Any, Any, Any],
+        limit: int = limit_query(),
+        cursor: str | None = cursor_query(),
+    ) -> dict[str, Any]:
+        return page_of(await _pools(request).summaries(principal_of(request)), limit, cursor)
 
     @post(
         "/",
@@ -81,10 +92,16 @@ class BackendController(Controller):
         summary="Backends of the pools you may use, and whether a runner is connected",
         responses=problems(),
     )
-    async def list_backends(self, request: Request[Any, Any, Any]) -> dict[str, list[BackendOut]]:
+    async def list_backends(
+        self,
+        request: Request[Any, Any, Any],
+        limit: int = limit_query(),
+        cursor: str | None = cursor_query(),
+    ) -> BackendPage:
         pools = await _pools(request).accessible(principal_of(request), "pool:List")
-        rows = await _pools(request).backends(pools)
-        return {"items": [msgspec.convert(r, BackendOut, strict=False) for r in rows]}
+        listed = page_of(await _pools(request).backends(pools), limit, cursor)
+        items = [msgspec.convert(r, BackendOut, strict=False) for r in listed["items"]]
+        return BackendPage(items, listed["next_cursor"])
 
     @post(
         "/",
@@ -131,9 +148,14 @@ class TokenController(Controller):
         summary="Your personal API tokens (never the tokens themselves)",
         responses=problems(),
     )
-    async def list_tokens(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def list_tokens(
+        self,
+        request: Request[Any, Any, Any],
+        limit: int = limit_query(),
+        cursor: str | None = cursor_query(),
+    ) -> dict[str, Any]:
         auth: AuthService = request.app.state.auth
-        return {"items": await auth.list_tokens(principal_of(request).name)}
+        return page_of(await auth.list_tokens(principal_of(request).name), limit, cursor, "id")
 
     @post(
         "/",

@@ -356,3 +356,38 @@ async def test_the_page_offers_cancel_only_to_who_may_cancel(teams: Teams) -> No
             page = await c.get(f"/workflows/{wf}")
             assert page.status_code == 200
             assert ('id="cancel-form"' in page.text) is offered, name
+
+
+async def test_every_list_takes_limit_and_cursor(teams: Teams) -> None:
+    lists = ("/api/v1/pools", "/api/v1/backends", "/api/v1/tokens", "/api/v1/roles",
+             "/api/v1/users", "/api/v1/users/ua/tokens", "/api/v1/workflows")  # fmt: skip
+    async with teams.client("admin") as admin:
+        for path in lists:
+            for bad in (0, 501):
+                r = await admin.get(path, params={"limit": bad})
+                assert r.status_code == 400 and "limit" in r.text, (path, bad, r.text)
+        for path, key in (("/api/v1/pools", "name"), ("/api/v1/roles", "name")):
+            seen, cursor = [], None
+            while True:
+                params = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+                page = (await admin.get(path, params=params)).json()
+                assert len(page["items"]) <= 1
+                seen += [item[key] for item in page["items"]]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+            every = [item[key] for item in (await admin.get(path)).json()["items"]]
+            assert seen == every and len(every) >= 3, (path, seen)
+
+
+async def test_a_user_holds_a_bounded_number_of_tokens(teams: Teams) -> None:
+    teams.state.auth.max_tokens = 3  # ua has one already (the fixture's)
+    async with teams.client("ua") as a:
+        for _ in range(2):
+            assert (await a.post("/api/v1/tokens", json={"name": "more"})).status_code == 201
+        r = await a.post("/api/v1/tokens", json={"name": "one too many"})
+        assert r.status_code == 409 and "GANTRY_MAX_TOKENS_PER_USER" in r.json()["detail"]
+        page = (await a.get("/api/v1/tokens", params={"limit": 2})).json()
+        rest = (await a.get("/api/v1/tokens", params={"cursor": page["next_cursor"]})).json()
+        ids = [t["id"] for t in page["items"] + rest["items"]]
+        assert len(ids) == 3 and ids == sorted(ids, reverse=True)
