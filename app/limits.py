@@ -31,6 +31,7 @@ from litestar.response import ServerSentEvent, Stream, Template
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.auth.service import Principal
+from app.auth.streams import until_revoked
 from app.db import Database
 from app.errors import DomainError
 from app.settings import Settings
@@ -219,4 +220,5 @@ class StreamSlotMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         with self.slots.slot(user.name):
-            await next_app(scope, receive, send)
+            # Ended as soon as the caller's credential or access changes (app/auth/streams.py).
+            await until_revoked(scope, user, next_app(scope, receive, send))

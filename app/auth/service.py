@@ -119,6 +119,17 @@ class AuthService:
         """Forget cached tokens (a hint said users, roles or tokens changed)."""
         self._cache.clear()
 
+    def forget(self, digest: str) -> None:
+        self._cache.pop(digest, None)
+
+    async def by_session_id(self, key: str) -> Principal | None:
+        """The principal of the live session stored under ``key`` (its id's SHA-256)."""
+        async with self.db.connection() as conn:
+            user = await conn.fetchval(
+                'SELECT "user" FROM web_session WHERE id = $1 AND expires_at > now()', key
+            )
+        return await self.by_session(user) if user else None
+
     async def _with_access(self, principal: Principal) -> Principal:
         if self.roles is None or principal.kind != "user":
             return principal

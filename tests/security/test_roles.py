@@ -391,3 +391,20 @@ async def test_a_user_holds_a_bounded_number_of_tokens(teams: Teams) -> None:
         rest = (await a.get("/api/v1/tokens", params={"cursor": page["next_cursor"]})).json()
         ids = [t["id"] for t in page["items"] + rest["items"]]
         assert len(ids) == 3 and ids == sorted(ids, reverse=True)
+
+
+async def test_an_open_stream_ends_when_its_callers_access_changes(teams: Teams) -> None:
+    wf = await teams.submit("ua", "pool-a")
+    token_id = (await teams.state.auth.list_tokens("ua"))[0]["id"]
+    async with teams.client("ua") as a:
+        async with a.stream("GET", f"/api/v1/workflows/{wf}/events") as events:
+            assert events.status_code == 200
+            lines = events.aiter_lines()
+            assert (await anext(lines)).startswith("event: snapshot")
+            start = asyncio.get_running_loop().time()
+            await teams.state.auth.revoke_token("ua", int(token_id))
+            with pytest.raises((StopAsyncIteration, httpx.RemoteProtocolError)):  # noqa: PT012
+                async with asyncio.timeout(5):
+                    while True:
+                        await anext(lines)
+            assert asyncio.get_running_loop().time() - start < 1.0, "not within 1 s"
