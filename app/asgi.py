@@ -140,6 +140,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             workflows=workflows,
             logs=LogService(db, hub, pools),
             log_windows=Windows(db, hub),
+            searches=StreamSlots(
+                settings.max_searches_per_user,
+                "log searches running",
+                "GANTRY_MAX_SEARCHES_PER_USER",
+                "wait for one to finish",
+            ),
             runners=RunnerService(reserve, hub, settings),
             watches=WatchRegistry(hub, workflows.snapshot),
             loops=loops,

@@ -156,10 +156,18 @@ class SubmissionLimits:
 
 
 class StreamSlots:
-    """Open streams per user on this replica."""
+    """Open streams per user on this replica (or, with other words, any work a user may run
+    only so many of at once: log searches)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        what: str = "live streams open",
+        setting: str = "GANTRY_MAX_STREAMS_PER_USER",
+        advice: str = "close a page or a log follow first",
+    ) -> None:
         self.limit = limit
+        self.what, self.setting, self.advice = what, setting, advice
         self.open: dict[str, int] = {}
 
     @contextlib.contextmanager
@@ -167,11 +175,12 @@ class StreamSlots:
         held = self.open.get(user, 0)
         if self.limit > 0 and held >= self.limit:
             raise LimitExceeded(
-                f"you have {held} live streams open on this server, the most allowed "
-                "(GANTRY_MAX_STREAMS_PER_USER); close a page or a log follow first",
-                limit="concurrent streams",
-                setting="GANTRY_MAX_STREAMS_PER_USER",
+                f"you have {held} {self.what} on this server, the most allowed "
+                f"({self.setting}); {self.advice}",
+                limit=self.what,
+                setting=self.setting,
                 value=self.limit,
+                retry_after=5,
             )
         self.open[user] = held + 1
         try:

@@ -138,6 +138,7 @@ class Settings:
     max_queued_per_user: int = 1000
     max_submissions_per_minute: int = 120
     max_streams_per_user: int = 50
+    max_searches_per_user: int = 2  # log searches running at once
     max_log_bytes_per_attempt: int = 1024**3
     # Finished workflows' logs are removed after this many days (0 keeps everything).
     retention_days: float = 30.0
@@ -195,6 +196,7 @@ class Settings:
                 env, "GANTRY_MAX_SUBMISSIONS_PER_MINUTE", 120, minimum=0
             ),
             max_streams_per_user=_int(env, "GANTRY_MAX_STREAMS_PER_USER", 50, minimum=0),
+            max_searches_per_user=_int(env, "GANTRY_MAX_SEARCHES_PER_USER", 2, minimum=0),
             max_log_bytes_per_attempt=_log_cap(env),
             retention_days=_float(env, "GANTRY_RETENTION_DAYS", 30.0, minimum=0),
             retention_interval=_float(env, "GANTRY_RETENTION_INTERVAL", 3600.0, minimum=1),

@@ -103,8 +103,10 @@ async def _render_page(
     window: Window | None
     if keep is not None:
         try:
-            window = await windows.search(target.attempts, keep, complete)
-        except ValueError as exc:  # the pattern ran out of time
+            # Each search may take its whole time budget: a user runs only a few at once.
+            with request.app.state.searches.slot(principal_of(request).name):
+                window = await windows.search(target.attempts, keep, complete)
+        except ValueError as exc:  # the search ran out of time
             raise HTTPException(status_code=400, detail=str(exc)) from None
     elif line is not None:
         window = await windows.around(target.attempts, line)

@@ -94,6 +94,16 @@ class LineFilter:
             except regex.error as exc:
                 raise ValueError(f"the regular expression is invalid: {exc}") from None
 
+    def check_time(self) -> None:
+        """The budget covers the whole search, plain text too: over a log of several hundred
+        megabytes even a substring search (and cutting the log into lines) takes minutes (a
+        hostile test: 93 s for one request)."""
+        if time.monotonic() > self.deadline:
+            raise ValueError(
+                f"searching this log took longer than {self.seconds:g} s; make the filter more "
+                "specific, look at a task's own log, or download the log and search it there"
+            )
+
     def __call__(self, text: str) -> bool:
         if self._pattern is None:
             return self._folded in text.casefold()
@@ -286,29 +296,28 @@ class Windows:
         window.has_later = window.last_id is not None and window.last_id < (newest or 0)
         return window
 
-    async def search(
-        self, attempts: list[int], keep: Callable[[str], bool], complete: bool
-    ) -> Window:
-        """Every matching line of the whole log (at most 5,000)."""
+    async def search(self, attempts: list[int], keep: LineFilter, complete: bool) -> Window:
+        """Every matching line of the whole log (at most 5,000), within the filter's time
+        budget; raises ValueError past it. Lines are cut and matched in a thread, a page of
+        chunks at a time, never on the event loop; the connection is held only to read."""
         assembler = LineAssembler()
         matches: list[Line] = []
         cursor = 0
-        async with self.db.connection() as conn:
-            while len(matches) < MAX_MATCHES:
+        while len(matches) < MAX_MATCHES:
+            keep.check_time()
+            async with self.db.connection() as conn:
                 page = await _chunks_after(conn, attempts, cursor)
-                if not page:
-                    break
-                got: list[Line] = []
-                for r in page:
-                    got += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
-                matches += await asyncio.to_thread(_matching, got, keep)
-                cursor = page[-1]["id"]
+            if not page:
+                break
+            matches += await asyncio.to_thread(_match_page, assembler, page, keep)
+            cursor = page[-1]["id"]
         if complete:
             matches += await asyncio.to_thread(_matching, assembler.flush(), keep)
         return Window(matches[:MAX_MATCHES], last_id=cursor)
 
     async def text(self, attempts: list[int], names: dict[int, str]) -> AsyncIterator[bytes]:
-        """The whole log as text, every line prefixed with its task (the merged download)."""
+        """The whole log as text, every line prefixed with its task (the merged download);
+        each page of chunks is cut into lines in a thread."""
         assembler = LineAssembler()
         cursor = 0
         while True:
@@ -316,10 +325,7 @@ class Windows:
                 page = await _chunks_after(conn, attempts, cursor)
             if not page:
                 break
-            lines: list[Line] = []
-            for r in page:
-                lines += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
-            yield "".join(f"[{names.get(x.key[0], '?')}] {x.text}\n" for x in lines).encode()
+            yield await asyncio.to_thread(_text_page, assembler, page, names)
             cursor = page[-1]["id"]
         last = assembler.flush()
         if last:
@@ -356,7 +362,7 @@ class Windows:
                     resume.after,
                 )
             cursor = resume.after
-            batch = self._feed(assembler, offsets, reread)
+            batch = await asyncio.to_thread(self._feed, assembler, offsets, reread)
             if batch:
                 yield batch
             while True:
@@ -365,7 +371,7 @@ class Windows:
                     rows = await _chunks_after(conn, attempts, cursor)
                 if rows:
                     cursor = rows[-1]["id"]
-                    batch = self._feed(assembler, offsets, rows)
+                    batch = await asyncio.to_thread(self._feed, assembler, offsets, rows)
                     if batch:
                         yield batch
                     if len(rows) == 256:
@@ -417,3 +423,29 @@ async def _chunks_after(
 
 def _matching(lines: list[Line], keep: Callable[[str], bool]) -> list[Line]:
     return [line for line in lines if keep(line.text)]
+
+
+def _lines(assembler: LineAssembler, page: list[asyncpg.Record]) -> list[Line]:
+    lines: list[Line] = []
+    for r in page:
+        lines += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
+    return lines
+
+
+def _match_page(
+    assembler: LineAssembler, page: list[asyncpg.Record], keep: LineFilter
+) -> list[Line]:
+    out = []
+    for i, line in enumerate(_lines(assembler, page)):
+        if i % 4096 == 0:
+            keep.check_time()
+        if keep(line.text):
+            out.append(line)
+    return out
+
+
+def _text_page(
+    assembler: LineAssembler, page: list[asyncpg.Record], names: dict[int, str]
+) -> bytes:
+    lines = _lines(assembler, page)
+    return "".join(f"[{names.get(x.key[0], '?')}] {x.text}\n" for x in lines).encode()

@@ -188,3 +188,38 @@ async def test_a_catastrophic_regex_is_stopped_and_the_server_stays_responsive(
     assert asyncio.get_running_loop().time() - started < 8
     bad = await api.get(f"/workflows/{wid}/tasks/a/logs", params={"q": "(unclosed", "re": "1"})
     assert bad.status_code == 400 and "invalid" in bad.text
+
+
+async def test_a_plain_search_over_a_huge_log_stops_at_its_budget(
+    server: InProcessServer, api: httpx.AsyncClient
+) -> None:
+    """The time budget covers plain-text filters and the cutting into lines, not only regular
+    expressions (a hostile test: a substring search over 800 MB took 93 s)."""
+    wid = await submit(api, SPEC)
+    db = server.app.state.db
+    task = await db.pool.fetchval("SELECT id FROM task WHERE workflow = $1 AND name = 'a'", wid)
+    async with db.connection() as conn:
+        await _store(conn, [((task, 1), (b"y" * 79 + b"\n") * 800)] * 400, {})  # 25 MB
+    windows = server.app.state.log_windows
+    keep = compile_filter("zzz", False)
+    assert keep is not None
+    keep.seconds, keep.deadline = 0.05, keep.deadline - 1.95  # a budget of 50 ms, for the test
+    try:
+        await windows.search([task], keep, True)
+    except ValueError as exc:
+        assert "took longer than 0.05 s" in str(exc)
+    else:
+        raise AssertionError("a search past its budget was not stopped")
+
+
+async def test_a_user_runs_only_a_few_searches_at_once(
+    server: InProcessServer, api: httpx.AsyncClient
+) -> None:
+    wid = await submit(api, SPEC)
+    searches = server.app.state.searches
+    with searches.slot("admin"), searches.slot("admin"):  # two searches already running
+        r = await api.get(f"/workflows/{wid}/tasks/a/logs", params={"q": "x"})
+        assert r.status_code == 429 and "GANTRY_MAX_SEARCHES_PER_USER" in r.text
+        assert r.headers.get("retry-after") == "5"
+        assert (await api.get(f"/workflows/{wid}/tasks/a/logs")).status_code == 200  # no filter
+    assert (await api.get(f"/workflows/{wid}/tasks/a/logs", params={"q": "x"})).status_code == 200
