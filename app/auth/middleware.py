@@ -36,7 +36,7 @@ RUNNER_PREFIX = "/api/runner/v1"
 
 def bearer_token(headers: Any) -> str | None:
     value = headers.get("authorization")
-    if not value:
+    if value is None:
         return None
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -85,6 +85,9 @@ class BearerExemptCSRFMiddleware(CSRFMiddleware):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Any Authorization header, even an empty or malformed one, decides authentication
+        # alone (bearer_token: a header that is not a usable token is refused, never read as
+        # "no token, use the cookie"), so the cookie can never act without the CSRF check.
         if scope["type"] == "http":
             for name, _value in scope.get("headers", ()):
                 if name == b"authorization":

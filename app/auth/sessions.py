@@ -52,6 +52,7 @@ STORE_NAME = "web_sessions"
 _LOADED = "gantry.session.loaded"  # (cookie value, stored bytes) of a session found in the store
 _NEW_ID = "gantry.session.new_id"  # the id this response will issue
 _CLEANUP_BATCH = 1000
+SESSIONS_PER_USER = 50  # browsers one person may be signed in with at once
 SESSION_ID_BYTES = 32  # 256 bits, as Litestar's default
 
 
@@ -94,6 +95,18 @@ class PostgresSessionStore(Store):
                 data,
                 float(seconds),
             )
+            if isinstance(user, str):
+                # A person keeps at most SESSIONS_PER_USER sessions (the oldest end): signing
+                # in again and again would otherwise add a row each time for a week.
+                await conn.execute(
+                    """
+                    DELETE FROM web_session WHERE id IN (
+                        SELECT id FROM web_session WHERE "user" = $1
+                        ORDER BY created_at DESC, id OFFSET $2)
+                    """,
+                    user,
+                    SESSIONS_PER_USER,
+                )
 
     async def replace(self, key: str, value: bytes, expires_in: int | timedelta | None) -> None:
         """Change a session that exists; one ended meanwhile (signed out elsewhere, a password

@@ -550,11 +550,7 @@ class WorkflowService:
         not shift later pages. For the duration sort it also holds the page's "now", so the
         durations of running workflows do not move between pages.
         """
-        if sort not in _SORTS:
-            raise Invalid(
-                f"sort {sort!r} is not one of {', '.join(_SORTS)}",
-                [SpecIssue("sort", None, f"use {', '.join(_SORTS)}")],
-            )
+        check_sort(sort)
         limit = max(1, min(limit, 500))
         now = datetime.now(UTC)
         after = None
@@ -973,6 +969,15 @@ def _escape_like(text: str) -> str:
 
 
 # Sort keys, newest or longest first; rows that never started sort last.
+def check_sort(sort: str) -> None:
+    """Refuse an unknown sort, naming the ones there are (before a live list starts, too)."""
+    if sort not in _SORTS:
+        raise Invalid(
+            f"sort {sort!r} is not one of {', '.join(_SORTS)}",
+            [SpecIssue("sort", None, f"use {', '.join(_SORTS)}")],
+        )
+
+
 _SORTS = {
     "submitted": "submitted_at",
     "started": "coalesce(started_at, 'epoch'::timestamptz)",

@@ -37,7 +37,7 @@ from app.templating import render_block
 from app.templating import template_environment as templating_env
 from app.web import flash, page
 from app.workflows.dag import MAX_EXPAND, render_dag
-from app.workflows.service import WorkflowService
+from app.workflows.service import WorkflowService, check_sort
 from app.workflows.states import PRIORITIES, Status, WorkflowStatus
 
 __all__ = ("WorkflowViews",)
@@ -274,6 +274,7 @@ class WorkflowViews(Controller):
     ) -> ServerSentEvent:
         service: WorkflowService = request.app.state.workflows
         principal = principal_of(request)
+        check_sort(sort)  # a refusal once the stream has started could only break it
         filters = _filters(status, pool, name, user)
         hub = request.app.state.hub
         try:

@@ -271,3 +271,11 @@ async def test_a_post_without_a_body_says_it_needs_one(api: httpx.AsyncClient) -
     r = await api.post("/api/v1/workflows")
     assert r.status_code == 400
     assert "needs a body" in r.json()["detail"], r.text
+
+
+async def test_a_live_list_with_an_unknown_sort_is_refused_before_it_streams(
+    api: httpx.AsyncClient,
+) -> None:
+    r = await api.get("/workflows/live", params={"sort": "x"})
+    assert r.status_code == 422 and "is not one of" in r.text
+    assert not r.headers["content-type"].startswith("text/event-stream")

@@ -408,3 +408,37 @@ async def test_an_open_stream_ends_when_its_callers_access_changes(teams: Teams)
                     while True:
                         await anext(lines)
             assert asyncio.get_running_loop().time() - start < 1.0, "not within 1 s"
+
+
+async def test_an_empty_authorization_header_never_lets_the_cookie_skip_csrf(
+    teams: Teams,
+) -> None:
+    """Found by attacking it: the CSRF check was skipped for any Authorization header, while
+    authentication read an empty one as "no token" and used the session cookie."""
+    await teams.user("cs", ["team-a"], password="csrf password")
+    browser = await _sign_in(teams.server, "cs", "csrf password")
+    async with contextlib.aclosing(browser):
+        for header in ("", "Bearer", "Basic abc"):
+            r = await browser.post("/tokens", data={"name": "x"}, headers={"authorization": header})
+            assert r.status_code == 401, (header, r.status_code)
+        assert (await teams.state.auth.list_tokens("cs"))[0]["name"] == "t"  # only the fixture's
+
+
+async def test_a_person_keeps_a_bounded_number_of_sessions(
+    teams: Teams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.auth.sessions
+
+    monkeypatch.setattr(app.auth.sessions, "SESSIONS_PER_USER", 3)
+    await teams.user("many", ["team-a"], password="many password")
+    browsers = [await _sign_in(teams.server, "many", "many password") for _ in range(5)]
+    try:
+        alive = [(await b.get("/api/v1/me")).status_code for b in browsers]
+        assert alive == [401, 401, 200, 200, 200]  # the two oldest ended
+        rows = await teams.state.db.pool.fetchval(
+            "SELECT count(*) FROM web_session WHERE \"user\" = 'many'"
+        )
+        assert rows == 3
+    finally:
+        for b in browsers:
+            await b.aclose()
