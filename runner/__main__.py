@@ -27,7 +27,12 @@ from typing import Any
 from runner.client import RunnerClient
 from runner.executors.base import Executor
 from runner.executors.cgroups import DEFAULT_MAX_PROCESSES
-from runner.executors.disk import DEFAULT_DISK_LIMIT, DiskLimit, keep_removing_old_attempts
+from runner.executors.disk import (
+    DEFAULT_DISK_LIMIT,
+    DEFAULT_FILE_LIMIT,
+    DiskLimit,
+    keep_removing_old_attempts,
+)
 from runner.executors.local import LocalExecutor
 from runner.loop import Runner
 
@@ -111,6 +116,7 @@ def build(env: dict[str, str]) -> tuple[RunnerClient, Executor, str, str]:
             _number(env, "GANTRY_MAX_ATTEMPT_DISK_BYTES", DEFAULT_DISK_LIMIT, int),
             # Each check walks every running attempt's directory: not more than once a second.
             _number(env, "GANTRY_ATTEMPT_DISK_CHECK_INTERVAL", 10.0, float, minimum=1),
+            _number(env, "GANTRY_MAX_ATTEMPT_FILES", DEFAULT_FILE_LIMIT, int),
         )
         _log_isolation(local)
         executor: Executor = local

@@ -15,7 +15,7 @@ import pytest
 
 from app.limits import is_stream
 from runner import protocol as p
-from runner.executors.disk import DiskLimit
+from runner.executors.disk import DiskLimit, directory_usage
 from runner.executors.local import LocalExecutor
 from tests.integration.test_protocol_guards import ONE, FakeRunner
 from tests.support import (
@@ -241,6 +241,38 @@ async def test_attempt_over_its_disk_limit_is_ended(
     task = task_of(wf, "t")
     assert task["status"] == "FAILED_EVICTED", wf
     assert "GANTRY_MAX_ATTEMPT_DISK_BYTES" in task["reason"] and "1000000" in task["reason"]
+
+
+INODE_HOG = """\
+workflow:
+  name: inodes
+  tasks:
+  - name: t
+    image: ubuntu
+    command: [sh, -c, 'cd "$GANTRY_OUTPUT" && mkdir $(seq 1 3000) && sleep 120']
+"""
+
+
+async def test_attempt_over_its_file_limit_is_ended(
+    server: InProcessServer, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Found by attacking it: empty directories counted nothing, so one task could use up the
+    host's inodes (and its disk: 200,000 directories, 786 MB, measured as 24 KB)."""
+    executor = LocalExecutor(tmp_path / "r", 4)
+    executor.disk = DiskLimit(10_000_000_000, interval=0.2, max_files=1000)
+    async with runner_in_loop(server.base, tmp_path / "r", executor=executor):
+        wf = await wait_for(api, await submit(api, INODE_HOG), timeout=60)
+    task = task_of(wf, "t")
+    assert task["status"] == "FAILED_EVICTED", wf
+    assert "GANTRY_MAX_ATTEMPT_FILES" in task["reason"] and "1000" in task["reason"]
+
+
+def test_directories_count_as_disk(tmp_path: Path) -> None:
+    for i in range(50):
+        (tmp_path / str(i)).mkdir()
+    used, entries = directory_usage(tmp_path)
+    assert entries == 50 and used >= 50 * 512
+    assert directory_usage(tmp_path, max_entries=10)[1] == 11  # stops once past the limit
 
 
 @pytest.mark.parametrize("limit", [0, 10_000_000])
