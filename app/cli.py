@@ -298,7 +298,7 @@ def _guarded_h2_protocol() -> type:
     that importing app.cli does not import anycorn)."""
     import h2.errors
     import h2.exceptions
-    from anycorn.events import Closed, RawData
+    from anycorn.events import Closed, RawData, Updated
     from anycorn.protocol.h2 import H2Protocol
 
     class GuardedH2Protocol(H2Protocol):
@@ -309,6 +309,12 @@ def _guarded_h2_protocol() -> type:
         async def initiate(self, *args: Any, **kwargs: Any) -> None:
             _pause_reading(self.send)
             await super().initiate(*args, **kwargs)
+            if not self.streams:
+                # The HTTP/1.1 parser stopped the idle timer when it read the HTTP/2 preface
+                # as a request; H2Protocol restarts it only when a stream ends. A client that
+                # sent the preface and no request kept its connection for ever (a hostile
+                # test held 4,000 of them). Idle now: the keep-alive timeout applies.
+                await self.send(Updated(idle=True))
 
         async def handle(self, event: Any) -> None:
             if not isinstance(event, RawData):
