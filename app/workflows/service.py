@@ -503,28 +503,9 @@ class WorkflowService:
             """,
             workflow_id,
         )
-        names = {g["position"]: g["name"] for g in groups}
-        by_group: dict[int, list[dict[str, Any]]] = {}
-        for t in tasks:
-            by_group.setdefault(t["task_group"], []).append(_task_out(t))
-        out = []
-        for g in groups:
-            members = by_group.get(g["id"], [])
-            members.sort(key=lambda t: (not t["lead"], t["name"]))
-            out.append(
-                {
-                    "name": g["name"],
-                    "status": g["status"],
-                    "upstream": [names[p] for p in g["upstream"]],
-                    "lead": g["lead_task"],
-                    "reason": g["reason"],
-                    "backend": g["backend"],
-                    "started_at": g["started_at"],
-                    "ended_at": g["ended_at"],
-                    "tasks": members,
-                }
-            )
-        return out
+        # 10,000 tasks take tens of milliseconds to lay out: in a thread, not on the loop
+        # (a hostile test's 16 parallel reads of one such workflow held /healthz 3.5 s).
+        return await asyncio.to_thread(_assemble_groups, list(groups), list(tasks))
 
     async def spec_of(self, principal: Principal, workflow_id: str) -> dict[str, str]:
         pools = await self.pools.accessible(principal)
@@ -942,6 +923,34 @@ def _workflow_out(row: asyncpg.Record, total: int, completed: int) -> dict[str, 
         "tasks_completed": completed,
         "terminal": row["status"] not in ("PENDING", "RUNNING"),
     }
+
+
+def _assemble_groups(
+    groups: list[asyncpg.Record], tasks: list[asyncpg.Record]
+) -> list[dict[str, Any]]:
+    """A workflow's groups, each with its tasks (its lead first), as the API gives them."""
+    names = {g["position"]: g["name"] for g in groups}
+    by_group: dict[int, list[dict[str, Any]]] = {}
+    for t in tasks:
+        by_group.setdefault(t["task_group"], []).append(_task_out(t))
+    out = []
+    for g in groups:
+        members = by_group.get(g["id"], [])
+        members.sort(key=lambda t: (not t["lead"], t["name"]))
+        out.append(
+            {
+                "name": g["name"],
+                "status": g["status"],
+                "upstream": [names[p] for p in g["upstream"]],
+                "lead": g["lead_task"],
+                "reason": g["reason"],
+                "backend": g["backend"],
+                "started_at": g["started_at"],
+                "ended_at": g["ended_at"],
+                "tasks": members,
+            }
+        )
+    return out
 
 
 def _task_out(t: asyncpg.Record) -> dict[str, Any]:
