@@ -36,8 +36,10 @@ def page_of(
 
 
 def _after(items: list[dict[str, Any]], key: str, cursor: str) -> int:
-    """Where a cursor whose item is gone (deleted meanwhile) would have been: by name order,
-    or for numeric keys (newest first) past every larger one."""
-    if cursor.isdigit():
+    """Where a cursor whose item is gone (deleted meanwhile) would have been: for numeric keys
+    (ids, newest first) past every larger one, else by name order. Any text is a cursor."""
+    if items and isinstance(items[0][key], int):
+        if not cursor.isdigit() or len(cursor) > 19:
+            return len(items)  # no such id: nothing after it
         return sum(1 for item in items if int(item[key]) > int(cursor))
     return sum(1 for item in items if str(item[key]) <= cursor)

@@ -35,6 +35,8 @@ TARGETS = {
     "healthz_p99_ms_dry_run_10000_tasks": ("<", 50),
     "healthz_p99_ms_submit_10000_tasks": ("<", 50),
     "healthz_p99_ms_cpu_limit_template": ("<", 50),
+    "healthz_p99_ms_parallel_detail_10000_tasks": ("<", 50),
+    "healthz_p99_ms_log_search_25mb": ("<", 50),
 }
 
 # 474 bytes that expand to 9^7 values: took 30 s and ~480 MB before aliases were bounded.
@@ -139,6 +141,68 @@ async def _measure(
     }
 
 
+# Reads found by attacking it (docs/security.md): many clients reading one 10,000-task
+# workflow's JSON, and searches of a 25 MB log (at most GANTRY_MAX_SEARCHES_PER_USER at once).
+READS = {  # name: (path under the workflow, concurrent clients)
+    "parallel_detail_10000_tasks": ("/api/v1/workflows/{id}", 16),
+    "log_search_25mb": ("/workflows/{id}/tasks/t0/logs?q=zzz", 2),
+}
+
+
+async def _big_workflow(stack: Stack) -> str:
+    """A 10,000-task workflow (no runner: it stays queued) with 25 MB of log on task t0."""
+    import asyncpg
+
+    async with stack.client() as client:
+        r = await client.post("/api/v1/workflows", json={"spec": DRY_RUN_10000})
+        assert r.status_code == 201, r.text
+        workflow_id = str(r.json()["id"])
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        task = await conn.fetchval(
+            "SELECT id FROM task WHERE workflow = $1 AND name = 't0'", workflow_id
+        )
+        chunk = (b"y" * 79 + b"\n") * 800
+        await conn.executemany(
+            "INSERT INTO log_chunk (task, stream, start, data, newlines, received_at)"
+            " VALUES ($1, 1, $2, $3, 800, now())",
+            [(task, i * len(chunk), chunk) for i in range(400)],
+        )
+    finally:
+        await conn.close()
+    return workflow_id
+
+
+async def _measure_reads(stack: Stack, path: str, clients: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    durations: list[float] = []
+    statuses: dict[int, int] = {}
+    stop = threading.Event()
+    probe = asyncio.create_task(asyncio.to_thread(_probe, stack.base, stop, latencies))
+    deadline = time.monotonic() + seconds
+
+    async def reader() -> None:
+        async with stack.client() as client:
+            while time.monotonic() < deadline or not durations:
+                t0 = time.perf_counter()
+                r = await client.get(path)
+                durations.append(time.perf_counter() - t0)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    try:
+        await asyncio.gather(*(reader() for _ in range(clients)))
+    finally:
+        stop.set()
+        await probe
+    return {
+        "p50_ms": 1000 * _pct(latencies, 50),
+        "p99_ms": 1000 * _pct(latencies, 99),
+        "max_ms": 1000 * max(latencies),
+        "hostile_s_p50": _pct(durations, 50),
+        "statuses": statuses,
+    }
+
+
 async def healthz_under_hostile(bench: Any, seconds: float = 8.0, only: str | None = None) -> None:
     """Adds healthz_p99_ms_<scenario> (and details) to ``bench.results``."""
     stack: Stack = await bench.stack("hostile")
@@ -150,6 +214,18 @@ async def healthz_under_hostile(bench: Any, seconds: float = 8.0, only: str | No
             if only is not None and name != only:
                 continue
             got = await _measure(stack, spec, dry_run, page, seconds)
+            bench.results[f"healthz_p50_ms_{name}"] = got["p50_ms"]
+            bench.results[f"healthz_p99_ms_{name}"] = got["p99_ms"]
+            bench.results[f"healthz_max_ms_{name}"] = got["max_ms"]
+            bench.results[f"hostile_request_s_{name}"] = got["hostile_s_p50"]
+            bench.results[f"hostile_statuses_{name}"] = ",".join(
+                f"{code}x{n}" for code, n in sorted(got["statuses"].items())
+            )
+        wanted = [n for n in READS if only is None or n == only]
+        workflow_id = await _big_workflow(stack) if wanted else ""
+        for name in wanted:
+            path, clients = READS[name]
+            got = await _measure_reads(stack, path.format(id=workflow_id), clients, seconds)
             bench.results[f"healthz_p50_ms_{name}"] = got["p50_ms"]
             bench.results[f"healthz_p99_ms_{name}"] = got["p99_ms"]
             bench.results[f"healthz_max_ms_{name}"] = got["max_ms"]
@@ -233,5 +309,7 @@ if __name__ == "__main__":
         default=8.0,
         help="how long each scenario keeps hostile requests in flight",
     )
-    parser.add_argument("--only", choices=sorted(SCENARIOS), help="run one scenario (and idle)")
+    parser.add_argument(
+        "--only", choices=sorted([*SCENARIOS, *READS]), help="run one scenario (and idle)"
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -118,7 +118,9 @@ class MeController(Controller):
     path = "/api/v1/me"
     tags = ["identity"]
 
-    @get("/", summary="Who you are, your roles and the pools you may submit to")
+    @get(
+        "/", summary="Who you are, your roles and the pools you may submit to", responses=problems()
+    )
     async def me(self, request: Request[Any, Any, Any]) -> Me:
         principal = principal_of(request)
         user = await _users(request).get(principal.name)

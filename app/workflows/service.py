@@ -291,6 +291,12 @@ class WorkflowService:
             raise NotFound(f"workflow '{workflow_id}' does not exist")
         return row
 
+    async def check_visible(self, principal: Principal, workflow_id: str) -> None:
+        """NotFound unless ``principal`` may read the workflow."""
+        pools = await self.pools.accessible(principal)
+        async with self.db.connection() as conn:
+            await self._visible(conn, pools, workflow_id)
+
     async def get(
         self, principal: Principal, workflow_id: str, *, with_groups: bool = True
     ) -> dict[str, Any]:
@@ -298,6 +304,12 @@ class WorkflowService:
         async with self.db.connection() as conn:
             row = await self._visible(conn, pools, workflow_id)
             return await self._detail(conn, row, with_groups)
+
+    async def detail(self, workflow_id: str) -> dict[str, Any] | None:
+        """The workflow as GET gives it (visibility is checked by callers)."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow("SELECT * FROM workflow WHERE id = $1", workflow_id)
+            return None if row is None else await self._detail(conn, row, True)
 
     async def snapshot(self, workflow_id: str) -> dict[str, Any] | None:
         """The workflow with groups, tasks and its recent events, for live views (visibility

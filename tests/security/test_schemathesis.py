@@ -180,6 +180,6 @@ async def test_the_schema_names_problems_refused_fields_and_the_plan(
                     path,
                     status,
                 )
-            if "{" in path:
+            if "{" in path and method != "put":  # PUT creates what is not there
                 assert "404" in answers, (method, path)
     assert "422" in submit_answers
