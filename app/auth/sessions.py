@@ -41,12 +41,16 @@ if TYPE_CHECKING:
 
 __all__ = (
     "SESSION_KEY",
+    "SESSION_VIAS",
+    "VIA_KEY",
     "PostgresSessionStore",
     "WebSessionConfig",
     "start_session",
 )
 
 SESSION_KEY = "user"  # the signed-in user's name in the session's data
+VIA_KEY = "via"  # how they signed in: "password" or "oidc" (Principal.via)
+SESSION_VIAS = ("password", "oidc")
 COOKIE = "gantry_session"
 STORE_NAME = "web_sessions"
 _LOADED = "gantry.session.loaded"  # (cookie value, stored bytes) of a session found in the store
@@ -238,10 +242,12 @@ class WebSessionConfig(ServerSideSessionConfig):
     _backend_class = WebSessionBackend
 
 
-def start_session(request: Request[Any, Any, Any], username: str) -> None:
+def start_session(request: Request[Any, Any, Any], username: str, via: str = "password") -> None:
     """Sign ``username`` in on this response, under a session id issued now (no fixation).
 
-    The session the request came with, if any, is deleted when the response is sent.
+    The session the request came with, if any, is deleted when the response is sent, and
+    with it whatever it held (a pending single sign-on, for one).
     """
+    assert via in SESSION_VIAS
     request.scope["state"][_NEW_ID] = secrets.token_hex(SESSION_ID_BYTES)
-    request.set_session({SESSION_KEY: username})
+    request.set_session({SESSION_KEY: username, VIA_KEY: via})
