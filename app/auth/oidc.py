@@ -77,9 +77,14 @@ class OidcProvider:
         self.keys_cooldown = KEYS_COOLDOWN
         self._metadata: Metadata | None = None
         self._metadata_at = 0.0
+        self._metadata_error: OidcRefused | None = None
+        self._metadata_failed_at = 0.0
+        self._metadata_lock = asyncio.Lock()
         self._keys: dict[str | None, Any] = {}
-        self._keys_at = -1e9
-        self._lock = asyncio.Lock()
+        self._keys_at = -1e9  # when the keys in hand were fetched
+        self._keys_tried_at = -1e9  # when a fetch was last tried, whatever came of it
+        # Two locks: a key refresh reads the metadata, which may refresh under its own lock.
+        self._keys_lock = asyncio.Lock()
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -110,12 +115,25 @@ class OidcProvider:
         return document
 
     async def metadata(self) -> Metadata:
+        """The discovery document, kept an hour. After a failed fetch, requests within the
+        cool-down get the same refusal at once instead of each waiting for a timeout."""
         if self._metadata is not None and time.monotonic() - self._metadata_at < METADATA_SECONDS:
             return self._metadata
-        async with self._lock:
-            if self._metadata is None or time.monotonic() - self._metadata_at >= METADATA_SECONDS:
+        async with self._metadata_lock:
+            now = time.monotonic()
+            if self._metadata is not None and now - self._metadata_at < METADATA_SECONDS:
+                return self._metadata
+            if self._metadata_error is not None and now - self._metadata_failed_at < KEYS_COOLDOWN:
+                raise self._metadata_error
+            try:
                 doc = await self._document(f"{self.issuer}/.well-known/openid-configuration")
                 self._metadata, self._metadata_at = _metadata(doc, self.issuer), time.monotonic()
+                self._metadata_error = None
+            except OidcRefused as exc:
+                self._metadata_error, self._metadata_failed_at = exc, time.monotonic()
+                if self._metadata is None:
+                    raise
+                log.warning("keeping the old discovery document: %s", exc)
         return self._metadata
 
     async def scopes(self) -> list[str]:
@@ -125,12 +143,11 @@ class OidcProvider:
         return [s for s in wanted if supported is None or s in supported or s == "openid"]
 
     async def _key(self, kid: str | None) -> Any:
-        now = time.monotonic()
-        if now - self._keys_at >= KEYS_SECONDS:
-            await self._refresh_keys(expired=True)
+        if time.monotonic() - self._keys_at >= KEYS_SECONDS:
+            await self._refresh_keys(cooldown=0.0)  # an hour old: fetched again
         key = self._find(kid)
-        if key is None and time.monotonic() - self._keys_at >= self.keys_cooldown:
-            await self._refresh_keys()  # the provider rotated its keys
+        if key is None:
+            await self._refresh_keys(cooldown=self.keys_cooldown)  # the provider rotated them?
             key = self._find(kid)
         if key is None:
             raise OidcRefused(
@@ -143,15 +160,22 @@ class OidcProvider:
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
 
-    async def _refresh_keys(self, *, expired: bool = False) -> None:
-        started = time.monotonic()
-        async with self._lock:
-            if self._keys_at >= started or (
-                not expired and time.monotonic() - self._keys_at < self.keys_cooldown
-            ):
-                return  # another request fetched them while this one waited
-            jwks_uri = (await self.metadata()).jwks_uri
-            document = await self._document(jwks_uri)
+    async def _refresh_keys(self, *, cooldown: float) -> None:
+        """Fetch the JWKS unless a fetch was tried within ``cooldown`` seconds (one fetch for
+        any number of requests with made-up kids). A failed fetch keeps the old keys."""
+        asked = time.monotonic()
+        async with self._keys_lock:
+            if self._keys_tried_at >= asked or asked - self._keys_tried_at < cooldown:
+                return  # fetched while this request waited, or too recently tried
+            self._keys_tried_at = time.monotonic()
+            try:
+                jwks_uri = (await self.metadata()).jwks_uri
+                document = await self._document(jwks_uri)
+            except OidcRefused as exc:
+                if not self._keys:
+                    raise
+                log.warning("keeping the identity provider's old keys: %s", exc)
+                return
             keys: dict[str | None, Any] = {}
             for data in document.get("keys") or []:
                 if not isinstance(data, dict) or data.get("use", "sig") != "sig":

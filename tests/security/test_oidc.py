@@ -8,6 +8,7 @@ itself in e2e/test_oidc.py). Nothing of the client side is mocked.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -251,6 +252,42 @@ async def test_forged_and_oversized_tokens_are_refused(sso: Sso) -> None:
         async with sso.server.client(token) as cli:
             refused = await _me(cli)
             assert refused.status_code == 401 and why in refused.text, (why, refused.text)
+
+
+async def test_made_up_kids_cost_one_key_fetch_and_a_provider_outage_is_a_page(sso: Sso) -> None:
+    real = (await device_flow(sso.provider, "frank"))["access_token"]
+    oidc = sso.server.app.state.oidc
+    fetched: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        fetched.append(str(request.url))
+
+    oidc.http.event_hooks["request"].append(count)
+    async with sso.server.client(real) as program:
+        assert (await _me(program)).status_code == 200  # the keys are in hand now
+    body = json.loads(base64.urlsafe_b64decode(real.split(".")[1] + "=="))
+    key = RSAKey.generate_key(2048)
+    made_up = [
+        jwt.encode({"alg": "RS256", "kid": f"kid-{i}", "typ": "at+jwt"}, body, key)
+        for i in range(30)
+    ]
+    fetched.clear()
+
+    async def one(token: str) -> int:
+        async with sso.server.client(token) as c:
+            return (await _me(c)).status_code
+
+    assert set(await asyncio.gather(*(one(t) for t in made_up))) == {401}
+    assert len([u for u in fetched if u.endswith("/jwks")]) <= 1, fetched
+    # The provider goes away: tokens verified with the keys in hand still work, and the
+    # sign-in says so on a page.
+    await sso.provider.stop()
+    async with sso.server.client(real) as program:
+        assert (await _me(program)).status_code == 200
+    oidc._metadata_at -= 7200  # discovery is due again
+    async with sso.browser() as browser:
+        unavailable = await browser.get("/auth/oidc/login")
+        assert unavailable.status_code == 502 and "unavailable" in unavailable.text
 
 
 # -- configuration -------------------------------------------------------------------------------
