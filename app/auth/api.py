@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, get
 
 from app.auth.oidc import OidcProvider, OidcRefused
+from app.problems import problems
 
 __all__ = ("AuthConfig", "auth_config")
 
@@ -23,7 +24,11 @@ class AuthConfig(msgspec.Struct):
     oidc: OidcConfig | None
 
 
-@get("/api/v1/auth/config", tags=["auth"])
+@get(
+    "/api/v1/auth/config",
+    summary="How to sign in here: local passwords, and the OpenID Connect provider (public)",
+    responses=problems(),
+)
 async def auth_config(request: Request[Any, Any, Any]) -> AuthConfig:
     settings = request.app.state.settings
     provider: OidcProvider | None = request.app.state.oidc
