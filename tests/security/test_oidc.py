@@ -36,6 +36,7 @@ from tests.support import ADMIN_PASSWORD, ADMIN_TOKEN, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
+SPEC = "workflow:\n  name: sso\n  tasks:\n  - {name: t, image: x, command: [echo, hi]}\n"
 ROLE_MAP = (("ops", "operator"), ("ops", "deployer"), ("auditors", "auditor"))
 
 
@@ -212,6 +213,28 @@ async def test_the_device_flow_token_works_as_bearer(sso: Sso) -> None:
         assert refused.status_code == 401 and "ID token" in refused.text
     async with sso.server.client(ADMIN_TOKEN) as admin:  # Gantry tokens keep their path
         assert (await _me(admin)).json()["via"] == "token"
+
+
+async def test_a_stream_opened_with_a_provider_token_ends_when_the_user_is_disabled(
+    sso: Sso,
+) -> None:
+    token = (await device_flow(sso.provider, "frank"))["access_token"]
+    async with sso.server.client(token) as cli:
+        r = await cli.post("/api/v1/workflows", json={"spec": SPEC})
+        assert r.status_code == 201, r.text
+        async with cli.stream("GET", f"/api/v1/workflows/{r.json()['id']}/events") as events:
+            assert events.status_code == 200
+            lines = events.aiter_lines()
+            assert (await anext(lines)).startswith("event: snapshot")
+            async with sso.server.client(ADMIN_TOKEN) as admin:
+                r = await admin.patch("/api/v1/users/frank", json={"disabled": True})
+                assert r.status_code == 200
+            with pytest.raises((StopAsyncIteration, httpx.RemoteProtocolError)):  # noqa: PT012
+                async with asyncio.timeout(5):
+                    while True:
+                        await anext(lines)
+        refused = await _me(cli)
+        assert refused.status_code == 401 and "disabled" in refused.text
 
 
 async def test_tokens_for_another_audience_or_from_another_issuer_are_refused(
