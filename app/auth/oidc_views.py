@@ -33,7 +33,8 @@ __all__ = ("OidcViews", "provider_label")
 log = logging.getLogger("gantry.oidc")
 
 PENDING_KEY = "oidc_pending"  # state -> what the callback needs, in the session
-PENDING_SECONDS = 600.0  # a sign-in not finished within this is started again
+PENDING_SECONDS = 600.0  # a sign-in not finished within this is started again (and its
+# session, while nobody is signed in, is removed after ANONYMOUS_MAX_AGE: app/auth/sessions.py)
 MAX_PENDING = 4  # sign-ins started at once in one browser (tabs)
 # `state` is a reserved handler argument name in Litestar (STACK-NOTES "Auth").
 OAuthState = Annotated[str | None, QueryParameter(name="state", max_length=200, pattern=NO_NUL)]
@@ -101,6 +102,9 @@ class OidcViews(Controller):
             sorted(pending.items(), key=lambda kv: kv[1]["at"])[-MAX_PENDING:]
         )
         request.set_session(session)
+        store = request.app.stores.get(STORE_NAME)
+        if isinstance(store, PostgresSessionStore):
+            await store.delete_expired()  # pending sign-ins that were never finished
         return Redirect(path=url, status_code=303)
 
     @get("/auth/oidc/callback")

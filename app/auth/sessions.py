@@ -57,6 +57,7 @@ _LOADED = "gantry.session.loaded"  # (cookie value, stored bytes) of a session f
 _NEW_ID = "gantry.session.new_id"  # the id this response will issue
 _CLEANUP_BATCH = 1000
 SESSIONS_PER_USER = 50  # browsers one person may be signed in with at once
+ANONYMOUS_MAX_AGE = 15 * 60  # seconds a session without a signed-in user is kept
 SESSION_ID_BYTES = 32  # 256 bits, as Litestar's default
 
 
@@ -228,10 +229,14 @@ class WebSessionBackend(ServerSideSessionBackend):
         if loaded is not None and not rotated and loaded[1] == data:
             return  # unchanged: no write, and the browser keeps its cookie
         session_id = self.get_session_id(connection)
+        # A session nobody signed in to (a single sign-on under way) lives only minutes, so
+        # anonymous visitors starting sign-ins cannot fill the table for a week.
+        signed_in = isinstance(scope_session, dict) and bool(scope_session.get(SESSION_KEY))
+        lifetime = self.config.max_age if signed_in else ANONYMOUS_MAX_AGE
         if loaded is not None and not rotated and isinstance(store, PostgresSessionStore):
-            await store.replace(session_id, data, self.config.max_age)
+            await store.replace(session_id, data, lifetime)
         else:
-            await self.set(session_id=session_id, data=data, store=store)
+            await store.set(session_id, data, expires_in=lifetime)
         headers.add(
             "Set-Cookie",
             Cookie(value=session_id, key=self.config.key, **cookie_params).to_header(header=""),

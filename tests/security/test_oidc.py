@@ -138,6 +138,11 @@ async def test_a_callback_this_browser_did_not_start_is_refused(sso: Sso) -> Non
         assert refused.status_code == 400 and "not started in this browser" in refused.text
         assert (await _me(victim)).status_code == 401
         assert (await victim.get("/auth/oidc/callback?state=x&code=y")).status_code == 400
+    # Starting a sign-in stores a session for a visitor nobody signed in: for minutes only.
+    left = await sso.server.app.state.db.pool.fetchval(
+        'SELECT max(extract(epoch FROM expires_at - now())) FROM web_session WHERE "user" IS NULL'
+    )
+    assert 0 < left <= 15 * 60
 
 
 async def test_a_provider_account_named_like_a_local_one_is_refused(sso: Sso) -> None:
