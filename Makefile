@@ -5,7 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install dev test lint format bench clean
+# The single sign-on tests' provider (node's oidc-provider, pinned in tests/oidc's lock file);
+# without node they skip, saying why, unless GANTRY_REQUIRE_OIDC=1 (.ci/run).
+OIDC := tests/oidc
+OIDC_STAMP := $(OIDC)/node_modules/.installed-$(shell cksum $(OIDC)/package-lock.json | cut -d' ' -f1)
+
+.PHONY: install dev test lint format bench clean oidc
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +21,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(OIDC_STAMP): $(OIDC)/package.json $(OIDC)/package-lock.json
+	npm ci --prefix $(OIDC) --no-audit --no-fund --loglevel=error
+	touch $@
+
+oidc:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(OIDC_STAMP); \
+	else echo "node/npm not found: the single sign-on tests will skip"; fi
+
 dev: install
 	$(BIN)/gantry dev
 
-test: install
+test: install oidc
 	$(BIN)/pytest
 
 lint: install
@@ -35,4 +49,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(OIDC)/node_modules

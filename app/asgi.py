@@ -37,7 +37,12 @@ from app import templating
 from app.access.api import MeController, RoleController, UserController
 from app.access.service import AccessListener, RoleCache, RoleService, UserService
 from app.access.views import AccessViews
+from app.auth.api import auth_config
 from app.auth.middleware import PUBLIC_PATHS, BearerExemptCSRFMiddleware, GantryAuthMiddleware
+from app.auth.oidc import OidcProvider
+from app.auth.oidc_bearer import ProviderTokens
+from app.auth.oidc_users import ProviderUsers
+from app.auth.oidc_views import OidcViews
 from app.auth.service import AuthService
 from app.auth.sessions import COOKIE, STORE_NAME, PostgresSessionStore, WebSessionConfig
 from app.auth.views import AuthViews
@@ -117,9 +122,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         auth = AuthService(db, role_cache)
         auth.max_tokens = settings.max_tokens_per_user
         await auth.ensure_bootstrap(settings)
+        # Single sign-on, where an issuer is configured (app/auth/oidc*.py).
+        oidc = OidcProvider(settings) if settings.oidc_issuer else None
+        provider_users = ProviderUsers(db, settings)
+        provider_tokens = ProviderTokens(oidc, provider_users, auth) if oidc else None
+        if oidc is not None:
+            try:
+                await oidc.metadata()  # early warning only: sign-in retries discovery
+            except Exception as exc:  # the provider may come up later
+                log.warning("the identity provider at %s is not reachable yet: %s",
+                            settings.oidc_issuer, exc)  # fmt: skip
         # Every replica forgets cached roles and tokens when one of them changes (app/access).
         runner_auth = AuthService(reserve)
-        access_listener = AccessListener(hub, role_cache, auth, runner_auth)
+        caches = [c for c in (role_cache, auth, runner_auth, provider_tokens) if c is not None]
+        access_listener = AccessListener(hub, *caches)
         access_listener.start()
         loops = [
             Scheduler(reserve, hub, settings, settings.scheduler_interval),
@@ -136,6 +152,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             users=UserService(db, auth),
             roles=RoleService(db),
             runner_auth=runner_auth,
+            oidc=oidc,
+            provider_users=provider_users,
+            provider_tokens=provider_tokens,
             pools=pools,
             workflows=workflows,
             logs=LogService(db, hub, pools),
@@ -173,6 +192,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await db.close()
             await reserve.close()
             renderer.close()
+            if oidc is not None:
+                await oidc.close()
 
     app_state = State({"settings": settings})
     # Sessions live in PostgreSQL (app/auth/sessions.py): signing out ends one on every replica.
@@ -208,6 +229,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AccessViews,
             RunnerController,
             AuthViews,
+            OidcViews,
+            auth_config,
             LogViews,
             WorkflowViews,
             PoolViews,

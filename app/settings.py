@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = ("Settings", "SettingsError", "get_settings")
 
@@ -103,6 +105,37 @@ def _secret(env: dict[str, str], name: str) -> str | None:
     return env.get(name) or None
 
 
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+_ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+def _role_map(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """``GANTRY_OIDC_ROLE_MAP``: ``group=role,...``; a group may be named more than once."""
+    pairs = []
+    for item in (env.get("GANTRY_OIDC_ROLE_MAP") or "").split(","):
+        if not item.strip():
+            continue
+        group, sep, role = item.partition("=")
+        group, role = group.strip(), role.strip()
+        if not sep or not group or not _ROLE.match(role):
+            raise SettingsError(
+                f"GANTRY_OIDC_ROLE_MAP must be group=role,... with role names of letters, "
+                f"digits, '-' and '_'; got {item.strip()!r}"
+            )
+        pairs.append((group, role))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the control plane reads from its environment."""
@@ -161,7 +194,35 @@ class Settings:
     db_reserve_pool_size: int = 10
     statement_timeout: float = 5.0
     background_statement_timeout: float = 60.0
+    # Single sign-on (the teams issue; app/auth/oidc.py). No issuer: no OpenID Connect at all.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None  # the confidential client the browser sign-in uses
+    oidc_client_secret: str | None = None
+    oidc_cli_client_id: str | None = None  # the public client of the CLI's device flow
+    oidc_scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claim: str = "groups"
+    oidc_role_map: tuple[tuple[str, str], ...] = ()  # (group, role): roles the provider manages
+    oidc_audience: str | None = (
+        None  # the `aud` provider access tokens must carry, if not a client id
+    )
+    local_login: bool = True  # the password form and POST /login
+    public_url: str | None = None  # None: http://HOST:PORT
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problem = _oidc_problem(self)
+        if problem:
+            raise SettingsError(problem)
+
+    @property
+    def base_url(self) -> str:
+        """Where browsers reach the control plane (the OIDC callback is on it)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def oidc_callback(self) -> str:
+        return f"{self.base_url}/auth/oidc/callback"
 
     @property
     def csrf_secret(self) -> str:
@@ -214,7 +275,60 @@ class Settings:
                 env, "GANTRY_BACKGROUND_STATEMENT_TIMEOUT", 60.0, minimum=0.1
             ),
             max_tasks_per_workflow=_int(env, "GANTRY_MAX_TASKS_PER_WORKFLOW", 10_000, minimum=1),
+            oidc_issuer=(env.get("GANTRY_OIDC_ISSUER") or "").strip().rstrip("/") or None,
+            oidc_client_id=env.get("GANTRY_OIDC_CLIENT_ID") or None,
+            oidc_client_secret=_secret(env, "GANTRY_OIDC_CLIENT_SECRET"),
+            oidc_cli_client_id=env.get("GANTRY_OIDC_CLI_CLIENT_ID") or None,
+            oidc_scopes=tuple(
+                (env.get("GANTRY_OIDC_SCOPES") or "openid profile email groups").split()
+            ),
+            oidc_username_claim=env.get("GANTRY_OIDC_USERNAME_CLAIM") or "preferred_username",
+            oidc_groups_claim=env.get("GANTRY_OIDC_GROUPS_CLAIM") or "groups",
+            oidc_role_map=_role_map(env),
+            oidc_audience=env.get("GANTRY_OIDC_AUDIENCE") or None,
+            local_login=_bool(env, "GANTRY_LOCAL_LOGIN", True),
+            public_url=(env.get("GANTRY_PUBLIC_URL") or "").strip() or None,
         )
+
+
+def _oidc_problem(s: Settings) -> str | None:
+    """Why this OpenID Connect configuration cannot work, or None. A half configuration is
+    refused at start-up rather than found out at the first sign-in."""
+    oidc_only = {
+        "GANTRY_OIDC_CLIENT_ID": s.oidc_client_id,
+        "GANTRY_OIDC_CLIENT_SECRET": s.oidc_client_secret,
+        "GANTRY_OIDC_CLI_CLIENT_ID": s.oidc_cli_client_id,
+        "GANTRY_OIDC_AUDIENCE": s.oidc_audience,
+        "GANTRY_OIDC_ROLE_MAP": s.oidc_role_map,
+    }
+    if not s.oidc_issuer:
+        given = [name for name, value in oidc_only.items() if value]
+        if given:
+            return f"{', '.join(given)} set without GANTRY_OIDC_ISSUER"
+        if not s.local_login:
+            return (
+                "GANTRY_LOCAL_LOGIN=false needs GANTRY_OIDC_ISSUER: nobody could sign in "
+                "in the browser"
+            )
+        return None
+    parts = urlsplit(s.oidc_issuer)
+    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        return f"GANTRY_OIDC_ISSUER must be an https URL, got {s.oidc_issuer!r}"
+    if parts.query or parts.fragment:
+        return "GANTRY_OIDC_ISSUER must not have a query or fragment"
+    if not s.oidc_client_id:
+        return "GANTRY_OIDC_ISSUER is set but GANTRY_OIDC_CLIENT_ID is not"
+    if not s.oidc_client_secret:
+        return (
+            "GANTRY_OIDC_CLIENT_ID needs GANTRY_OIDC_CLIENT_SECRET (or _FILE): the browser "
+            "sign-in uses a confidential client"
+        )
+    if "openid" not in s.oidc_scopes:
+        return "GANTRY_OIDC_SCOPES must include openid"
+    if s.public_url and urlsplit(s.public_url).scheme not in ("http", "https"):
+        return f"GANTRY_PUBLIC_URL must be an http(s) URL, got {s.public_url!r}"
+    return None
 
 
 def _log_cap(env: dict[str, str]) -> int:

@@ -1,7 +1,9 @@
 """Authentication middleware, guards, and CSRF that exempts Bearer-token requests.
 
-Every request needs an identity except health checks, static files and the login page. A Bearer
-token decides on its own (a cookie is ignored then); otherwise the session cookie does. A
+Every request needs an identity except health checks, static files, the sign-in pages and
+``GET /api/v1/auth/config``. A Bearer token decides on its own (a cookie is ignored then):
+a Gantry token (``gnt_``, ``gbk_``), or, where single sign-on is configured, the identity
+provider's JWT access token (app/auth/oidc_bearer.py); otherwise the session cookie does. A
 backend token is good only under /api/runner/v1; a person's credentials never are.
 """
 
@@ -16,8 +18,16 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.types import Guard, Receive, Scope, Send
 
-from app.auth.service import AuthService, Principal, TokenRefused
-from app.auth.sessions import SESSION_KEY
+from app.auth.oidc import OidcRefused, looks_like_jwt
+from app.auth.oidc_bearer import ProviderTokens
+from app.auth.service import (
+    BACKEND_TOKEN_PREFIX,
+    USER_TOKEN_PREFIX,
+    AuthService,
+    Principal,
+    TokenRefused,
+)
+from app.auth.sessions import SESSION_KEY, SESSION_VIAS, VIA_KEY
 from app.errors import Forbidden
 
 __all__ = (
@@ -30,7 +40,16 @@ __all__ = (
     "require",
 )
 
-PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/static/", "^/login$", "^/favicon.ico$"]
+PUBLIC_PATHS = [
+    "^/healthz$",
+    "^/readyz$",
+    "^/static/",
+    "^/login$",
+    "^/favicon.ico$",
+    "^/api/v1/auth/config$",
+    "^/auth/oidc/login$",
+    "^/auth/oidc/callback$",
+]
 RUNNER_PREFIX = "/api/runner/v1"
 
 
@@ -57,15 +76,32 @@ class GantryAuthMiddleware(AbstractAuthenticationMiddleware):
         token = bearer_token(connection.headers)
         principal: Principal | None = None
         if token is not None:
+            # Gantry's own tokens keep their path; a JWT is the identity provider's access
+            # token, and only people present those (never on the runner API).
+            provider_tokens: ProviderTokens | None = getattr(state, "provider_tokens", None)
+            if (
+                on_runner_api
+                or token.startswith((USER_TOKEN_PREFIX, BACKEND_TOKEN_PREFIX))
+                or not looks_like_jwt(token)
+            ):
+                provider_tokens = None
             try:
-                principal = await auth.by_token(token) if token else None
-            except TokenRefused as exc:
+                if provider_tokens is not None:
+                    principal = await provider_tokens.principal(token)
+                else:
+                    principal = await auth.by_token(token) if token else None
+            except (TokenRefused, OidcRefused) as exc:
                 raise NotAuthorizedException(str(exc)) from None
         else:
             session = connection.scope.get("session") or {}
-            username = session.get(SESSION_KEY) if isinstance(session, dict) else None
+            if not isinstance(session, dict):
+                session = {}
+            username = session.get(SESSION_KEY)
             if username:
-                principal = await auth.by_session(username)
+                via = session.get(VIA_KEY)
+                principal = await auth.by_session(
+                    username, via if via in SESSION_VIAS else "password"
+                )
         if principal is None:
             raise NotAuthorizedException(
                 "Sign in, or send a valid token as 'Authorization: Bearer <token>'"

@@ -76,7 +76,8 @@ class Principal:
     ``roles`` are those in force for this credential (a token may carry a subset of its
     owner's), ``access`` what they allow (app/access/policy.py); ``account`` is ``person``
     or ``service``; ``via`` how the credential was obtained: ``password`` (a local sign-in),
-    ``token`` (a Gantry token).
+    ``oidc`` (a sign-in through the identity provider), ``token`` (a Gantry token) or
+    ``provider-token`` (the provider's own access token, app/auth/oidc_bearer.py).
     """
 
     name: str
@@ -190,7 +191,9 @@ class AuthService:
                 return Principal(name, "backend"), None
         return None, None
 
-    async def by_session(self, username: str) -> Principal | None:
+    async def by_session(self, username: str, via: str = "password") -> Principal | None:
+        """The principal of a signed-in user; ``via`` as the session (or the provider token)
+        says it was obtained."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 "SELECT name, roles, kind FROM gantry_user WHERE name = $1 AND NOT disabled",
@@ -198,7 +201,7 @@ class AuthService:
             )
         if row is None:
             return None
-        principal = Principal(row["name"], "user", frozenset(row["roles"]), via="password",
+        principal = Principal(row["name"], "user", frozenset(row["roles"]), via=via,
                               account=row["kind"])  # fmt: skip
         return await self._with_access(principal)
 

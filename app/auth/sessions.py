@@ -41,18 +41,23 @@ if TYPE_CHECKING:
 
 __all__ = (
     "SESSION_KEY",
+    "SESSION_VIAS",
+    "VIA_KEY",
     "PostgresSessionStore",
     "WebSessionConfig",
     "start_session",
 )
 
 SESSION_KEY = "user"  # the signed-in user's name in the session's data
+VIA_KEY = "via"  # how they signed in: "password" or "oidc" (Principal.via)
+SESSION_VIAS = ("password", "oidc")
 COOKIE = "gantry_session"
 STORE_NAME = "web_sessions"
 _LOADED = "gantry.session.loaded"  # (cookie value, stored bytes) of a session found in the store
 _NEW_ID = "gantry.session.new_id"  # the id this response will issue
 _CLEANUP_BATCH = 1000
 SESSIONS_PER_USER = 50  # browsers one person may be signed in with at once
+ANONYMOUS_MAX_AGE = 15 * 60  # seconds a session without a signed-in user is kept
 SESSION_ID_BYTES = 32  # 256 bits, as Litestar's default
 
 
@@ -224,10 +229,14 @@ class WebSessionBackend(ServerSideSessionBackend):
         if loaded is not None and not rotated and loaded[1] == data:
             return  # unchanged: no write, and the browser keeps its cookie
         session_id = self.get_session_id(connection)
+        # A session nobody signed in to (a single sign-on under way) lives only minutes, so
+        # anonymous visitors starting sign-ins cannot fill the table for a week.
+        signed_in = isinstance(scope_session, dict) and bool(scope_session.get(SESSION_KEY))
+        lifetime = self.config.max_age if signed_in else ANONYMOUS_MAX_AGE
         if loaded is not None and not rotated and isinstance(store, PostgresSessionStore):
-            await store.replace(session_id, data, self.config.max_age)
+            await store.replace(session_id, data, lifetime)
         else:
-            await self.set(session_id=session_id, data=data, store=store)
+            await store.set(session_id, data, expires_in=lifetime)
         headers.add(
             "Set-Cookie",
             Cookie(value=session_id, key=self.config.key, **cookie_params).to_header(header=""),
@@ -238,10 +247,12 @@ class WebSessionConfig(ServerSideSessionConfig):
     _backend_class = WebSessionBackend
 
 
-def start_session(request: Request[Any, Any, Any], username: str) -> None:
+def start_session(request: Request[Any, Any, Any], username: str, via: str = "password") -> None:
     """Sign ``username`` in on this response, under a session id issued now (no fixation).
 
-    The session the request came with, if any, is deleted when the response is sent.
+    The session the request came with, if any, is deleted when the response is sent, and
+    with it whatever it held (a pending single sign-on, for one).
     """
+    assert via in SESSION_VIAS
     request.scope["state"][_NEW_ID] = secrets.token_hex(SESSION_ID_BYTES)
-    request.set_session({SESSION_KEY: username})
+    request.set_session({SESSION_KEY: username, VIA_KEY: via})

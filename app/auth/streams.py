@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Awaitable
 from typing import Any
 
+from app.auth.oidc import OidcRefused
 from app.auth.service import AuthService, Principal, TokenRefused, hash_token
 
 __all__ = ("until_revoked",)
@@ -40,7 +41,7 @@ async def until_revoked(scope: Any, principal: Principal, inner: Awaitable[None]
                     hint.cancel()
                     break
                 sub.drain()
-                if not await _still(auth, principal, credential):
+                if not await _still(auth, principal, credential, state):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -65,13 +66,23 @@ def _credential(scope: Any) -> tuple[str, str] | None:
 
 
 async def _still(
-    auth: AuthService, principal: Principal, credential: tuple[str, str] | None
+    auth: AuthService, principal: Principal, credential: tuple[str, str] | None, state: Any
 ) -> bool:
     """Does the credential still give this principal the same access?"""
     if credential is None:
         return False
     kind, value = credential
-    if kind == "token":
+    if kind == "token" and principal.via == "provider-token":
+        # The identity provider's access token (app/auth/oidc_bearer.py), verified afresh.
+        provider_tokens = getattr(state, "provider_tokens", None)
+        if provider_tokens is None:
+            return False
+        provider_tokens.invalidate()
+        try:
+            now = await provider_tokens.principal(value)
+        except OidcRefused:
+            return False
+    elif kind == "token":
         auth.forget(hash_token(value))  # the hint may reach us before the cache's listener
         try:
             now = await auth.by_token(value)

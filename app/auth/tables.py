@@ -20,7 +20,12 @@ __all__ = ("ApiToken", "SignInAttempt", "User", "WebSession")
 
 
 class User(Table, tablename="gantry_user"):
-    """A person who signs in to the dashboard or calls the API."""
+    """A person who signs in to the dashboard or calls the API.
+
+    ``oidc_issuer`` and ``oidc_subject`` name the provider account of a user who signs in
+    through OpenID Connect (unique together: migration gantry_2026_12_01t19_10_00_000000);
+    both are empty for local accounts.
+    """
 
     name = Varchar(length=64, primary_key=True)
     display_name = Varchar(length=200, default="")
@@ -28,6 +33,8 @@ class User(Table, tablename="gantry_user"):
     password_hash = Text(null=True, default=None)
     kind = Varchar(length=16, default="person")  # "person" or "service" (tokens only)
     disabled = Boolean(default=False)  # refused everywhere; its sessions are ended
+    oidc_issuer = Varchar(length=500, null=True, default=None)
+    oidc_subject = Varchar(length=255, null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
 
 

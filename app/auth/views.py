@@ -11,6 +11,7 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from app.auth.middleware import principal_of
+from app.auth.oidc_views import provider_label
 from app.auth.service import AuthService, SignInBusy
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
 from app.auth.throttle import Refused, SignInThrottle
@@ -37,12 +38,20 @@ class AuthViews(Controller):
     async def login_form(
         self, request: Request[Any, Any, Any], next: str | None = text_query(2000, default=None)
     ) -> Template:
-        return page(request, "auth/login.html", next=_safe_next(next), error=None)
+        return _login_page(request, next=_safe_next(next), error=None)
 
     @post("/login", status_code=303)
     async def login(self, request: Request[Any, Any, Any], data: Form) -> Template | Redirect:
         auth: AuthService = request.app.state.auth
         settings = request.app.state.settings
+        if not settings.local_login:
+            # GANTRY_LOCAL_LOGIN=false: people sign in only through the identity provider.
+            return _login_page(
+                request,
+                status_code=403,
+                next=_safe_next(data.get("next")),
+                error="Sign-in with a password is turned off here; use single sign-on.",
+            )
         refuse_nul({"username": 200, "next": 2000}, username=data.get("username"),
                    next=data.get("next"))  # fmt: skip
         username = (data.get("username") or "").strip()
@@ -60,9 +69,8 @@ class AuthViews(Controller):
             principal = await auth.check_password(username, data.get("password") or "")
         except SignInBusy:
             await throttle.abandon(attempt)  # busy is not a wrong password: it must not count
-            return page(
+            return _login_page(
                 request,
-                "auth/login.html",
                 status_code=503,
                 headers={"retry-after": "5"},
                 next=_safe_next(data.get("next")),
@@ -70,9 +78,8 @@ class AuthViews(Controller):
                 username=username,
             )
         if principal is None:
-            return page(
+            return _login_page(
                 request,
-                "auth/login.html",
                 status_code=401,
                 next=_safe_next(data.get("next")),
                 error="Wrong username or password.",
@@ -118,6 +125,20 @@ class AuthViews(Controller):
         return Redirect(path="/tokens", status_code=303)
 
 
+def _login_page(
+    request: Request[Any, Any, Any],
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Template:
+    """The sign-in page: the password form unless GANTRY_LOCAL_LOGIN=false, and "Sign in with
+    <provider>" where single sign-on is configured."""
+    settings = request.app.state.settings
+    sso = provider_label(settings.oidc_issuer) if settings.oidc_issuer else None
+    return page(request, "auth/login.html", status_code, headers, sso=sso,
+                local_login=settings.local_login, **context)  # fmt: skip
+
+
 def _too_many(
     request: Request[Any, Any, Any], data: dict[str, str], username: str, refused: Refused
 ) -> Template:
@@ -129,9 +150,8 @@ def _too_many(
         f"Too many failed sign-ins for {subject}. Try again in {minutes} minute"
         f"{'s' if minutes != 1 else ''} (after {when:%H:%M} UTC)."
     )
-    return page(
+    return _login_page(
         request,
-        "auth/login.html",
         status_code=429,
         headers={"retry-after": str(refused.retry_after)},
         next=_safe_next(data.get("next")),

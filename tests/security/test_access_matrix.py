@@ -315,6 +315,15 @@ MATRIX: dict[str, Row] = {
     "GET /login": Row("public", get("/login")),
     "POST /login": Row("public", _login, dict.fromkeys(CALLERS, "unauth")),
     "POST /logout": Row("person", _logout, signs_out=True),
+    # single sign-on: public; this server has no provider configured, so both say 404 to all
+    # (with one, tests/security/test_oidc.py covers them)
+    "GET /auth/oidc/login": Row(
+        "public", get("/auth/oidc/login"), dict.fromkeys(CALLERS, "notfound")
+    ),
+    "GET /auth/oidc/callback": Row(
+        "public", get("/auth/oidc/callback?state=s&code=c"), dict.fromkeys(CALLERS, "notfound")
+    ),
+    "GET /api/v1/auth/config": Row("public", get("/api/v1/auth/config")),
     # JSON API
     "GET /api/v1/workflows": Row("person", get("/api/v1/workflows")),
     "POST /api/v1/workflows": Row("submit", _submit_api),
