@@ -19,11 +19,27 @@ from app.access.policy import Access, Policy
 from app.db import RESYNC, Database, Hub, notify
 from app.errors import Conflict, Invalid, NotFound
 
-__all__ = ("AUTH_TOPIC", "AccessListener", "RoleCache", "RoleService", "UserService")
+__all__ = (
+    "AUTH_TOPIC",
+    "ROLES_TOPIC",
+    "AccessListener",
+    "RoleCache",
+    "RoleService",
+    "UserService",
+    "user_topic",
+)
 
 log = logging.getLogger("gantry.access")
 
 AUTH_TOPIC = "auth"  # roles, users or tokens changed: forget what is cached
+ROLES_TOPIC = "auth:roles"  # a role changed: every open stream checks its caller again
+
+
+def user_topic(name: str) -> str:
+    """One user's credentials or roles changed: that user's open streams check again."""
+    return f"auth:user:{name}"
+
+
 _CACHE_SECONDS = 5.0  # the most a cache lives when the hub is down (no hints arrive)
 BUILTIN = ("admin", "user")
 KINDS = ("person", "service")
@@ -138,7 +154,7 @@ class RoleService:
                 description,
                 encoded,
             )
-            await notify(conn, AUTH_TOPIC)
+            await notify(conn, AUTH_TOPIC, ROLES_TOPIC)
         return await self.get(name)
 
     async def delete(self, name: str) -> None:
@@ -158,7 +174,7 @@ class RoleService:
                 name,
             )
             await conn.execute("DELETE FROM role WHERE name = $1", name)
-            await notify(conn, AUTH_TOPIC)
+            await notify(conn, AUTH_TOPIC, ROLES_TOPIC)
 
 
 def _role(row: Any) -> dict[str, Any]:
@@ -279,7 +295,7 @@ class UserService:
                 await conn.execute('DELETE FROM web_session WHERE "user" = $1', name)
             if disabled:
                 await conn.execute('DELETE FROM api_token WHERE "user" = $1', name)
-            await notify(conn, AUTH_TOPIC)
+            await notify(conn, AUTH_TOPIC, user_topic(name))
         return await self.get(name)
 
     async def delete(self, name: str) -> None:
@@ -297,7 +313,7 @@ class UserService:
             had = await _has_admin(conn)
             await conn.execute("DELETE FROM gantry_user WHERE name = $1", name)
             await _keep_an_admin(conn, had)
-            await notify(conn, AUTH_TOPIC)
+            await notify(conn, AUTH_TOPIC, user_topic(name))
 
     async def change_password(self, name: str, current: str, new: str) -> None:
         """The caller's own password; every browser session of theirs ends."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from app.access.service import AUTH_TOPIC
+from app.access.service import AUTH_TOPIC, user_topic
 from app.db import Database, notify
 from app.settings import Settings
 
@@ -92,7 +92,8 @@ class ProviderUsers:
                 await conn.execute(
                     "UPDATE gantry_user SET roles = $2 WHERE name = $1", row["name"], sorted(wanted)
                 )
-                await notify(conn, AUTH_TOPIC)  # every replica forgets the old roles
+                # Every replica forgets the old roles; the user's open streams check again.
+                await notify(conn, AUTH_TOPIC, user_topic(row["name"]))
             return str(row["name"])
 
     async def _provision(

@@ -279,6 +279,7 @@ class AuthService:
                 roles,
                 password_hash,
             )
+            await notify(conn, "auth", f"auth:user:{name}")  # its roles may have grown
 
     async def set_named_token(self, user: str, name: str, token: str) -> None:
         """Give ``user`` exactly this token under ``name`` (replacing an older one of that name)."""
@@ -373,7 +374,8 @@ class AuthService:
             deleted = await conn.fetchval(
                 'DELETE FROM api_token WHERE id = $1 AND "user" = $2 RETURNING id', token_id, user
             )
-            await notify(conn, "auth")  # every replica forgets the token (app/access)
+            # Every replica forgets the token; the user's open streams end (app/access).
+            await notify(conn, "auth", f"auth:user:{user}")
         self._cache.clear()
         return deleted is not None
 

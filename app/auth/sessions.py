@@ -34,6 +34,8 @@ from litestar.stores.base import Store
 from litestar.types import Empty, Message, ScopeSession
 from litestar.utils.dataclass import extract_dataclass_items
 
+from app.db import notify
+
 if TYPE_CHECKING:
     from litestar import Request
     from litestar.connection import ASGIConnection
@@ -145,8 +147,13 @@ class PostgresSessionStore(Store):
             )
 
     async def delete(self, key: str) -> None:
-        async with self._db.connection() as conn:
-            await conn.execute("DELETE FROM web_session WHERE id = $1", _key(key))
+        async with self._db.transaction() as conn:
+            user = await conn.fetchval(
+                'DELETE FROM web_session WHERE id = $1 RETURNING "user"', _key(key)
+            )
+            if user:
+                # A stream this session opened ends (app/auth/streams.py), on every replica.
+                await notify(conn, f"auth:user:{user}")
 
     async def delete_all(self) -> None:
         async with self._db.connection() as conn:

@@ -20,6 +20,7 @@ from app.auth.service import AuthService, Principal, TokenRefused, hash_token
 
 __all__ = ("until_revoked",)
 
+COALESCE_SECONDS = 0.05
 _LOADED = "gantry.session.loaded"  # as app/auth/sessions.py records a loaded session
 
 
@@ -29,17 +30,20 @@ async def until_revoked(scope: Any, principal: Principal, inner: Awaitable[None]
     hub, auth = state.hub, state.auth
     credential = _credential(scope)
     task = asyncio.ensure_future(inner)
-    from app.access.service import AUTH_TOPIC  # app.access imports this package
+    from app.access.service import ROLES_TOPIC, user_topic  # app.access imports this package
     from app.db import RESYNC
 
     try:
-        with hub.subscribe(AUTH_TOPIC, RESYNC) as sub:
+        # Only hints that can concern this caller: a role changed, or this user's credentials
+        # or roles did. Another user revoking tokens in a loop costs this stream nothing.
+        with hub.subscribe(ROLES_TOPIC, user_topic(principal.name), RESYNC) as sub:
             while True:
                 hint = asyncio.ensure_future(sub.get())
                 done, _ = await asyncio.wait({task, hint}, return_when=asyncio.FIRST_COMPLETED)
                 if task in done:
                     hint.cancel()
                     break
+                await asyncio.sleep(COALESCE_SECONDS)  # a burst of hints: one check
                 sub.drain()
                 if not await _still(auth, principal, credential, state):
                     task.cancel()

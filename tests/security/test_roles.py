@@ -442,3 +442,23 @@ async def test_a_person_keeps_a_bounded_number_of_sessions(
     finally:
         for b in browsers:
             await b.aclose()
+
+
+async def test_a_stream_of_a_session_ends_when_it_signs_out(teams: Teams) -> None:
+    await teams.user("so", ["team-a"], password="signout password")
+    wf = await teams.submit("ua", "pool-a")
+    browser = await _sign_in(teams.server, "so", "signout password")
+    async with contextlib.aclosing(browser):
+        async with browser.stream("GET", f"/api/v1/workflows/{wf}/events") as events:
+            lines = events.aiter_lines()
+            assert (await anext(lines)).startswith("event: snapshot")
+            async with teams.server.client(cookies=browser.cookies) as same:
+                page = await same.get("/workflows")
+                out = await same.post("/logout", data={"_csrf_token": csrf_token(page.text)})
+                assert out.status_code == 303
+            start = asyncio.get_running_loop().time()
+            with pytest.raises((StopAsyncIteration, httpx.RemoteProtocolError)):  # noqa: PT012
+                async with asyncio.timeout(5):
+                    while True:
+                        await anext(lines)
+            assert asyncio.get_running_loop().time() - start < 1.0, "not within 1 s"
