@@ -164,6 +164,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "log searches running",
                 "GANTRY_MAX_SEARCHES_PER_USER",
                 "wait for one to finish",
+                "concurrent log searches",
             ),
             runners=RunnerService(reserve, hub, settings),
             watches=WatchRegistry(hub, workflows.snapshot),

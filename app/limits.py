@@ -165,9 +165,10 @@ class StreamSlots:
         what: str = "live streams open",
         setting: str = "GANTRY_MAX_STREAMS_PER_USER",
         advice: str = "close a page or a log follow first",
+        name: str = "concurrent streams",
     ) -> None:
         self.limit = limit
-        self.what, self.setting, self.advice = what, setting, advice
+        self.what, self.setting, self.advice, self.name = what, setting, advice, name
         self.open: dict[str, int] = {}
 
     @contextlib.contextmanager
@@ -177,7 +178,7 @@ class StreamSlots:
             raise LimitExceeded(
                 f"you have {held} {self.what} on this server, the most allowed "
                 f"({self.setting}); {self.advice}",
-                limit=self.what,
+                limit=self.name,
                 setting=self.setting,
                 value=self.limit,
                 retry_after=5,
