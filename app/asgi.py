@@ -37,8 +37,10 @@ from app import templating
 from app.access.api import MeController, RoleController, UserController
 from app.access.service import AccessListener, RoleCache, RoleService, UserService
 from app.access.views import AccessViews
+from app.audit.api import AuditController
 from app.audit.middleware import AuditMiddleware
 from app.audit.service import AuditService
+from app.audit.views import AuditViews
 from app.auth.api import auth_config
 from app.auth.middleware import PUBLIC_PATHS, BearerExemptCSRFMiddleware, GantryAuthMiddleware
 from app.auth.oidc import OidcProvider
@@ -230,6 +232,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UserController,
             RoleController,
             AccessViews,
+            AuditController,
             RunnerController,
             AuthViews,
             OidcViews,
@@ -237,6 +240,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             LogViews,
             WorkflowViews,
             PoolViews,
+            AuditViews,
             healthz,
             readyz,
             metrics,
