@@ -8,11 +8,11 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, get
 from litestar.exceptions import ValidationException
-from litestar.params import Parameter
 
 from app.audit.service import AuditService, Filters
 from app.auth.middleware import allowed
 from app.bounds import text_query
+from app.paging import cursor_query, limit_query
 from app.problems import problems
 
 __all__ = ("AuditController", "filters")
@@ -75,8 +75,8 @@ TARGET = text_query(200, default=None, description="a workflow id, user, role or
 OUTCOME = text_query(16, default=None, description="allowed, denied, failed or error")
 SINCE = text_query(64, default=None, description="from this time on (ISO 8601 with offset)")
 UNTIL = text_query(64, default=None, description="before this time (ISO 8601 with offset)")
-LIMIT = Parameter(default=100, ge=1, le=500)
-CURSOR = text_query(64, default=None, description="next_cursor of the previous page")
+LIMIT = limit_query()
+CURSOR = cursor_query()
 
 
 class AuditController(Controller):

@@ -113,6 +113,11 @@ async def test_each_change_is_one_row_and_reads_none(teams: Teams) -> None:
         await log.one(principal="admin", via="token", action="role:Admin", target="team-c",
                       outcome="allowed", status=200)  # fmt: skip
 
+        r = await admin.post("/api/v1/backends/be-a/token")
+        assert r.status_code in (200, 201), r.text
+        rotated = r.json()["token"]
+        await log.one(principal="admin", action="backend:Admin", target="be-a", outcome="allowed")
+
         r = await a.post("/api/v1/tokens", json={"name": "laptop"})
         assert r.status_code == 201
         token = r.json()["token"]
@@ -146,7 +151,7 @@ async def test_each_change_is_one_row_and_reads_none(teams: Teams) -> None:
         assert out.status_code == 303
         await log.one(principal="pw", via="password", action="auth:SignOut", outcome="allowed")
 
-    async with server.client("gbk_a") as runner:
+    async with server.client(rotated) as runner:
         r = await runner.post("/api/runner/v1/sessions", content=hello("be-a"))
         assert r.status_code == 201, r.text
         first = r.json()["session_id"]
@@ -170,7 +175,7 @@ async def test_each_change_is_one_row_and_reads_none(teams: Teams) -> None:
         await log.one(principal="be-a", action="runner:SessionOpen", outcome="denied")
 
     everything = repr(await log.all())
-    for secret in (PASSWORD, "not it", token, ADMIN_TOKEN, "gbk_a", "gnt_no-such-token"):
+    for secret in (PASSWORD, "not it", token, rotated, ADMIN_TOKEN, "gbk_a", "gnt_no-such-token"):
         assert secret not in everything
 
 
