@@ -37,6 +37,10 @@ from app import templating
 from app.access.api import MeController, RoleController, UserController
 from app.access.service import AccessListener, RoleCache, RoleService, UserService
 from app.access.views import AccessViews
+from app.audit.api import AuditController
+from app.audit.middleware import AuditMiddleware
+from app.audit.service import AuditService
+from app.audit.views import AuditViews
 from app.auth.api import auth_config
 from app.auth.middleware import PUBLIC_PATHS, BearerExemptCSRFMiddleware, GantryAuthMiddleware
 from app.auth.oidc import OidcProvider
@@ -151,6 +155,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             auth=auth,
             users=UserService(db, auth),
             roles=RoleService(db),
+            audit=AuditService(db),
             runner_auth=runner_auth,
             oidc=oidc,
             provider_users=provider_users,
@@ -228,6 +233,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UserController,
             RoleController,
             AccessViews,
+            AuditController,
             RunnerController,
             AuthViews,
             OidcViews,
@@ -235,6 +241,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             LogViews,
             WorkflowViews,
             PoolViews,
+            AuditViews,
             healthz,
             readyz,
             metrics,
@@ -245,6 +252,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         middleware=[
             session_config.middleware,
+            # Outside authentication and CSRF, so that their refusals are recorded too; it
+            # reads the principal authentication leaves in the scope (app/audit/middleware.py).
+            AuditMiddleware(),
             DefineMiddleware(
                 GantryAuthMiddleware,
                 exclude=[*PUBLIC_PATHS, *("^" + re.escape(p) for p in settings.auth_public_paths)],

@@ -8,6 +8,7 @@ from piccolo.conf.apps import AppConfig
 
 import migrations
 from app.access.tables import Role
+from app.audit.tables import AuditEvent
 from app.auth.tables import ApiToken, SignInAttempt, User, WebSession
 from app.backends.tables import Backend, RunnerSession
 from app.logs.tables import LogChunk
@@ -37,6 +38,7 @@ TABLES = [
     WebSession,
     SignInAttempt,
     Role,
+    AuditEvent,
 ]
 
 APP_CONFIG = AppConfig(

@@ -11,6 +11,7 @@ from litestar.params import Parameter
 
 from app.access.policy import Policy
 from app.access.service import RoleService, UserService
+from app.audit.middleware import note_of
 from app.auth.middleware import allowed, principal_of
 from app.auth.tokens import TokenCreated, TokenIn, token_expiry
 from app.bounds import (
@@ -166,6 +167,7 @@ class UserController(Controller):
         responses=problems(403, 409, 422),
     )
     async def create_user(self, request: Request[Any, Any, Any], data: UserIn) -> UserOut:
+        note_of(request).target = data.name
         user = await _users(request).create(
             data.name,
             display_name=data.display_name,

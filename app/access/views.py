@@ -15,6 +15,7 @@ from litestar.response import Redirect, Template
 from app.access.api import role_path, user_path
 from app.access.policy import Policy
 from app.access.service import RoleService, UserService
+from app.audit.middleware import note_of
 from app.auth.middleware import allowed, principal_of
 from app.auth.sessions import start_session
 from app.bounds import ROLE_NAME, USER_NAME, refuse_nul
@@ -95,6 +96,7 @@ class AccessViews(Controller):
     @post("/admin/users", status_code=303, guards=[allowed("user:Admin")])
     async def create_user(self, request: Request[Any, Any, Any], data: Form) -> Redirect:
         name = _text(data, "name")
+        note_of(request).target = name
         refuse_nul(
             {"name": 64, "display_name": 200}, name=name, display_name=_text(data, "display_name")
         )
@@ -145,6 +147,7 @@ class AccessViews(Controller):
     @post("/admin/roles", status_code=303, guards=[allowed("role:Admin")])
     async def put_role(self, request: Request[Any, Any, Any], data: Form) -> Redirect:
         name = _text(data, "name")
+        note_of(request).target = name
         refuse_nul({"name": 32, "description": 2000, "policies": 100_000}, name=name,
                    description=_text(data, "description"), policies=_text(data, "policies"))  # fmt: skip
         if not re.match(ROLE_NAME, name):

@@ -10,6 +10,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 
+from app.audit.middleware import note_of
 from app.auth.middleware import principal_of
 from app.auth.oidc_views import provider_label
 from app.auth.service import AuthService, SignInBusy
@@ -55,6 +56,9 @@ class AuthViews(Controller):
         refuse_nul({"username": 200, "next": 2000}, username=data.get("username"),
                    next=data.get("next"))  # fmt: skip
         username = (data.get("username") or "").strip()
+        # The audit log names whoever the attempt was for, whether or not it succeeds.
+        note = note_of(request)
+        note.principal, note.via = username, "password"
         throttle = SignInThrottle(
             request.app.state.db,
             settings.sign_in_account_limit,
@@ -114,7 +118,8 @@ class AuthViews(Controller):
         asked = None
         if days.isdigit() and 0 < int(days) * 86400 < lifetime:
             asked = datetime.now(UTC) + timedelta(days=int(days))
-        _, token = await auth.issue_token(user, name[:100], token_expiry(asked, lifetime))
+        token_id, token = await auth.issue_token(user, name[:100], token_expiry(asked, lifetime))
+        note_of(request).target = str(token_id)
         return page(request, "auth/tokens.html", tokens=await auth.list_tokens(user), created=token)
 
     @post("/tokens/{token_id:int}/revoke", status_code=303)

@@ -9,6 +9,7 @@ import msgspec
 from litestar import Controller, Request, delete, get, post
 
 from app.access.policy import pool_resource
+from app.audit.middleware import note_of
 from app.auth.middleware import principal_of, require
 from app.auth.service import AuthService
 from app.auth.tokens import TokenCreated, TokenIn, token_expiry
@@ -77,6 +78,7 @@ class PoolController(Controller):
         responses=problems(403, 409, 422),
     )
     async def create_pool(self, request: Request[Any, Any, Any], data: PoolIn) -> dict[str, Any]:
+        note_of(request).target = data.name
         require(principal_of(request), "pool:Admin", pool_resource(data.name))
         return await _pools(request).create_pool(
             data.name, data.description, platforms=data.platforms
@@ -112,6 +114,7 @@ class BackendController(Controller):
     async def create_backend(
         self, request: Request[Any, Any, Any], data: BackendIn
     ) -> BackendCreated:
+        note_of(request).target = data.name
         require(principal_of(request), "backend:Admin", pool_resource(data.pool))
         token = await _pools(request).create_backend(data.name, data.pool)
         return BackendCreated(name=data.name, pool=data.pool, token=token)
@@ -169,6 +172,7 @@ class TokenController(Controller):
         token_id, token = await auth.issue_token(
             principal_of(request).name, data.name, expires_at, data.roles
         )
+        note_of(request).target = str(token_id)
         return TokenCreated(token_id, data.name, token, expires_at)
 
     @delete(

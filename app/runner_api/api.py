@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, Request, get, post
 from litestar.response import Stream
 
+from app.audit.middleware import note_of
 from app.auth.middleware import principal_of
 from app.bounds import text_query
 from app.problems import problems
@@ -33,7 +34,9 @@ class RunnerController(Controller):
         responses=problems(403, 422),
     )
     async def open_session(self, request: Request[Any, Any, Any], data: p.Hello) -> p.Welcome:
-        return await _service(request).open_session(principal_of(request).name, data)
+        welcome = await _service(request).open_session(principal_of(request).name, data)
+        note_of(request).target = welcome.session_id
+        return welcome
 
     @get(
         "/sessions/{session_id:str}/stream",

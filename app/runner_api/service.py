@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from app.audit.service import Event, record_on
 from app.db import Database, Hub, notify
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.settings import Settings
@@ -119,10 +120,17 @@ class RunnerService:
                 _json.encode(capacity).decode(),
                 hello.cluster_id,
             )
-            await conn.execute(
-                "UPDATE runner_session SET ended_at = now() WHERE backend = $1 AND ended_at IS NULL",
+            ended = await conn.fetch(
+                "UPDATE runner_session SET ended_at = now() WHERE backend = $1 AND ended_at IS NULL"
+                " RETURNING id",
                 backend,
             )
+            # The only place a session ends: written with the change, so neither is without
+            # the other (the new session's opening is the request's own event).
+            for row in ended:
+                await record_on(
+                    conn, Event(backend, "token", "runner:SessionClose", str(row["id"]))
+                )
             await conn.execute(
                 """
                 INSERT INTO runner_session (id, backend, epoch, runner_version, connected_at,

@@ -12,6 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import Response, ServerSentEvent, Stream
 
+from app.audit.middleware import note_of
 from app.auth.middleware import principal_of
 from app.bounds import count_query, text_query
 from app.errors import NotFound
@@ -101,6 +102,7 @@ class WorkflowController(Controller):
             # by the service, a group at a time, and the envelope here.
             body = await asyncio.to_thread(_encode_dry_run, result)
             return Response(body, status_code=200, media_type=MediaType.JSON)  # type: ignore[arg-type]
+        note_of(request).target = result["id"]
         return Response(
             msgspec.convert(result, WorkflowOut, from_attributes=False), status_code=201
         )

@@ -28,6 +28,7 @@ from litestar.response import (
 )
 
 from app.access.policy import pool_resource
+from app.audit.middleware import note_of
 from app.auth.middleware import principal_of
 from app.bounds import refuse_nul, text_query
 from app.errors import Forbidden, Invalid, NotFound
@@ -346,6 +347,7 @@ class WorkflowViews(Controller):
                 f"select at most {MAX_BULK_CANCEL} workflows to cancel at once, not {len(ids)}",
                 [SpecIssue("ids", None, f"at most {MAX_BULK_CANCEL}")],
             )
+        note_of(request).target = " ".join(map(str, ids))  # one event for the form, cut to fit
         done, refused = [], []
         for workflow_id in dict.fromkeys(ids):
             try:
@@ -590,6 +592,7 @@ class WorkflowViews(Controller):
             return _submit_page(request, pools, form, shown, exc.issues, None, exc.title, 422)
         if dry_run:
             return _submit_page(request, pools, form, shown, [], result)
+        note_of(request).target = result["id"]
         flash(request, f"Submitted {result['id']}.", "good")
         return Redirect(path=f"/workflows/{result['id']}", status_code=303)
 

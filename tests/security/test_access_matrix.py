@@ -367,6 +367,7 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/roles/{name:str}": Row("admin", get("/api/v1/roles/user")),
     "PUT /api/v1/roles/{name:str}": Row("admin", _put_role),
     "DELETE /api/v1/roles/{name:str}": Row("admin", _delete_role),
+    "GET /api/v1/audit": Row("admin", get("/api/v1/audit")),
     # runner API: only the runner of the session's backend
     "POST /api/runner/v1/sessions": Row(
         "runner", _hello, {"runner_b": "forbidden"}
@@ -433,6 +434,7 @@ MATRIX: dict[str, Row] = {
     "POST /admin/roles": Row("admin", _put_role_page),
     "POST /admin/roles/{name:str}/delete": Row("admin", _delete_role_page),
     "POST /tokens": Row("person", _create_token_page),
+    "GET /admin/audit": Row("admin", get("/admin/audit")),
     "POST /tokens/{token_id:int}/revoke": Row(
         "person", _revoke_token_page
     ),  # answers 303 to all; that only alice's revoke takes effect is checked below
