@@ -22,6 +22,7 @@ from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 from litestar.response import Redirect, Template
 
+from app.audit.service import Event
 from app.auth.oidc import OidcProvider, OidcRefused
 from app.auth.oidc_users import ProviderUsers, SignInRefused
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
@@ -153,12 +154,23 @@ class OidcViews(Controller):
             name = await users.sign_in(metadata.issuer, claims, sync_roles=True)
         except (OidcRefused, SignInRefused) as exc:
             log.warning("single sign-on refused: %s", exc)
+            await _audit(request, "", "denied", 403)
             return _refused(request, 403, f"Sign-in refused: {exc}.")
+        await _audit(request, name, "allowed", 303)
         start_session(request, name, via="oidc")
         store = request.app.stores.get(STORE_NAME)
         if isinstance(store, PostgresSessionStore):
             await store.delete_expired()
         return Redirect(path=_safe_next(pending.get("next")), status_code=303)
+
+
+async def _audit(request: Request[Any, Any, Any], name: str, outcome: str, status: int) -> None:
+    """A sign-in through the provider, in the audit log (the callback is a GET, which the
+    audit middleware does not record)."""
+    address = request.client.host if request.client else ""
+    event = Event(name or "(unknown)", "oidc", "auth:SignIn", name, address, outcome, status,
+                  "GET /auth/oidc/callback")  # fmt: skip
+    await request.app.state.audit.record(event)
 
 
 async def _exchange(

@@ -101,6 +101,10 @@ async def test_code_flow_signs_in_and_provisions_by_issuer_and_subject(sso: Sso)
     async with sso.server.client(ADMIN_TOKEN) as admin:
         users = [u["name"] for u in (await admin.get("/api/v1/users")).json()["items"]]
         assert "caroline" not in users
+        # Each sign-in through the provider is in the audit log (its callback is a GET).
+        audit = (await admin.get("/api/v1/audit", params={"action": "auth:SignIn"})).json()
+        oidc = [e for e in audit["items"] if e["via"] == "oidc"]
+        assert [(e["principal"], e["outcome"]) for e in oidc] == [("carol", "allowed")] * 2
 
 
 async def test_a_code_obtained_with_another_pkce_challenge_is_refused(sso: Sso) -> None:
@@ -152,6 +156,9 @@ async def test_a_provider_account_named_like_a_local_one_is_refused(sso: Sso) ->
         assert refused.status_code == 403
         assert "belongs to another Gantry account" in refused.text
         assert (await _me(browser)).status_code == 401
+    async with sso.server.client(ADMIN_TOKEN) as admin:
+        audit = (await admin.get("/api/v1/audit", params={"outcome": "denied"})).json()
+        assert [e["via"] for e in audit["items"] if e["action"] == "auth:SignIn"] == ["oidc"]
     async with sso.server.client(ADMIN_TOKEN) as admin:
         me = (await _me(admin)).json()
         assert me["name"] == "admin" and me["roles"] == ["admin"]
