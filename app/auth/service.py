@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -86,6 +86,9 @@ class Principal:
     via: str = "token"
     access: Access = field(default_factory=Access)
     account: str = "person"
+    # For a Gantry token: when it expires, and whether it carries a subset of its owner's roles.
+    expires_at: datetime | None = None
+    limited: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -134,9 +137,7 @@ class AuthService:
     async def _with_access(self, principal: Principal) -> Principal:
         if self.roles is None or principal.kind != "user":
             return principal
-        access = await self.roles.access(principal.roles)
-        return Principal(principal.name, "user", principal.roles, principal.via, access,
-                         principal.account)  # fmt: skip
+        return replace(principal, access=await self.roles.access(principal.roles))
 
     async def by_token(self, token: str) -> Principal | None:
         """The token's principal; None for an unknown one. Raises ``TokenRefused`` for one
@@ -146,6 +147,10 @@ class AuthService:
         hit = self._cache.get(digest)
         if hit is not None and now - hit[0] < _CACHE_SECONDS:
             principal, token_id = hit[1], hit[2]
+            expires = principal.expires_at if principal is not None else None
+            if expires is not None and expires <= datetime.now(UTC):
+                # To the second, cache or not.
+                raise TokenRefused(f"this token expired at {expires.isoformat()}; create a new one")
         else:
             principal, token_id = await self._lookup(digest)
             if principal is not None:
@@ -179,7 +184,10 @@ class AuthService:
                         f"this token expired at {row['expires_at'].isoformat()}; create a new one"
                     )
                 roles = token_roles(frozenset(row["roles"]), frozenset(row["scopes"] or ()))
-                return Principal(row["name"], "user", roles, account=row["kind"]), row["id"]
+                principal = Principal(row["name"], "user", roles, account=row["kind"],
+                                      expires_at=row["expires_at"],
+                                      limited=bool(row["scopes"]))  # fmt: skip
+                return principal, row["id"]
             name = await conn.fetchval(
                 """
                 SELECT name FROM backend WHERE token_hash = $1

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import msgspec
 
+from app.auth.service import Principal
 from app.bounds import RoleName, TokenName
 from app.errors import Invalid
 from app.spec.errors import SpecIssue
 
-__all__ = ("TokenCreated", "TokenIn", "token_expiry")
+__all__ = ("TokenCreated", "TokenIn", "token_expiry", "token_roles_for")
 
 
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -29,10 +30,21 @@ class TokenCreated(msgspec.Struct):
     expires_at: datetime
 
 
-def token_expiry(asked: datetime | None, max_lifetime: float) -> datetime:
-    """When a new token expires: as asked (to the second), or at the longest allowed life."""
+def token_expiry(
+    asked: datetime | None, max_lifetime: float, not_after: datetime | None = None
+) -> datetime:
+    """When a new token expires: as asked (to the second), or at the longest allowed life;
+    never after ``not_after`` (the expiry of the token that asks for it)."""
     now = datetime.now(UTC)
     latest = now + timedelta(seconds=max_lifetime)
+    if not_after is not None and asked is not None and asked > not_after:
+        raise Invalid(
+            "a token may not outlive the token that creates it (that one expires at "
+            f"{not_after.isoformat()})",
+            [SpecIssue("expires_at", None, f"give a time before {not_after.isoformat()}")],
+        )
+    if not_after is not None:
+        latest = min(latest, not_after)
     if asked is None:
         return latest.replace(microsecond=0)
     if asked <= now:
@@ -46,3 +58,22 @@ def token_expiry(asked: datetime | None, max_lifetime: float) -> datetime:
             [SpecIssue("expires_at", None, f"give a time before {latest.isoformat()}")],
         )
     return asked.astimezone(UTC).replace(microsecond=0)
+
+
+def token_roles_for(principal: Principal, asked: list[str] | None) -> list[str] | None:
+    """The roles a new token of ``principal`` carries. A caller using a token that carries a
+    subset of roles may hand on only that subset (asking for none gives that subset, not
+    every role of the owner): else a narrow token could mint a wide one (a review found)."""
+    if principal.via != "token" or not principal.limited:
+        return asked
+    held = principal.roles
+    if asked is None or not asked:
+        return sorted(held)
+    extra = sorted(set(asked) - held) if "admin" not in held else []
+    if extra:
+        raise Invalid(
+            f"the token you are using carries only {', '.join(sorted(held))}; a token it "
+            f"creates cannot carry {', '.join(extra)}",
+            [SpecIssue("roles", None, "ask for roles the token you use carries")],
+        )
+    return asked

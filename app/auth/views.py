@@ -16,7 +16,7 @@ from app.auth.oidc_views import provider_label
 from app.auth.service import AuthService, SignInBusy
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
 from app.auth.throttle import Refused, SignInThrottle
-from app.auth.tokens import token_expiry
+from app.auth.tokens import token_expiry, token_roles_for
 from app.bounds import id_path, refuse_nul, text_query
 from app.web import flash, page
 
@@ -118,7 +118,11 @@ class AuthViews(Controller):
         asked = None
         if days.isdigit() and 0 < int(days) * 86400 < lifetime:
             asked = datetime.now(UTC) + timedelta(days=int(days))
-        token_id, token = await auth.issue_token(user, name[:100], token_expiry(asked, lifetime))
+        principal = principal_of(request)
+        not_after = principal.expires_at if principal.via == "token" else None
+        roles = token_roles_for(principal, None)
+        expiry = token_expiry(asked, lifetime, not_after)
+        token_id, token = await auth.issue_token(user, name[:100], expiry, roles)
         note_of(request).target = str(token_id)
         return page(request, "auth/tokens.html", tokens=await auth.list_tokens(user), created=token)
 

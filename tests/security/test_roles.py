@@ -462,3 +462,26 @@ async def test_a_stream_of_a_session_ends_when_it_signs_out(teams: Teams) -> Non
                     while True:
                         await anext(lines)
             assert asyncio.get_running_loop().time() - start < 1.0, "not within 1 s"
+
+
+async def test_a_narrow_token_mints_only_narrow_tokens(teams: Teams) -> None:
+    """Found by a review: a token carrying a subset of roles, or a short life, created a
+    token with every role of its owner and a year's life."""
+    await teams.state.users.update("ua", roles=["team-a", "user"])
+    week = datetime.now(UTC) + timedelta(days=7)
+    async with teams.client("ua") as a:
+        r = await a.post("/api/v1/tokens", json={"name": "narrow", "roles": ["team-a"],
+                                                  "expires_at": week.isoformat()})  # fmt: skip
+        assert r.status_code == 201, r.text
+        narrow = r.json()["token"]
+    async with teams.server.client(narrow) as n:
+        minted = await n.post("/api/v1/tokens", json={"name": "child"})
+        assert minted.status_code == 201, minted.text
+        assert datetime.fromisoformat(minted.json()["expires_at"]) <= week
+        async with teams.server.client(minted.json()["token"]) as child:
+            assert (await child.get("/api/v1/me")).json()["roles"] == ["team-a"]
+        wide = await n.post("/api/v1/tokens", json={"name": "wide", "roles": ["user"]})
+        assert wide.status_code == 422 and "carries only team-a" in wide.json()["detail"]
+        later = (week + timedelta(days=1)).isoformat()
+        long = await n.post("/api/v1/tokens", json={"name": "long", "expires_at": later})
+        assert long.status_code == 422 and "outlive" in long.json()["detail"]
