@@ -487,10 +487,20 @@ def admin(args: argparse.Namespace) -> None:
             policies = [msgspec.json.decode(p.encode(), type=Policy) for p in args.policy]
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise SystemExit(f"gantry admin create-role: a --policy is not valid: {exc}") from None
-        await s.roles.put(args.name, args.description or "", policies)
-        print(
-            f"role {args.name} ready with {len(policies)} polic{'y' if len(policies) == 1 else 'ies'}"
-        )
+        try:
+            before = await s.roles.get(args.name)
+        except DomainError:
+            before = None
+        # Without --description an existing role keeps its own (a page may have set it).
+        description = args.description if args.description is not None else ""
+        if before is not None and args.description is None:
+            description = before["description"]
+        await s.roles.put(args.name, description, policies)
+        count = f"{len(policies)} polic{'y' if len(policies) == 1 else 'ies'}"
+        if before is None:
+            print(f"role {args.name} created with {count}")
+        else:
+            print(f"role {args.name} existed: its policies were replaced by these {count}")
 
     async def grant(auth: Any, pools: Any, s: Any) -> None:
         user = await s.users.get(args.user)

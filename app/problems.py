@@ -46,7 +46,7 @@ _WHAT = {
     413: "The request body is too large",
     422: "Understood but refused: each item of `errors` names a field and says why",
     429: "Too many requests; try again after Retry-After seconds",
-    503: "Not ready: a check failed",
+    503: "Busy or not ready (a database statement timed out, too many password checks at once, a failed readiness check); try again after Retry-After",
 }
 
 

@@ -52,7 +52,7 @@ async def test_an_admin_makes_a_team_and_its_member_sees_only_its_pool(
     assert "gpu-team" in facts and "gpu" in facts and "default" not in facts
     await dana.goto(f"{server.base}/submit")
     options = await dana.locator("select[name=pool] option").all_inner_texts()
-    assert [o.strip() for o in options] == ["gpu"]
+    assert [o.strip() for o in options] == ["as the spec says (else default)", "gpu"]
     response = await dana.goto(f"{server.base}/admin/users")
     assert response is not None and response.status == 403
     assert "user:Admin" in await dana.content()

@@ -542,7 +542,8 @@ class WorkflowViews(Controller):
     @get("/submit")
     async def submit_page(self, request: Request[Any, Any, Any]) -> Template:
         pools = await request.app.state.pools.accessible(principal_of(request), "workflow:Create")
-        form = {"pool": "default" if "default" in pools else (pools[0] if pools else ""),
+        # "": the spec's own `pool:` (else default), as the API does; a pool chosen here wins.
+        form = {"pool": "",
                 "priority": "NORMAL", "spec": "", "set": ""}  # fmt: skip
         return _submit_page(request, pools, form, [], [], None)
 

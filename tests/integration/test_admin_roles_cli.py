@@ -30,7 +30,9 @@ async def test_roles_are_made_granted_and_users_disabled_from_the_command_line(
     policy = {"effect": "Allow", "actions": ["workflow:*", "pool:List"], "resources": ["pool/gpu"]}
     made = gantry(database_url, "create-role", "gpu-team", "--policy", json.dumps(policy))
     assert made.returncode == 0, made.stderr
-    assert "role gpu-team ready with 1 policy" in made.stdout
+    assert "role gpu-team created with 1 policy" in made.stdout
+    again = gantry(database_url, "create-role", "gpu-team", "--policy", json.dumps(policy))
+    assert "role gpu-team existed: its policies were replaced" in again.stdout
     granted = gantry(database_url, "grant", "carol", "gpu-team")
     assert granted.returncode == 0 and "carol holds gpu-team, user" in granted.stdout
     async with server.client(token) as carol:

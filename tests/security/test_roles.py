@@ -485,3 +485,16 @@ async def test_a_narrow_token_mints_only_narrow_tokens(teams: Teams) -> None:
         later = (week + timedelta(days=1)).isoformat()
         long = await n.post("/api/v1/tokens", json={"name": "long", "expires_at": later})
         assert long.status_code == 422 and "outlive" in long.json()["detail"]
+
+
+async def test_the_submit_page_follows_the_specs_pool_unless_one_is_chosen(teams: Teams) -> None:
+    """Found by a review: the page's pool list always sent a pool, which overrode the spec's
+    own `pool:` without a word (a spec for the default pool ran on another)."""
+    spec = SPEC.replace("  name: team\n", "  name: team\n  pool: pool-b\n")
+    async with teams.client("ua") as a:
+        form = (await a.get("/submit")).text
+        assert '<option value="" selected>as the spec says' in form
+        refused = await a.post("/submit", files={"spec": (None, spec), "pool": (None, "")})
+        assert refused.status_code == 403 and "pool-b" in refused.text
+        chosen = await a.post("/submit", files={"spec": (None, spec), "pool": (None, "pool-a")})
+        assert chosen.status_code == 303, chosen.text
