@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from e2e.conftest import SHOTS, signed_in
-from tests.support import InProcessServer
+from tests.support import InProcessServer, csrf_token, submit
 
 pytestmark = pytest.mark.browser
 
@@ -58,3 +58,26 @@ async def test_an_admin_makes_a_team_and_its_member_sees_only_its_pool(
     assert "user:Admin" in await dana.content()
     await ctx.close()
     await admin.context.close()
+
+
+async def test_a_live_page_says_so_when_its_session_ends(
+    browser: Any, server: InProcessServer, api: Any
+) -> None:
+    """Found by a review: a page whose session ended elsewhere went on showing an old state
+    without a word; its live stream is refused and the page now says to sign in again."""
+    wid = await submit(
+        api, "workflow:\n  name: w\n  tasks:\n  - {name: t, image: x, command: [echo]}\n"
+    )
+    page = await signed_in(browser, server)
+    await page.goto(f"{server.base}/workflows/{wid}")
+    await page.wait_for_load_state("networkidle")
+    cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
+    async with server.client(cookies=cookies) as same:
+        form = await same.get("/workflows")
+        out = await same.post("/logout", data={"_csrf_token": csrf_token(form.text)})
+        assert out.status_code == 303
+    banner = page.locator("#signed-out")
+    await banner.wait_for(timeout=20_000)
+    assert "Sign in again" in await banner.inner_text()
+    assert await banner.locator("a").get_attribute("href") == f"/login?next=%2Fworkflows%2F{wid}"
+    await page.context.close()

@@ -140,4 +140,23 @@
   }
   document.addEventListener("htmx:oobAfterSwap", trimTimeline);
   document.addEventListener("htmx:sseMessage", trimTimeline);
+
+  // A live view refused (signed out elsewhere, disabled, access changed): the stream is
+  // answered 401 and retried in silence; say so once, with a way back (a review found that
+  // pages went on showing an old state without a word).
+  document.addEventListener("htmx:sseError", function () {
+    if (document.getElementById("signed-out")) return;
+    fetch("/api/v1/me", { credentials: "same-origin" }).then(function (r) {
+      if (r.status !== 401 || document.getElementById("signed-out")) return;
+      var p = document.createElement("p");
+      p.id = "signed-out";
+      p.className = "flash bad";
+      p.setAttribute("role", "alert");
+      var a = document.createElement("a");
+      a.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+      a.textContent = "Sign in again";
+      p.append("You are signed out (elsewhere, or your account changed): this page no longer updates. ", a);
+      (document.querySelector("main") || document.body).prepend(p);
+    }).catch(function () {});
+  });
 })();
