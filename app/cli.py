@@ -466,9 +466,14 @@ def admin(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
 
-    async def create_token(auth: Any, pools: Any, _: Any) -> None:
+    async def create_token(auth: Any, pools: Any, s: Any) -> None:
         if not await auth.user_exists(args.user):
             raise SystemExit(f"gantry admin create-token: there is no user {args.user!r}")
+        if (await s.users.get(args.user))["disabled"]:
+            raise SystemExit(
+                f"gantry admin create-token: {args.user} is disabled and its tokens are refused; "
+                f"run `gantry admin enable-user {args.user}` first"
+            )
         token = await auth.create_token(args.user, args.name)
         # Only the token on stdout, so that TOKEN=$(gantry admin create-token alice) works.
         print(f"a token for {args.user} named {args.name!r}, shown once:", file=sys.stderr)
@@ -512,10 +517,15 @@ def admin(args: argparse.Namespace) -> None:
         await s.users.update(args.user, disabled=True)
         print(f"{args.user} is disabled: its sessions ended and its tokens were deleted")
 
+    async def enable_user(auth: Any, pools: Any, s: Any) -> None:
+        await s.users.update(args.user, disabled=False)
+        print(f"{args.user} is enabled again (give it a token or a password to sign in)")
+
     actions = {
         "create-role": create_role,
         "grant": grant,
         "disable-user": disable_user,
+        "enable-user": enable_user,
         "create-backend": create_backend,
         "create-user": create_user,
         "create-token": create_token,
@@ -568,6 +578,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("roles", nargs="+")
     d = admin_sub.add_parser("disable-user", help="disable a user: sessions end, tokens go")
     d.add_argument("user")
+    e = admin_sub.add_parser("enable-user", help="enable a disabled user again")
+    e.add_argument("user")
     pl = admin_sub.add_parser("create-pool", help="create a pool")
     pl.add_argument("name")
     pl.add_argument("--description")

@@ -141,6 +141,13 @@ class RoleService:
     async def put(self, name: str, description: str, policies: list[Policy]) -> dict[str, Any]:
         """Create the role or replace its description and policies (built-ins included)."""
         _check_policies(policies)
+        keeps = Access(tuple(policies))
+        if name == "admin" and not (keeps.allows("role:Admin") and keeps.allows("user:Admin")):
+            # Found by attacking it: an admin role edited to nothing locked every admin out.
+            raise Conflict(
+                "the admin role must keep allowing role:Admin and user:Admin on '*', or nobody "
+                "could undo this change"
+            )
         encoded = msgspec.json.encode(policies).decode()
         async with self.db.transaction() as conn:
             await conn.execute(
@@ -274,6 +281,7 @@ class UserService:
                 raise Invalid("a service account has no password: it signs in only with tokens")
             if roles is not None:
                 await _check_roles(conn, roles)
+            await _lock_admins(conn)
             had = await _has_admin(conn)
             await conn.execute(
                 """
@@ -310,6 +318,7 @@ class UserService:
                     f"user '{name}' owns {owns} workflow(s) and cannot be removed; disable it "
                     'instead (PATCH {"disabled": true})'
                 )
+            await _lock_admins(conn)
             had = await _has_admin(conn)
             await conn.execute("DELETE FROM gantry_user WHERE name = $1", name)
             await _keep_an_admin(conn, had)
@@ -341,10 +350,24 @@ async def _check_roles(conn: Any, roles: list[str]) -> None:
         raise Invalid(f"no such role: {', '.join(missing)} (create it with PUT /api/v1/roles/NAME)")
 
 
+async def _lock_admins(conn: Any) -> None:
+    """Changes that may remove the last admin, one at a time: two admins disabling each other
+    at the same moment each saw the other still enabled (found by attacking it)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('gantry-admins'))")
+
+
 async def _has_admin(conn: Any) -> bool:
+    """Is there an enabled user with the admin role who can sign in (a password, a token
+    that has not expired, or a provider account)? One without any could undo nothing."""
     return bool(
         await conn.fetchval(
-            "SELECT 1 FROM gantry_user WHERE 'admin' = ANY(roles) AND NOT disabled LIMIT 1"
+            """
+            SELECT 1 FROM gantry_user u WHERE 'admin' = ANY(u.roles) AND NOT u.disabled
+              AND (u.password_hash IS NOT NULL OR u.oidc_subject IS NOT NULL
+                   OR EXISTS (SELECT 1 FROM api_token t WHERE t."user" = u.name
+                              AND (t.expires_at IS NULL OR t.expires_at > now())))
+            LIMIT 1
+            """
         )
     )
 

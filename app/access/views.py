@@ -121,6 +121,9 @@ class AccessViews(Controller):
         self, request: Request[Any, Any, Any], data: Form, name: str = user_path()
     ) -> Redirect:
         action = _text(data, "action")
+        if action not in ("disable", "enable", "roles"):
+            # An unknown (or missing) action must not be read as "save no roles".
+            raise Invalid(f"unknown action {action!r}: use roles, disable or enable")
         if action == "disable":
             await _users(request).update(name, disabled=True)
             flash(
@@ -129,7 +132,7 @@ class AccessViews(Controller):
         elif action == "enable":
             await _users(request).update(name, disabled=False)
             flash(request, f"Enabled {name}.", "good")
-        else:
+        elif action == "roles":
             roles = _role_list(data)
             await _users(request).update(name, roles=roles)
             flash(request, f"{name} now holds {', '.join(roles) or 'no role'}.", "good")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from app.auth.oidc import OidcProvider, OidcRefused
 from app.auth.oidc_users import ProviderUsers, SignInRefused
@@ -47,6 +49,8 @@ class ProviderTokens:
         principal = await self.auth.by_session(name, via="provider-token")
         if principal is None:
             return None
+        # Its streams end when it expires (app/auth/streams.py).
+        principal = replace(principal, expires_at=datetime.fromtimestamp(float(claims["exp"]), UTC))
         left = float(claims["exp"]) - time.time()
         if len(self._cache) > _CACHE_ENTRIES:
             self._cache.clear()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any
 
 from app.auth.oidc import OidcRefused
@@ -39,10 +40,20 @@ async def until_revoked(scope: Any, principal: Principal, inner: Awaitable[None]
         with hub.subscribe(ROLES_TOPIC, user_topic(principal.name), RESYNC) as sub:
             while True:
                 hint = asyncio.ensure_future(sub.get())
-                done, _ = await asyncio.wait({task, hint}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {task, hint},
+                    timeout=_until_expiry(principal),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if task in done:
                     hint.cancel()
                     break
+                if not done:  # the credential expired: no hint says so (found by attacking it)
+                    hint.cancel()
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    return
                 await asyncio.sleep(COALESCE_SECONDS)  # a burst of hints: one check
                 sub.drain()
                 if not await _still(auth, principal, credential, state):
@@ -56,6 +67,13 @@ async def until_revoked(scope: Any, principal: Principal, inner: Awaitable[None]
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _until_expiry(principal: Principal) -> float | None:
+    """Seconds until the caller's token expires (None: it does not)."""
+    if principal.expires_at is None:
+        return None
+    return max(0.0, (principal.expires_at - datetime.now(UTC)).total_seconds())
 
 
 def _credential(scope: Any) -> tuple[str, str] | None:

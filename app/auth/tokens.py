@@ -20,7 +20,8 @@ class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
     # Honoured to the second; at most GANTRY_TOKEN_MAX_LIFETIME ahead (none: that far).
     expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     # A subset of the owner's roles that the token carries (none: all of them).
-    roles: Annotated[list[RoleName], msgspec.Meta(max_length=64)] | None = None
+    # At least one: an empty list read as "all of them" surprised a reviewer asking for none.
+    roles: Annotated[list[RoleName], msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
 class TokenCreated(msgspec.Struct):

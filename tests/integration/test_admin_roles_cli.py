@@ -50,6 +50,12 @@ async def test_roles_are_made_granted_and_users_disabled_from_the_command_line(
                 break
             await asyncio.sleep(0.02)
         assert (await carol.get("/api/v1/me")).status_code == 401
+    refused = gantry(database_url, "create-token", "carol")
+    assert refused.returncode != 0 and "enable-user carol" in refused.stderr
+    enabled = gantry(database_url, "enable-user", "carol")
+    assert enabled.returncode == 0 and "enabled again" in enabled.stdout
+    token_again = gantry(database_url, "create-token", "carol")
+    assert token_again.returncode == 0 and token_again.stdout.startswith("gnt_")
     bad = gantry(database_url, "create-role", "odd", "--policy", '{"effect": "Maybe"}')
     assert bad.returncode != 0 and "--policy is not valid" in bad.stderr
     unknown = gantry(database_url, "grant", "carol", "no-such-role")

@@ -498,3 +498,53 @@ async def test_the_submit_page_follows_the_specs_pool_unless_one_is_chosen(teams
         assert refused.status_code == 403 and "pool-b" in refused.text
         chosen = await a.post("/submit", files={"spec": (None, spec), "pool": (None, "pool-a")})
         assert chosen.status_code == 303, chosen.text
+
+
+async def test_the_admin_role_and_the_last_admin_cannot_be_taken_away(teams: Teams) -> None:
+    """Found by attacking it: the built-in admin role could be emptied, two admins disabling
+    each other at once both succeeded, and an admin who cannot sign in counted as the last."""
+    async with teams.client("admin") as admin:
+        for policies in ([], [{"effect": "Deny", "actions": ["role:Admin"], "resources": ["*"]},
+                              {"effect": "Allow", "actions": ["*"], "resources": ["*"]}]):  # fmt: skip
+            r = await admin.put("/api/v1/roles/admin", json={"policies": policies})
+            assert r.status_code == 409 and "role:Admin" in r.json()["detail"], r.text
+        # An admin with no way to sign in is no admin to fall back on.
+        made = await admin.post("/api/v1/users", json={"name": "ghost", "roles": ["admin"]})
+        assert made.status_code == 201
+        r = await admin.patch("/api/v1/users/admin", json={"disabled": True})
+        assert r.status_code == 409
+        # Two admins who can sign in, disabling each other at the same moment: one wins.
+        await teams.user("admin2", ["admin"])
+        async with teams.client("admin2") as other:
+            answers = await asyncio.gather(
+                admin.patch("/api/v1/users/admin2", json={"disabled": True}),
+                other.patch("/api/v1/users/admin", json={"disabled": True}),
+            )
+        assert sorted(a.status_code for a in answers) in ([200, 409], [200, 401], [200, 403])
+        enabled = await teams.state.db.pool.fetchval(
+            "SELECT count(*) FROM gantry_user WHERE name IN ('admin', 'admin2') AND NOT disabled"
+        )
+        assert enabled == 1
+
+
+async def test_a_tokens_streams_end_when_it_expires(teams: Teams) -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    wf = await teams.submit("ua", "pool-a")
+    async with teams.client("ua") as a:
+        made = await a.post(
+            "/api/v1/tokens", json={"name": "brief", "expires_at": soon.isoformat()}
+        )
+        brief = made.json()["token"]
+        r = await a.post("/api/v1/tokens", json={"name": "none", "roles": []})
+        assert r.status_code == 400  # at least one role, or leave roles out
+    async with (
+        teams.server.client(brief) as c,
+        c.stream("GET", f"/api/v1/workflows/{wf}/events") as events,
+    ):
+        lines = events.aiter_lines()
+        assert (await anext(lines)).startswith("event: snapshot")
+        with pytest.raises((StopAsyncIteration, httpx.RemoteProtocolError)):  # noqa: PT012
+            async with asyncio.timeout(10):
+                while True:
+                    await anext(lines)
+        assert datetime.now(UTC) - soon < timedelta(seconds=1.5)
