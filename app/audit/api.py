@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -41,13 +41,18 @@ def _moment(name: str, value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         moment = None
-    if moment is None or moment.tzinfo is None:
-        message = "give an ISO 8601 time with an offset, like 2026-12-01T19:00:00Z"
-        raise ValidationException(
-            detail=f"{name}: {message}",
-            extra=[{"key": name, "source": "query", "message": message}],
-        )
-    return moment
+    if moment is not None and moment.tzinfo is not None:
+        try:
+            # In UTC here: a time at the ends of the calendar (year 1 at +14:00) has no UTC
+            # date, which the database driver raised as a 500 (found by a review).
+            return moment.astimezone(UTC)
+        except OverflowError:
+            pass
+    message = "give an ISO 8601 time with an offset, like 2026-12-01T19:00:00Z"
+    raise ValidationException(
+        detail=f"{name}: {message}",
+        extra=[{"key": name, "source": "query", "message": message}],
+    )
 
 
 def filters(

@@ -14,6 +14,8 @@ name and address, the status. Bodies, query strings, passwords and tokens are ne
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -109,8 +111,39 @@ def _via(scope: Scope, principal: Any) -> str:
     return "none"
 
 
+log = logging.getLogger("gantry.audit")
+_SECRET_PREFIXES = ("gnt_", "gbk_")
+REFUSALS_PER_MINUTE = 60  # audit rows per minute per address for callers without identity
+
+
+class _Refusals:
+    """Requests refused before anyone was identified, per source address and minute: past
+    REFUSALS_PER_MINUTE they are counted and logged once a minute, not written one by one
+    (a review wrote 200 rows a second with a made-up token, 8 GB a day, never pruned)."""
+
+    def __init__(self) -> None:
+        self.window = 0
+        self.counts: dict[str, int] = {}
+
+    def allow(self, source: str) -> bool:
+        window = int(time.monotonic() // 60)
+        if window != self.window:
+            dropped = {a: n - REFUSALS_PER_MINUTE for a, n in self.counts.items()
+                       if n > REFUSALS_PER_MINUTE}  # fmt: skip
+            for address, n in dropped.items():
+                log.warning("audit: %d more refused requests from %s not recorded", n, address)
+            self.window, self.counts = window, {}
+        if len(self.counts) > 100_000:
+            self.counts.clear()
+        n = self.counts[source] = self.counts.get(source, 0) + 1
+        return n <= REFUSALS_PER_MINUTE
+
+
 class AuditMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
+
+    def __init__(self) -> None:
+        self.refusals = _Refusals()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         key = route_key(scope)
@@ -150,13 +183,18 @@ class AuditMiddleware(ASGIMiddleware):
         target = note.target
         if target is None:
             target = next((str(params[p]) for p in _TARGETS if p in params), "")
+        if target.startswith(_SECRET_PREFIXES):
+            target = target[:4] + "…"  # a token pasted into a path is not kept
         client = scope.get("client")
+        source = client[0] if client else ""
+        if not isinstance(principal, Principal) and not self.refusals.allow(source):
+            return  # an anonymous flood of refusals: counted, not written (see _Refusals)
         event = Event(
             principal=note.principal if note.principal is not None else name,
             via=note.via or _via(scope, principal),
             action=ACTIONS.get(key, key),
             target=target,
-            source=client[0] if client else "",
+            source=source,
             outcome=outcome_of(status),
             status=status,
             request=key,

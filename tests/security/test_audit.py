@@ -293,3 +293,26 @@ async def test_streams_and_refusals_still_answer(teams: Teams) -> None:
                         break
         r = await a.post("/api/v1/workflows", json={"spec": SPEC, "pool": "pool-b"})
         assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+
+
+async def test_found_by_a_review_times_tokens_in_paths_and_anonymous_floods(
+    teams: Teams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.audit.middleware
+
+    async with teams.server.client(ADMIN_TOKEN) as admin:
+        for bad in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+            for path in ("/api/v1/audit", "/admin/audit"):
+                r = await admin.get(path, params={"until": bad})
+                assert r.status_code == 400, (path, bad, r.status_code)
+        pasted = "gnt_" + "S" * 40
+        await admin.post(f"/api/v1/workflows/{pasted}/cancel", json={})
+        rows = await Log(teams.server).all()
+        assert all("SSSS" not in r["target"] for r in rows)
+    monkeypatch.setattr(app.audit.middleware, "REFUSALS_PER_MINUTE", 5)
+    before = len(await Log(teams.server).all())
+    async with teams.server.client("gnt_made-up") as anonymous:
+        for _ in range(12):
+            assert (await anonymous.post("/api/v1/workflows/x/cancel", json={})).status_code == 401
+    written = len(await Log(teams.server).all()) - before
+    assert written <= 10, written  # 12 before; a minute may turn over once during the test
