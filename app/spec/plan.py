@@ -200,9 +200,9 @@ def make_plan(spec: WorkflowSpec, loaded: Loaded) -> Plan:
                         for f in task.files
                     ],
                     inputs=[
-                        task_by_norm[normalise_name(i.task)].name
-                        for i in task.inputs
-                        if normalise_name(i.task) in task_by_norm
+                        task_by_norm[norm].name
+                        for norm in (normalise_name(i.task) for i in task.inputs)
+                        if norm in task_by_norm
                     ],
                     resources=resources,
                     resource_source=source,

@@ -201,12 +201,12 @@ class TemplateRenderer:
 
     ``timeout`` is the CPU time one request may use, enforced in the worker; the wall-clock
     wait here is only a backstop for a worker that stops answering, and is generous because
-    2 s of CPU can take several seconds on a busy machine.
+    3 s of CPU can take several seconds on a busy machine.
     """
 
     def __init__(
         self,
-        timeout: float = 2.0,
+        timeout: float = 3.0,
         memory_limit: int = 256 * 2**20,
         size: int = 2,
         max_tasks: int | None = None,
