@@ -32,7 +32,9 @@ __all__ = (
     "id_path",
     "int8_query",
     "refuse_nul",
+    "role_path",
     "text_query",
+    "user_path",
 )
 
 # A string without NUL characters (msgspec applies the pattern with re.search).
@@ -54,6 +56,16 @@ Description = Annotated[str, msgspec.Meta(max_length=2000, pattern=NO_NUL)]
 def text_query(max_length: int = 200, **kw: Any) -> Any:
     """A query or path string: bounded, and without NUL (which PostgreSQL cannot store)."""
     return Parameter(max_length=max_length, pattern=NO_NUL, **kw)
+
+
+def user_path() -> Any:
+    """A user's name in a path."""
+    return Parameter(pattern=USER_NAME, max_length=64)
+
+
+def role_path() -> Any:
+    """A role's name in a path."""
+    return Parameter(pattern=ROLE_NAME, max_length=32)
 
 
 def id_path(**kw: Any) -> Any:

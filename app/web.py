@@ -18,9 +18,18 @@ __all__ = (
     "favicon",
     "flash",
     "page",
+    "safe_next",
     "security_headers",
     "signed_in",
 )
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a local path only (an open redirect would let a link send
+    people elsewhere after they sign in), else the workflows."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return "/workflows"
 
 
 def signed_in(request: Request[Any, Any, Any]) -> Any:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,33 +102,36 @@ def _probe(base: str, stop: threading.Event, latencies: list[float]) -> None:
             time.sleep(0.02)
 
 
-async def _measure(
-    stack: Stack, spec: str | None, dry_run: bool, page: bool, seconds: float
+async def _probed(
+    stack: Stack,
+    seconds: float,
+    request: Callable[[Any], Awaitable[Any]] | None,
+    clients: int = 1,
+    minimum: int = 1,
 ) -> dict[str, Any]:
-    """Probe /healthz while hostile requests run back to back for ``seconds`` (or idle)."""
+    """Probe /healthz while ``clients`` clients send ``request`` back to back for ``seconds``
+    (and at least ``minimum`` times in all); with no request, while the server idles."""
     latencies: list[float] = []
     durations: list[float] = []
     statuses: dict[int, int] = {}
     stop = threading.Event()
     probe = asyncio.create_task(asyncio.to_thread(_probe, stack.base, stop, latencies))
     deadline = time.monotonic() + seconds
-    try:
+
+    async def hostile() -> None:
+        assert request is not None
         async with stack.client() as client:
-            if spec is None:
-                await asyncio.sleep(seconds)
-            while spec is not None and (time.monotonic() < deadline or len(durations) < 3):
+            while time.monotonic() < deadline or len(durations) < minimum:
                 t0 = time.perf_counter()
-                if page:
-                    action = "validate" if dry_run else "submit"
-                    r = await client.post(
-                        "/submit", files={"spec": (None, spec), "action": (None, action)}
-                    )
-                else:
-                    r = await client.post(
-                        "/api/v1/workflows", json={"spec": spec, "dry_run": dry_run}
-                    )
+                r = await request(client)
                 durations.append(time.perf_counter() - t0)
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    try:
+        if request is None:
+            await asyncio.sleep(seconds)
+        else:
+            await asyncio.gather(*(hostile() for _ in range(clients)))
     finally:
         stop.set()
         await probe
@@ -139,6 +143,24 @@ async def _measure(
         "hostile_s_p50": _pct(durations, 50),
         "statuses": statuses,
     }
+
+
+async def _measure(
+    stack: Stack, spec: str | None, dry_run: bool, page: bool, seconds: float
+) -> dict[str, Any]:
+    """A hostile submission (or dry run, through the page or the API) back to back."""
+    if spec is None:
+        return await _probed(stack, seconds, None)
+
+    async def submit(client: Any) -> Any:
+        if page:
+            action = "validate" if dry_run else "submit"
+            return await client.post(
+                "/submit", files={"spec": (None, spec), "action": (None, action)}
+            )
+        return await client.post("/api/v1/workflows", json={"spec": spec, "dry_run": dry_run})
+
+    return await _probed(stack, seconds, submit, minimum=3)
 
 
 # Reads found by attacking it (docs/security.md): many clients reading one 10,000-task
@@ -173,34 +195,14 @@ async def _big_workflow(stack: Stack) -> str:
     return workflow_id
 
 
-async def _measure_reads(stack: Stack, path: str, clients: int, seconds: float) -> dict[str, Any]:
-    latencies: list[float] = []
-    durations: list[float] = []
-    statuses: dict[int, int] = {}
-    stop = threading.Event()
-    probe = asyncio.create_task(asyncio.to_thread(_probe, stack.base, stop, latencies))
-    deadline = time.monotonic() + seconds
-
-    async def reader() -> None:
-        async with stack.client() as client:
-            while time.monotonic() < deadline or not durations:
-                t0 = time.perf_counter()
-                r = await client.get(path)
-                durations.append(time.perf_counter() - t0)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-
-    try:
-        await asyncio.gather(*(reader() for _ in range(clients)))
-    finally:
-        stop.set()
-        await probe
-    return {
-        "p50_ms": 1000 * _pct(latencies, 50),
-        "p99_ms": 1000 * _pct(latencies, 99),
-        "max_ms": 1000 * max(latencies),
-        "hostile_s_p50": _pct(durations, 50),
-        "statuses": statuses,
-    }
+def _record(bench: Any, name: str, got: dict[str, Any]) -> None:
+    bench.results[f"healthz_p50_ms_{name}"] = got["p50_ms"]
+    bench.results[f"healthz_p99_ms_{name}"] = got["p99_ms"]
+    bench.results[f"healthz_max_ms_{name}"] = got["max_ms"]
+    bench.results[f"hostile_request_s_{name}"] = got["hostile_s_p50"]
+    bench.results[f"hostile_statuses_{name}"] = ",".join(
+        f"{code}x{n}" for code, n in sorted(got["statuses"].items())
+    )
 
 
 async def healthz_under_hostile(bench: Any, seconds: float = 8.0, only: str | None = None) -> None:
@@ -213,26 +215,17 @@ async def healthz_under_hostile(bench: Any, seconds: float = 8.0, only: str | No
         for name, (spec, dry_run, page) in SCENARIOS.items():
             if only is not None and name != only:
                 continue
-            got = await _measure(stack, spec, dry_run, page, seconds)
-            bench.results[f"healthz_p50_ms_{name}"] = got["p50_ms"]
-            bench.results[f"healthz_p99_ms_{name}"] = got["p99_ms"]
-            bench.results[f"healthz_max_ms_{name}"] = got["max_ms"]
-            bench.results[f"hostile_request_s_{name}"] = got["hostile_s_p50"]
-            bench.results[f"hostile_statuses_{name}"] = ",".join(
-                f"{code}x{n}" for code, n in sorted(got["statuses"].items())
-            )
+            _record(bench, name, await _measure(stack, spec, dry_run, page, seconds))
         wanted = [n for n in READS if only is None or n == only]
         workflow_id = await _big_workflow(stack) if wanted else ""
         for name in wanted:
             path, clients = READS[name]
-            got = await _measure_reads(stack, path.format(id=workflow_id), clients, seconds)
-            bench.results[f"healthz_p50_ms_{name}"] = got["p50_ms"]
-            bench.results[f"healthz_p99_ms_{name}"] = got["p99_ms"]
-            bench.results[f"healthz_max_ms_{name}"] = got["max_ms"]
-            bench.results[f"hostile_request_s_{name}"] = got["hostile_s_p50"]
-            bench.results[f"hostile_statuses_{name}"] = ",".join(
-                f"{code}x{n}" for code, n in sorted(got["statuses"].items())
-            )
+            url = path.format(id=workflow_id)
+
+            async def read(client: Any, url: str = url) -> Any:
+                return await client.get(url)
+
+            _record(bench, name, await _probed(stack, seconds, read, clients))
     finally:
         await stack.stop()
 

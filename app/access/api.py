@@ -7,21 +7,20 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.params import Parameter
 
-from app.access.policy import Policy
+from app.access.policy import Policies, Policy
 from app.access.service import RoleService, UserService
 from app.audit.middleware import note_of
 from app.auth.middleware import allowed, principal_of
-from app.auth.tokens import TokenCreated, TokenIn, token_expiry
+from app.auth.tokens import TokenCreated, TokenIn, issue
 from app.bounds import (
     NO_NUL,
-    ROLE_NAME,
-    USER_NAME,
     Description,
     RoleName,
     UserName,
     id_path,
+    role_path,
+    user_path,
 )
 from app.errors import NotFound
 from app.paging import cursor_query, limit_query, page_of
@@ -81,9 +80,7 @@ class UserPage(msgspec.Struct):
 
 class RoleIn(msgspec.Struct, forbid_unknown_fields=True):
     description: Description = ""
-    policies: Annotated[list[Policy], msgspec.Meta(max_length=100)] = msgspec.field(
-        default_factory=list
-    )
+    policies: Policies = msgspec.field(default_factory=list)
 
 
 class RoleOut(msgspec.Struct):
@@ -105,14 +102,6 @@ def _users(request: Request[Any, Any, Any]) -> UserService:
 
 def _roles(request: Request[Any, Any, Any]) -> RoleService:
     return request.app.state.roles
-
-
-def user_path() -> Any:
-    return Parameter(pattern=USER_NAME, max_length=64)
-
-
-def role_path() -> Any:
-    return Parameter(pattern=ROLE_NAME, max_length=32)
 
 
 class MeController(Controller):
@@ -226,11 +215,9 @@ class UserController(Controller):
     ) -> TokenCreated:
         await _users(request).get(name)
         lifetime = request.app.state.settings.token_max_lifetime
-        expires_at = token_expiry(data.expires_at, lifetime)
-        token_id, token = await request.app.state.auth.issue_token(
-            name, data.name, expires_at, data.roles
+        return await issue(
+            request.app.state.auth, lifetime, name, data.name, data.expires_at, data.roles
         )
-        return TokenCreated(token_id, data.name, token, expires_at)
 
     @delete(
         "/{name:str}/tokens/{token_id:int}",
@@ -280,7 +267,7 @@ class RoleController(Controller):
         summary="Create a role or replace its description and policies (role:Admin)",
         description="Deny wins over Allow; `scope` (own or any) narrows the actions on one "
         "existing workflow (workflow:Cancel, workflow:Exec, workflow:PortForward).",
-        responses=problems(403, 422),
+        responses=problems(403, 409, 422),
     )
     async def put_role(
         self, request: Request[Any, Any, Any], data: RoleIn, name: str = role_path()

@@ -32,6 +32,7 @@ __all__ = (
     "OWN_SCOPED",
     "USER_POLICIES",
     "Access",
+    "Policies",
     "Policy",
     "pool_resource",
 )
@@ -86,6 +87,9 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 )
         return out
 
+
+# A role's policies, bounded alike wherever they come in (the API, the roles page, the CLI).
+Policies = Annotated[list[Policy], msgspec.Meta(max_length=100)]
 
 ADMIN_POLICIES = (Policy("Allow", [EVERYTHING], [EVERYTHING], "any"),)
 USER_POLICIES = (

@@ -16,33 +16,16 @@ from typing import Any
 import msgspec
 
 from app.access.policy import Access, Policy
+from app.access.topics import AUTH_TOPIC, ROLES_TOPIC, user_topic
+from app.auth.sessions import end_sessions_on
 from app.db import RESYNC, Database, Hub, notify
 from app.errors import Conflict, Invalid, NotFound
 
-__all__ = (
-    "AUTH_TOPIC",
-    "ROLES_TOPIC",
-    "AccessListener",
-    "RoleCache",
-    "RoleService",
-    "UserService",
-    "user_topic",
-)
+__all__ = ("AccessListener", "RoleCache", "RoleService", "UserService")
 
 log = logging.getLogger("gantry.access")
 
-AUTH_TOPIC = "auth"  # roles, users or tokens changed: forget what is cached
-ROLES_TOPIC = "auth:roles"  # a role changed: every open stream checks its caller again
-
-
-def user_topic(name: str) -> str:
-    """One user's credentials or roles changed: that user's open streams check again."""
-    return f"auth:user:{name}"
-
-
 _CACHE_SECONDS = 5.0  # the most a cache lives when the hub is down (no hints arrive)
-BUILTIN = ("admin", "user")
-KINDS = ("person", "service")
 
 _policies = msgspec.json.Decoder(list[Policy])
 
@@ -65,6 +48,8 @@ class RoleCache:
             await self._load()
         hit = self._access.get(roles)
         if hit is None:
+            if len(self._access) > 10_000:  # one per distinct set of roles (tokens carry subsets)
+                self._access.clear()
             known = self._roles or {}
             policies = tuple(p for r in sorted(roles) for p in known.get(r, ()))
             hit = self._access[roles] = Access(policies)
@@ -111,6 +96,13 @@ class AccessListener:
                     cache.invalidate()
 
 
+_ROLE_SELECT = "SELECT name, description, policies, builtin, updated_at FROM role"
+_USER_SELECT = (
+    "SELECT name, display_name, kind, roles, disabled,"
+    " password_hash IS NOT NULL AS has_password, created_at FROM gantry_user"
+)
+
+
 def _check_policies(policies: list[Policy]) -> None:
     problems = [q for i, p in enumerate(policies) for q in p.problems(f"policies[{i}]")]
     if problems:
@@ -123,17 +115,12 @@ class RoleService:
 
     async def all(self) -> list[dict[str, Any]]:
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                "SELECT name, description, policies, builtin, updated_at FROM role ORDER BY name"
-            )
+            rows = await conn.fetch(_ROLE_SELECT + " ORDER BY name")
         return [_role(r) for r in rows]
 
     async def get(self, name: str) -> dict[str, Any]:
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT name, description, policies, builtin, updated_at FROM role WHERE name = $1",
-                name,
-            )
+            row = await conn.fetchrow(_ROLE_SELECT + " WHERE name = $1", name)
         if row is None:
             raise NotFound(f"there is no role '{name}'")
         return _role(row)
@@ -204,11 +191,7 @@ class UserService:
     async def page(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         async with self.db.connection() as conn:
             rows = await conn.fetch(
-                """
-                SELECT name, display_name, kind, roles, disabled,
-                       password_hash IS NOT NULL AS has_password, created_at
-                FROM gantry_user WHERE $1::text IS NULL OR name > $1 ORDER BY name LIMIT $2
-                """,
+                _USER_SELECT + " WHERE $1::text IS NULL OR name > $1 ORDER BY name LIMIT $2",
                 cursor,
                 limit + 1,
             )
@@ -217,14 +200,7 @@ class UserService:
 
     async def get(self, name: str) -> dict[str, Any]:
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                """
-                SELECT name, display_name, kind, roles, disabled,
-                       password_hash IS NOT NULL AS has_password, created_at
-                FROM gantry_user WHERE name = $1
-                """,
-                name,
-            )
+            row = await conn.fetchrow(_USER_SELECT + " WHERE name = $1", name)
         if row is None:
             raise NotFound(f"there is no user '{name}'")
         return _user(row)
@@ -281,8 +257,11 @@ class UserService:
                 raise Invalid("a service account has no password: it signs in only with tokens")
             if roles is not None:
                 await _check_roles(conn, roles)
-            await _lock_admins(conn)
-            had = await _has_admin(conn)
+            # Only a change of roles or a disabling can take the last admin away.
+            guards_admins = roles is not None or bool(disabled)
+            if guards_admins:
+                await _lock_admins(conn)
+            had = guards_admins and await _has_admin(conn)
             await conn.execute(
                 """
                 UPDATE gantry_user SET roles = coalesce($2, roles),
@@ -300,7 +279,7 @@ class UserService:
             await _keep_an_admin(conn, had)
             if disabled or password_hash is not None:
                 # A disabled user, or one whose password changed, is signed out everywhere.
-                await conn.execute('DELETE FROM web_session WHERE "user" = $1', name)
+                await end_sessions_on(conn, name)
             if disabled:
                 await conn.execute('DELETE FROM api_token WHERE "user" = $1', name)
             await notify(conn, AUTH_TOPIC, user_topic(name))

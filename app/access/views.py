@@ -12,20 +12,19 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 
-from app.access.api import role_path, user_path
-from app.access.policy import Policy
+from app.access.policy import Policies
 from app.access.service import RoleService, UserService
 from app.audit.middleware import note_of
 from app.auth.middleware import allowed, principal_of
 from app.auth.sessions import start_session
-from app.bounds import ROLE_NAME, USER_NAME, refuse_nul
+from app.bounds import ROLE_NAME, USER_NAME, refuse_nul, role_path, user_path
 from app.errors import Invalid
 from app.web import flash, page
 
 __all__ = ("AccessViews",)
 
 Form = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
-_policies = msgspec.json.Decoder(list[Policy])
+_policies = msgspec.json.Decoder(Policies)
 
 
 def _users(request: Request[Any, Any, Any]) -> UserService:
@@ -41,9 +40,19 @@ def _text(data: dict[str, Any], name: str) -> str:
     return (value[-1] if isinstance(value, list) else str(value)).strip()
 
 
+MAX_ROLES = 64  # as the API's RoleList
+
+
 def _role_list(data: dict[str, Any]) -> list[str]:
+    """The roles a form chose, each a role name, at most MAX_ROLES of them."""
     value = data.get("roles") or []
-    return sorted({str(v) for v in (value if isinstance(value, list) else [value]) if v})
+    roles = sorted({str(v) for v in (value if isinstance(value, list) else [value]) if v})
+    if len(roles) > MAX_ROLES:
+        raise Invalid(f"at most {MAX_ROLES} roles may be chosen, not {len(roles)}")
+    bad = [r for r in roles if not re.match(ROLE_NAME, r)]
+    if bad:
+        raise Invalid(f"{bad[0][:40]!r} is not a role name")
+    return roles
 
 
 class AccessViews(Controller):
@@ -97,12 +106,13 @@ class AccessViews(Controller):
     async def create_user(self, request: Request[Any, Any, Any], data: Form) -> Redirect:
         name = _text(data, "name")
         note_of(request).target = name
-        refuse_nul(
-            {"name": 64, "display_name": 200}, name=name, display_name=_text(data, "display_name")
-        )
+        refuse_nul({"name": 64, "display_name": 200, "password": 1024}, name=name,
+                   display_name=_text(data, "display_name"), password=_text(data, "password"))  # fmt: skip
         if not re.match(USER_NAME, name):
             raise Invalid(f"{name!r} is not a user name: letters, digits, '.', '_', '@' or '-'")
-        kind = "service" if _text(data, "kind") == "service" else "person"
+        kind = _text(data, "kind") or "person"
+        if kind not in ("person", "service"):
+            raise Invalid(f"kind {kind[:40]!r} is not one of person, service")
         password = _text(data, "password") or None
         if password is not None and len(password) < 8:
             raise Invalid("a password needs at least 8 characters")

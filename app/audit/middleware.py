@@ -25,12 +25,14 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit.service import AuditService, Event, outcome_of
-from app.auth.service import Principal
+from app.auth.middleware import RUNNER_PREFIX
+from app.auth.service import BACKEND_TOKEN_PREFIX, USER_TOKEN_PREFIX, Principal
 
 __all__ = ("ACTIONS", "NOT_AUDITED", "AuditMiddleware", "Note", "note_of")
 
+log = logging.getLogger("gantry.audit")
+
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-RUNNER_PREFIX = "/api/runner/v1"
 
 # Each unsafe route (method and path template, as Litestar's router names it) and the policy
 # action it is recorded as. tests/security/test_audit.py fails for an unsafe route missing
@@ -111,8 +113,7 @@ def _via(scope: Scope, principal: Any) -> str:
     return "none"
 
 
-log = logging.getLogger("gantry.audit")
-_SECRET_PREFIXES = ("gnt_", "gbk_")
+_SECRET_PREFIXES = (USER_TOKEN_PREFIX, BACKEND_TOKEN_PREFIX)
 REFUSALS_PER_MINUTE = 60  # audit rows per minute per address for callers without identity
 
 
@@ -187,8 +188,9 @@ class AuditMiddleware(ASGIMiddleware):
             target = target[:4] + "…"  # a token pasted into a path is not kept
         client = scope.get("client")
         source = client[0] if client else ""
-        if not isinstance(principal, Principal) and not self.refusals.allow(source):
-            return  # an anonymous flood of refusals: counted, not written (see _Refusals)
+        refused_anonymously = status >= 400 and not isinstance(principal, Principal)
+        if refused_anonymously and not self.refusals.allow(source):
+            return  # a flood of refusals without identity: counted, not written (_Refusals)
         event = Event(
             principal=note.principal if note.principal is not None else name,
             via=note.via or _via(scope, principal),

@@ -99,9 +99,13 @@ class OidcProvider:
 
     # -- discovery and keys ---------------------------------------------------------------
 
-    async def _document(self, url: str) -> dict[str, Any]:
+    async def document(self, url: str, token: str | None = None) -> dict[str, Any]:
+        """A JSON object the provider serves (discovery, JWKS, userinfo with ``token``)."""
+        headers = {"accept": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
         try:
-            response = await self.http.get(url, headers={"accept": "application/json"})
+            response = await self.http.get(url, headers=headers)
         except httpx.HTTPError as exc:
             raise OidcRefused(f"the identity provider could not be reached ({exc!r})") from None
         if response.status_code != 200 or len(response.content) > MAX_DOCUMENT_BYTES:
@@ -126,7 +130,7 @@ class OidcProvider:
             if self._metadata_error is not None and now - self._metadata_failed_at < KEYS_COOLDOWN:
                 raise self._metadata_error
             try:
-                doc = await self._document(f"{self.issuer}/.well-known/openid-configuration")
+                doc = await self.document(f"{self.issuer}/.well-known/openid-configuration")
                 self._metadata, self._metadata_at = _metadata(doc, self.issuer), time.monotonic()
                 self._metadata_error = None
             except OidcRefused as exc:
@@ -170,7 +174,7 @@ class OidcProvider:
             self._keys_tried_at = time.monotonic()
             try:
                 jwks_uri = (await self.metadata()).jwks_uri
-                document = await self._document(jwks_uri)
+                document = await self.document(jwks_uri)
             except OidcRefused as exc:
                 if not self._keys:
                     raise

@@ -14,7 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from app.access.service import AUTH_TOPIC, user_topic
+from app.access.topics import AUTH_TOPIC, user_topic
+from app.bounds import USER_NAME as USER_NAME_PATTERN
 from app.db import Database, notify
 from app.settings import Settings
 
@@ -22,7 +23,7 @@ __all__ = ("ProviderUsers", "SignInRefused")
 
 log = logging.getLogger("gantry.oidc")
 
-USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")  # as app/access/api.py
+USER_NAME = re.compile(USER_NAME_PATTERN)
 MAX_GROUPS = 1000
 _BY_SUBJECT = (
     "SELECT name, roles, kind, disabled FROM gantry_user"

@@ -27,7 +27,7 @@ from app.auth.oidc import OidcProvider, OidcRefused
 from app.auth.oidc_users import ProviderUsers, SignInRefused
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
 from app.bounds import NO_NUL, text_query
-from app.web import page
+from app.web import page, safe_next
 
 __all__ = ("OidcViews", "provider_label")
 
@@ -44,12 +44,6 @@ OAuthState = Annotated[str | None, QueryParameter(name="state", max_length=200, 
 def provider_label(issuer: str) -> str:
     """What the sign-in button calls the provider: its host."""
     return httpx.URL(issuer).host or issuer
-
-
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return "/workflows"
 
 
 def _refused(request: Request[Any, Any, Any], status: int, message: str) -> Template:
@@ -98,7 +92,7 @@ class OidcViews(Controller):
             for k, v in (session.get(PENDING_KEY) or {}).items()
             if isinstance(v, dict) and now - float(v.get("at", 0)) < PENDING_SECONDS
         }
-        pending[state] = {"nonce": nonce, "verifier": verifier, "next": _safe_next(next), "at": now}
+        pending[state] = {"nonce": nonce, "verifier": verifier, "next": safe_next(next), "at": now}
         session[PENDING_KEY] = dict(
             sorted(pending.items(), key=lambda kv: kv[1]["at"])[-MAX_PENDING:]
         )
@@ -161,7 +155,7 @@ class OidcViews(Controller):
         store = request.app.stores.get(STORE_NAME)
         if isinstance(store, PostgresSessionStore):
             await store.delete_expired()
-        return Redirect(path=_safe_next(pending.get("next")), status_code=303)
+        return Redirect(path=safe_next(pending.get("next")), status_code=303)
 
 
 async def _audit(request: Request[Any, Any, Any], name: str, outcome: str, status: int) -> None:
@@ -198,28 +192,10 @@ async def _exchange(
     claims = await provider.verify_id_token(id_token, pending["nonce"])
     access_token = token.get("access_token")
     if metadata.userinfo_endpoint and isinstance(access_token, str):
-        userinfo = await _userinfo(provider, metadata.userinfo_endpoint, access_token)
+        userinfo = await provider.document(metadata.userinfo_endpoint, access_token)
         # OpenID Connect Core 5.3.2: userinfo about another subject must not be used.
         if userinfo.get("sub") != claims["sub"]:
             raise OidcRefused("the userinfo answer is about another subject")
         # What the ID token says (signed and verified) wins over userinfo.
         claims = {**userinfo, **claims}
     return claims
-
-
-async def _userinfo(provider: OidcProvider, url: str, access_token: str) -> dict[str, Any]:
-    try:
-        response = await provider.http.get(
-            url, headers={"authorization": f"Bearer {access_token}", "accept": "application/json"}
-        )
-    except httpx.HTTPError as exc:
-        raise OidcRefused(f"the identity provider could not be reached ({exc!r})") from None
-    if response.status_code != 200 or len(response.content) > 1024 * 1024:
-        raise OidcRefused(f"the identity provider's userinfo answered {response.status_code}")
-    try:
-        info = response.json()
-    except ValueError:
-        raise OidcRefused("the identity provider's userinfo answer is not JSON") from None
-    if not isinstance(info, dict):
-        raise OidcRefused("the identity provider's userinfo answer is not a JSON object")
-    return info

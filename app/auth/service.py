@@ -13,21 +13,26 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.access.policy import Access
+from app.access.topics import AUTH_TOPIC, user_topic
+from app.auth.sessions import end_sessions_on
 from app.db import Database, notify
 from app.errors import Conflict, Invalid, NotFound
 from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.access.service import RoleCache
+
+T = TypeVar("T")
 
 __all__ = (
     "AuthService",
@@ -240,12 +245,15 @@ class AuthService:
         test). Linux gives each thread its own nice value, and argon2's lane threads inherit
         the hashing thread's, so the loop keeps priority; beyond the queue, sign-in is busy.
         """
+        return await self._hashing(self._verify, stored, password)
+
+    async def _hashing(self, fn: Callable[..., T], *args: str) -> T:
+        """``fn(*args)`` in the hashing thread, or SignInBusy past its queue."""
         if self._hash_waiting >= HASH_QUEUE:
-            raise SignInBusy("too many sign-ins at once; try again in a few seconds")
+            raise SignInBusy("too many password checks at once; try again in a few seconds")
         self._hash_waiting += 1
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(_HASHING, self._verify, stored, password)
+            return await asyncio.get_running_loop().run_in_executor(_HASHING, fn, *args)
         finally:
             self._hash_waiting -= 1
 
@@ -260,14 +268,7 @@ class AuthService:
 
     async def hash_off_loop(self, password: str) -> str:
         """``hash_password`` in the hashing thread (see ``_verify_off_loop``)."""
-        if self._hash_waiting >= HASH_QUEUE:
-            raise SignInBusy("too many password checks at once; try again in a few seconds")
-        self._hash_waiting += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(_HASHING, self._hasher.hash, password)
-        finally:
-            self._hash_waiting -= 1
+        return await self._hashing(self._hasher.hash, password)
 
     # -- administration -------------------------------------------------------------------
 
@@ -287,7 +288,7 @@ class AuthService:
                 roles,
                 password_hash,
             )
-            await notify(conn, "auth", f"auth:user:{name}")  # its roles may have grown
+            await notify(conn, AUTH_TOPIC, user_topic(name))  # its roles may have grown
 
     async def set_named_token(self, user: str, name: str, token: str) -> None:
         """Give ``user`` exactly this token under ``name`` (replacing an older one of that name)."""
@@ -356,14 +357,7 @@ class AuthService:
         """End every browser session of ``user`` at once, on every replica (sessions live in
         PostgreSQL); for password changes and disabled users. Returns how many ended."""
         async with self.db.transaction() as conn:
-            ended = await conn.fetchval(
-                """
-                WITH gone AS (DELETE FROM web_session WHERE "user" = $1 RETURNING 1)
-                SELECT count(*) FROM gone
-                """,
-                user,
-            )
-        return int(ended or 0)
+            return await end_sessions_on(conn, user)
 
     async def list_tokens(self, user: str) -> list[dict[str, object]]:
         async with self.db.connection() as conn:
@@ -383,7 +377,7 @@ class AuthService:
                 'DELETE FROM api_token WHERE id = $1 AND "user" = $2 RETURNING id', token_id, user
             )
             # Every replica forgets the token; the user's open streams end (app/access).
-            await notify(conn, "auth", f"auth:user:{user}")
+            await notify(conn, AUTH_TOPIC, user_topic(user))
         self._cache.clear()
         return deleted is not None
 

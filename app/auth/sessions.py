@@ -34,6 +34,7 @@ from litestar.stores.base import Store
 from litestar.types import Empty, Message, ScopeSession
 from litestar.utils.dataclass import extract_dataclass_items
 
+from app.access.topics import user_topic
 from app.db import notify
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ __all__ = (
     "VIA_KEY",
     "PostgresSessionStore",
     "WebSessionConfig",
+    "end_sessions_on",
+    "session_id_of",
+    "session_key",
     "start_session",
 )
 
@@ -63,8 +67,27 @@ ANONYMOUS_MAX_AGE = 15 * 60  # seconds a session without a signed-in user is kep
 SESSION_ID_BYTES = 32  # 256 bits, as Litestar's default
 
 
-def _key(session_id: str) -> str:
+def session_key(session_id: str) -> str:
+    """What a session is stored under: the SHA-256 of its cookie's value."""
     return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+async def end_sessions_on(conn: Any, user: str) -> int:
+    """End every browser session of ``user`` in the caller's transaction; how many ended."""
+    ended = await conn.fetchval(
+        """
+        WITH gone AS (DELETE FROM web_session WHERE "user" = $1 RETURNING 1)
+        SELECT count(*) FROM gone
+        """,
+        user,
+    )
+    return int(ended or 0)
+
+
+def session_id_of(scope: Any) -> str | None:
+    """The id of the session a request came with, if the server knows it."""
+    loaded = scope.get("state", {}).get(_LOADED)
+    return str(loaded[0]) if loaded else None
 
 
 def _seconds(value: int | timedelta | None) -> int | None:
@@ -97,7 +120,7 @@ class PostgresSessionStore(Store):
                 SET "user" = EXCLUDED."user", data = EXCLUDED.data,
                     expires_at = EXCLUDED.expires_at
                 """,
-                _key(key),
+                session_key(key),
                 user if isinstance(user, str) else None,
                 data,
                 float(seconds),
@@ -126,7 +149,7 @@ class PostgresSessionStore(Store):
                 UPDATE web_session SET data = $2, expires_at = now() + make_interval(secs => $3)
                 WHERE id = $1
                 """,
-                _key(key),
+                session_key(key),
                 value,
                 float(seconds),
             )
@@ -139,21 +162,22 @@ class PostgresSessionStore(Store):
                     UPDATE web_session SET expires_at = now() + make_interval(secs => $2)
                     WHERE id = $1 AND expires_at > now() RETURNING data
                     """,
-                    _key(key),
+                    session_key(key),
                     float(_seconds(renew_for) or 0),
                 )
             return await conn.fetchval(
-                "SELECT data FROM web_session WHERE id = $1 AND expires_at > now()", _key(key)
+                "SELECT data FROM web_session WHERE id = $1 AND expires_at > now()",
+                session_key(key),
             )
 
     async def delete(self, key: str) -> None:
         async with self._db.transaction() as conn:
             user = await conn.fetchval(
-                'DELETE FROM web_session WHERE id = $1 RETURNING "user"', _key(key)
+                'DELETE FROM web_session WHERE id = $1 RETURNING "user"', session_key(key)
             )
             if user:
                 # A stream this session opened ends (app/auth/streams.py), on every replica.
-                await notify(conn, f"auth:user:{user}")
+                await notify(conn, user_topic(user))
 
     async def delete_all(self) -> None:
         async with self._db.connection() as conn:
@@ -167,7 +191,7 @@ class PostgresSessionStore(Store):
             left = await conn.fetchval(
                 "SELECT extract(epoch FROM expires_at - now()) FROM web_session"
                 " WHERE id = $1 AND expires_at > now()",
-                _key(key),
+                session_key(key),
             )
         return None if left is None else int(left)
 

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
+from litestar.datastructures import Headers
+
+from app.access.topics import ROLES_TOPIC, user_topic
+from app.auth.middleware import bearer_token
 from app.auth.oidc import OidcRefused
 from app.auth.service import AuthService, Principal, TokenRefused, hash_token
+from app.auth.sessions import session_id_of, session_key
+from app.db import RESYNC
 
 __all__ = ("until_revoked",)
 
 COALESCE_SECONDS = 0.05
-_LOADED = "gantry.session.loaded"  # as app/auth/sessions.py records a loaded session
 
 
 async def until_revoked(scope: Any, principal: Principal, inner: Awaitable[None]) -> None:
@@ -31,9 +35,6 @@ async def until_revoked(scope: Any, principal: Principal, inner: Awaitable[None]
     hub, auth = state.hub, state.auth
     credential = _credential(scope)
     task = asyncio.ensure_future(inner)
-    from app.access.service import ROLES_TOPIC, user_topic  # app.access imports this package
-    from app.db import RESYNC
-
     try:
         # Only hints that can concern this caller: a role changed, or this user's credentials
         # or roles did. Another user revoking tokens in a loop costs this stream nothing.
@@ -45,25 +46,18 @@ async def until_revoked(scope: Any, principal: Principal, inner: Awaitable[None]
                     timeout=_until_expiry(principal),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                hint.cancel()
                 if task in done:
-                    hint.cancel()
                     break
-                if not done:  # the credential expired: no hint says so (found by attacking it)
-                    hint.cancel()
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                    return
+                if not done:
+                    return  # the credential expired: no hint says so (found by attacking it)
                 await asyncio.sleep(COALESCE_SECONDS)  # a burst of hints: one check
                 sub.drain()
                 if not await _still(auth, principal, credential, state):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
                     return
         await task  # its result, or its exception
     finally:
-        if not task.done():
+        if not task.done():  # ended early: the response stops here
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -77,14 +71,11 @@ def _until_expiry(principal: Principal) -> float | None:
 
 
 def _credential(scope: Any) -> tuple[str, str] | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            _, _, token = value.decode("latin-1").partition(" ")
-            return ("token", token.strip())
-    loaded = scope.get("state", {}).get(_LOADED)
-    if loaded:
-        return ("session", str(loaded[0]))
-    return None
+    token = bearer_token(Headers.from_scope(scope))
+    if token is not None:
+        return ("token", token)
+    session_id = session_id_of(scope)
+    return ("session", session_id) if session_id else None
 
 
 async def _still(
@@ -111,5 +102,5 @@ async def _still(
         except TokenRefused:
             return False
     else:
-        now = await auth.by_session_id(hashlib.sha256(value.encode()).hexdigest())
+        now = await auth.by_session_id(session_key(value))
     return now is not None and now.name == principal.name and now.access == principal.access

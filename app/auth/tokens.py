@@ -7,12 +7,12 @@ from typing import Annotated
 
 import msgspec
 
-from app.auth.service import Principal
+from app.auth.service import AuthService, Principal
 from app.bounds import RoleName, TokenName
 from app.errors import Invalid
 from app.spec.errors import SpecIssue
 
-__all__ = ("TokenCreated", "TokenIn", "token_expiry", "token_roles_for")
+__all__ = ("TokenCreated", "TokenIn", "issue", "token_expiry", "token_roles_for")
 
 
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,7 +68,7 @@ def token_roles_for(principal: Principal, asked: list[str] | None) -> list[str] 
     if principal.via != "token" or not principal.limited:
         return asked
     held = principal.roles
-    if asked is None or not asked:
+    if not asked:
         return sorted(held)
     extra = sorted(set(asked) - held) if "admin" not in held else []
     if extra:
@@ -78,3 +78,22 @@ def token_roles_for(principal: Principal, asked: list[str] | None) -> list[str] 
             [SpecIssue("roles", None, "ask for roles the token you use carries")],
         )
     return asked
+
+
+async def issue(
+    auth: AuthService,
+    max_lifetime: float,
+    owner: str,
+    name: str,
+    expires_at: datetime | None,
+    roles: list[str] | None,
+    caller: Principal | None = None,
+) -> TokenCreated:
+    """A new token of ``owner``, shown once. ``caller``: the principal asking for a token of
+    its own, whose token (if it uses one) bounds the new one's roles and life; None for an
+    administrator making one for someone else (the API's users/{name}/tokens)."""
+    not_after = caller.expires_at if caller is not None and caller.via == "token" else None
+    expiry = token_expiry(expires_at, max_lifetime, not_after)
+    carried = token_roles_for(caller, roles) if caller is not None else roles
+    token_id, token = await auth.issue_token(owner, name, expiry, carried)
+    return TokenCreated(token_id, name, token, expiry)

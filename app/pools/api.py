@@ -12,7 +12,7 @@ from app.access.policy import pool_resource
 from app.audit.middleware import note_of
 from app.auth.middleware import principal_of, require
 from app.auth.service import AuthService
-from app.auth.tokens import TokenCreated, TokenIn, token_expiry, token_roles_for
+from app.auth.tokens import TokenCreated, TokenIn, issue
 from app.bounds import Description, Name, id_path, text_query
 from app.errors import NotFound
 from app.paging import cursor_query, limit_query, page_of
@@ -167,15 +167,12 @@ class TokenController(Controller):
         responses=problems(422),
     )
     async def create_token(self, request: Request[Any, Any, Any], data: TokenIn) -> TokenCreated:
-        auth: AuthService = request.app.state.auth
         principal = principal_of(request)
         lifetime = request.app.state.settings.token_max_lifetime
-        not_after = principal.expires_at if principal.via == "token" else None
-        expires_at = token_expiry(data.expires_at, lifetime, not_after)
-        roles = token_roles_for(principal, data.roles)
-        token_id, token = await auth.issue_token(principal.name, data.name, expires_at, roles)
-        note_of(request).target = str(token_id)
-        return TokenCreated(token_id, data.name, token, expires_at)
+        created = await issue(request.app.state.auth, lifetime, principal.name, data.name,
+                              data.expires_at, data.roles, caller=principal)  # fmt: skip
+        note_of(request).target = str(created.id)
+        return created
 
     @delete(
         "/{token_id:int}",

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from app.access.topics import AUTH_TOPIC
 from app.auth.service import BACKEND_TOKEN_PREFIX, Principal, hash_token, new_token
 from app.db import Database, notify
 from app.errors import Conflict, Invalid, NotFound
@@ -161,7 +162,7 @@ class PoolService:
             )
             if pool is None:
                 raise NotFound(f"backend '{name}' does not exist")
-            await notify(conn, "auth")  # replicas forget the cached tokens
+            await notify(conn, AUTH_TOPIC)  # replicas forget the cached tokens
         return pool, token
 
     async def pool_of_backend(self, name: str) -> str | None:

@@ -305,22 +305,21 @@ class WorkflowService:
             row = await self._visible(conn, pools, workflow_id)
             return await self._detail(conn, row, with_groups)
 
-    async def detail(self, workflow_id: str) -> dict[str, Any] | None:
-        """The workflow as GET gives it (visibility is checked by callers)."""
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow("SELECT * FROM workflow WHERE id = $1", workflow_id)
-            return None if row is None else await self._detail(conn, row, True)
-
-    async def snapshot(self, workflow_id: str) -> dict[str, Any] | None:
-        """The workflow with groups, tasks and its recent events, for live views (visibility
-        is checked by callers)."""
+    async def detail(self, workflow_id: str, *, timeline: bool = False) -> dict[str, Any] | None:
+        """The workflow as GET gives it, and with ``timeline`` its recent events too, for
+        live views (visibility is checked by callers)."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow("SELECT * FROM workflow WHERE id = $1", workflow_id)
             if row is None:
                 return None
             out = await self._detail(conn, row, True)
-            out["timeline"] = await self._timeline(conn, workflow_id)
+            if timeline:
+                out["timeline"] = await self._timeline(conn, workflow_id)
         return out
+
+    async def snapshot(self, workflow_id: str) -> dict[str, Any] | None:
+        """The workflow with groups, tasks and its recent events (for the live views)."""
+        return await self.detail(workflow_id, timeline=True)
 
     async def _timeline(
         self, conn: asyncpg.Connection, workflow_id: str, limit: int = 200

@@ -44,6 +44,7 @@ __all__ = (
     "Cgroups",
     "describe",
     "detect",
+    "host_memory_bytes",
     "memory_reserve",
 )
 
@@ -107,7 +108,8 @@ def _limit(text: str | None) -> int | None:
     return None if value >= 2**62 else value
 
 
-def _host_memory() -> int:
+def host_memory_bytes() -> int:
+    """MemTotal, in bytes (0 when /proc does not say)."""
     for line in (_read(Path("/proc/meminfo")) or "").splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024
@@ -175,15 +177,15 @@ class AttemptCgroup:
         """What the limits did, read before the cgroup goes: OOM kills, hits of the memory
         limit, CPU throttling periods, forks refused by pids.max."""
         memory, pids, cpu = self.paths.get("memory"), self.paths.get("pids"), self.paths.get("cpu")
-        out = {"oom_kill": 0, "memory_limit_hit": 0, "memory_peak": 0, "nr_throttled": 0}
-        out["pids_max_hit"] = 0
+        out = dict.fromkeys(
+            ("oom_kill", "memory_limit_hit", "memory_peak", "nr_throttled", "pids_max_hit"), 0
+        )
         if memory is not None:
             if self.version == 1:
                 out["oom_kill"] = _keyed(memory / "memory.oom_control", "oom_kill")
                 # With memsw limited too, neither failcnt counts on 6.x: the peak tells.
                 out["memory_limit_hit"] = sum(
-                    int((_read(memory / name) or "0").strip() or 0)
-                    for name in ("memory.failcnt", "memory.memsw.failcnt")
+                    _number(memory / name) for name in ("memory.failcnt", "memory.memsw.failcnt")
                 )
                 out["memory_peak"] = _number(memory / "memory.max_usage_in_bytes")
             else:
@@ -428,7 +430,7 @@ def detect(
             d = _within(mount, mine[c])
             if d is not None and d.is_dir():
                 v1[c] = d
-    total = _host_memory() if host_memory is None else host_memory
+    total = host_memory_bytes() if host_memory is None else host_memory
     found: Cgroups | str
     if v1:
         writable = {c: d for c, d in v1.items() if os.access(d, os.W_OK)}

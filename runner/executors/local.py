@@ -79,17 +79,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _memory_total() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 class LocalExecutor(Executor):
     disk = DiskLimit()  # GANTRY_MAX_ATTEMPT_DISK_BYTES; runner/__main__.py sets its own
 
@@ -192,7 +181,7 @@ class LocalExecutor(Executor):
         node = Node(
             name=socket.gethostname(),
             cpu=float(cpus or 1),
-            memory=_memory_total(),
+            memory=cgroups.host_memory_bytes(),
             gpu=0,
             platform=self.platform,
         )

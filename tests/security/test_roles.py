@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -548,3 +549,24 @@ async def test_a_tokens_streams_end_when_it_expires(teams: Teams) -> None:
                 while True:
                     await anext(lines)
         assert datetime.now(UTC) - soon < timedelta(seconds=1.5)
+
+
+async def test_the_admin_and_token_forms_bound_what_they_take(teams: Teams) -> None:
+    """The pages refuse what the API refuses: an unknown kind, too many roles, a bad role name,
+    too many policies, a number of days that is none."""
+    one = {"effect": "Allow", "actions": ["pool:List"], "resources": ["pool/pool-a"]}
+    async with teams.client("admin") as admin:
+        for form in (
+            {"name": "robo", "kind": "robot"},
+            {"name": "many", "roles": [f"r{i}" for i in range(65)]},
+            {"name": "odd", "roles": ["not a role"]},
+        ):
+            r = await admin.post("/admin/users", data=form)
+            assert r.status_code == 422, (form, r.status_code)
+        policies = json.dumps([one] * 101)
+        r = await admin.post("/admin/roles", data={"name": "big", "policies": policies})
+        assert r.status_code == 422
+        r = await admin.post("/tokens", data={"name": "t", "days": "abc"})
+        assert r.status_code == 422
+    names = [u["name"] for u in (await teams.state.users.page(500, None))[0]]
+    assert not {"robo", "many", "odd"} & set(names)
