@@ -104,6 +104,12 @@ class LineFilter:
                 "specific, look at a task's own log, or download the log and search it there"
             )
 
+    def none_in(self, text: str) -> bool:
+        """Whether no line of ``text`` can contain the plain-text filter (lets a search count
+        a chunk's lines without cutting them). Never for a regular expression, which may
+        behave differently over several lines (anchors, lookarounds)."""
+        return self._pattern is None and self._folded not in text.casefold()
+
     def __call__(self, text: str) -> bool:
         if self._pattern is None:
             return self._folded in text.casefold()
@@ -312,7 +318,7 @@ class Windows:
             matches += await asyncio.to_thread(_match_page, assembler, page, keep)
             cursor = page[-1]["id"]
         if complete:
-            matches += await asyncio.to_thread(_matching, assembler.flush(), keep)
+            matches += await asyncio.to_thread(assembler.flush, keep)
         return Window(matches[:MAX_MATCHES], last_id=cursor)
 
     async def text(self, attempts: list[int], names: dict[int, str]) -> AsyncIterator[bytes]:
@@ -421,10 +427,6 @@ async def _chunks_after(
     )
 
 
-def _matching(lines: list[Line], keep: Callable[[str], bool]) -> list[Line]:
-    return [line for line in lines if keep(line.text)]
-
-
 def _lines(assembler: LineAssembler, page: list[asyncpg.Record]) -> list[Line]:
     lines: list[Line] = []
     for r in page:
@@ -435,12 +437,10 @@ def _lines(assembler: LineAssembler, page: list[asyncpg.Record]) -> list[Line]:
 def _match_page(
     assembler: LineAssembler, page: list[asyncpg.Record], keep: LineFilter
 ) -> list[Line]:
-    out = []
-    for i, line in enumerate(_lines(assembler, page)):
-        if i % 4096 == 0:
-            keep.check_time()
-        if keep(line.text):
-            out.append(line)
+    out: list[Line] = []
+    for r in page:
+        keep.check_time()
+        out += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]), keep=keep)
     return out
 
 

@@ -58,13 +58,10 @@ _shared_reads = SharedReads()
 
 
 async def _detail_json(service: WorkflowService, workflow_id: str) -> bytes:
-    detail = await service.detail(workflow_id)
-    if detail is None:
+    body = await service.detail_json(workflow_id)
+    if body is None:
         raise NotFound(f"workflow '{workflow_id}' does not exist")
-    # Checking and encoding 10,000 tasks: in a thread too (see WorkflowService._groups).
-    return await asyncio.to_thread(
-        lambda: msgspec.json.encode(msgspec.convert(detail, WorkflowDetail))
-    )
+    return body
 
 
 class WorkflowController(Controller):
@@ -216,7 +213,7 @@ class WorkflowController(Controller):
         self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
     ) -> ServerSentEvent:
         service: WorkflowService = request.app.state.workflows
-        await service.get(principal_of(request), workflow_id, with_groups=False)  # visibility
+        await service.get(principal_of(request), workflow_id)  # visibility
         return ServerSentEvent(workflow_events(request.app.state.watches, workflow_id))
 
 

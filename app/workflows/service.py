@@ -27,6 +27,7 @@ from app.spec.parse import ParsedSpec
 from app.spec.plan import Plan, PlannedGroup, PlannedTask, substitute_tokens
 from app.spec.quantities import format_bytes
 from app.spec.template import TemplateRenderer
+from app.workflows.schemas import WorkflowOut
 from app.workflows.states import PRIORITIES, TERMINAL, WORKFLOW_ALIVE, Status
 from app.workflows.transitions import end_groups, lock_workflow
 
@@ -136,7 +137,7 @@ class WorkflowService:
         box = [parsed]
         del parsed
         await asyncio.to_thread(box.clear)
-        return await self.get(principal, workflow_id, with_groups=False)
+        return await self.get(principal, workflow_id)
 
     async def _check_fit(
         self, parsed: ParsedSpec, pool: dict[str, Any], default: Resources
@@ -297,13 +298,28 @@ class WorkflowService:
         async with self.db.connection() as conn:
             await self._visible(conn, pools, workflow_id)
 
-    async def get(
-        self, principal: Principal, workflow_id: str, *, with_groups: bool = True
-    ) -> dict[str, Any]:
+    async def get(self, principal: Principal, workflow_id: str) -> dict[str, Any]:
+        """The workflow without its groups (the list's fields); 404 unless visible."""
         pools = await self.pools.accessible(principal)
         async with self.db.connection() as conn:
             row = await self._visible(conn, pools, workflow_id)
-            return await self._detail(conn, row, with_groups)
+            return await self._detail(conn, row)
+
+    async def detail_json(self, workflow_id: str) -> bytes | None:
+        """The workflow as GET gives it, groups and tasks included, encoded as JSON
+        (visibility is checked by callers).
+
+        PostgreSQL builds the groups' JSON: a 10,000-task workflow is then one text value
+        instead of 10,000 rows decoded on the event loop and laid out in a thread that holds
+        the GIL (16 parallel readers held /healthz at 60 ms p99 that way)."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow("SELECT * FROM workflow WHERE id = $1", workflow_id)
+            if row is None:
+                return None
+            head = await self._detail(conn, row)
+            groups = await conn.fetchval(_GROUPS_JSON, workflow_id)
+        encoded = _json.encode(msgspec.convert(head, WorkflowOut))
+        return b'%s,"groups":%s}' % (encoded[:-1], groups.encode())
 
     async def detail(self, workflow_id: str, *, timeline: bool = False) -> dict[str, Any] | None:
         """The workflow as GET gives it, and with ``timeline`` its recent events too, for
@@ -312,7 +328,8 @@ class WorkflowService:
             row = await conn.fetchrow("SELECT * FROM workflow WHERE id = $1", workflow_id)
             if row is None:
                 return None
-            out = await self._detail(conn, row, True)
+            out = await self._detail(conn, row)
+            out["groups"] = await self._groups(conn, workflow_id)
             if timeline:
                 out["timeline"] = await self._timeline(conn, workflow_id)
         return out
@@ -479,9 +496,7 @@ class WorkflowService:
             dry_run=False,
         )
 
-    async def _detail(
-        self, conn: asyncpg.Connection, row: asyncpg.Record, with_groups: bool
-    ) -> dict[str, Any]:
+    async def _detail(self, conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
         counts = await conn.fetchrow(
             """
             SELECT count(*) AS total,
@@ -491,10 +506,7 @@ class WorkflowService:
             """,
             row["id"],
         )
-        out = _workflow_out(row, counts["total"], counts["completed"])
-        if with_groups:
-            out["groups"] = await self._groups(conn, row["id"])
-        return out
+        return _workflow_out(row, counts["total"], counts["completed"])
 
     async def _groups(self, conn: asyncpg.Connection, workflow_id: str) -> list[dict[str, Any]]:
         groups = await conn.fetch(
@@ -650,7 +662,7 @@ class WorkflowService:
                 await end_groups(
                     conn, workflow_id, None, Status.FAILED_CANCELED, text, "cancel", force=force
                 )
-        return await self.get(principal, workflow_id, with_groups=False)
+        return await self.get(principal, workflow_id)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -934,6 +946,53 @@ def _workflow_out(row: asyncpg.Record, total: int, completed: int) -> dict[str, 
         "tasks_completed": completed,
         "terminal": row["status"] not in ("PENDING", "RUNNING"),
     }
+
+
+def _utc(column: str) -> str:
+    """A timestamptz as JSON text the way msgspec writes one (RFC 3339 in UTC, ``Z``, the
+    microseconds only when there are any), or JSON null."""
+    return (
+        f"CASE WHEN {column} IS NULL THEN NULL ELSE to_char({column} AT TIME ZONE 'UTC', "
+        f"'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN date_part('microseconds', {column})::int "
+        f"% 1000000 = 0 THEN '' ELSE to_char({column} AT TIME ZONE 'UTC', '.US') END || 'Z' END"
+    )
+
+
+# The groups of GET /api/v1/workflows/{id} in position order, each with its tasks' latest
+# attempts (lead first, then by name in code point order, as Python sorts), shaped as GroupOut
+# and TaskOut; tests/integration/test_workflows_api.py checks it against those structs.
+# Tasks and upstream names are read per group through unique indexes, never joined: a new
+# workflow's rows are not in the planner's statistics yet, and with an estimate of 6 rows for
+# 10,000 it chose a nested loop that took 5 s.
+_GROUPS_JSON = f"""
+SELECT coalesce(json_agg(json_build_object(
+    'name', g.name, 'status', g.status,
+    'upstream', (
+        SELECT coalesce(json_agg((
+            SELECT u.name FROM task_group u
+            WHERE u.workflow = g.workflow AND u.position = x.position
+        ) ORDER BY x.ord), '[]'::json)
+        FROM unnest(g.upstream) WITH ORDINALITY AS x(position, ord)
+    ),
+    'lead', g.lead_task, 'reason', g.reason, 'backend', g.backend,
+    'started_at', {_utc("g.started_at")}, 'ended_at', {_utc("g.ended_at")},
+    'tasks', (
+        SELECT coalesce(json_agg(json_build_object(
+            'id', t.id, 'name', t.name, 'lead', t.lead, 'status', t.status, 'retry', t.retry,
+            'exit_code', t.exit_code, 'reason', t.reason, 'backend', t.backend,
+            'node', t.node, 'image', t.spec->>'image',
+            'queued_at', {_utc("t.processing_at")}, 'scheduled_at', {_utc("t.scheduling_at")},
+            'started_at', {_utc("t.started_at")}, 'ended_at', {_utc("t.ended_at")}
+        ) ORDER BY NOT t.lead, t.name COLLATE "C"), '[]'::json)
+        FROM (
+            SELECT DISTINCT ON (name) * FROM task WHERE task_group = g.id
+            ORDER BY name, retry DESC
+        ) t
+    )
+) ORDER BY g.position), '[]'::json)::text
+FROM task_group g
+WHERE g.workflow = $1
+"""  # noqa: S608  (only constant column names are formatted in)
 
 
 def _assemble_groups(

@@ -418,7 +418,7 @@ class WorkflowViews(Controller):
     ) -> Template:
         """The workflow's events, newest first, ``TIMELINE_SIZE`` at a time."""
         service: WorkflowService = request.app.state.workflows
-        wf = await service.get(principal_of(request), workflow_id, with_groups=False)
+        wf = await service.get(principal_of(request), workflow_id)
         events = await service.events_page(workflow_id, before, TIMELINE_SIZE + 1)
         earlier = None
         if len(events) > TIMELINE_SIZE:
@@ -459,7 +459,7 @@ class WorkflowViews(Controller):
         one render per change; each render holds only that page of tasks and a bounded graph.
         """
         service: WorkflowService = request.app.state.workflows
-        await service.get(principal_of(request), workflow_id, with_groups=False)  # visibility
+        await service.get(principal_of(request), workflow_id)  # visibility
         watches = request.app.state.watches
         keys, status = _table_view(expand, status)
         view_key = f"{','.join(sorted(keys))}|{status or ''}|{task_page}"

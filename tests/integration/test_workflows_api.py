@@ -279,3 +279,74 @@ async def test_a_live_list_with_an_unknown_sort_is_refused_before_it_streams(
     r = await api.get("/workflows/live", params={"sort": "x"})
     assert r.status_code == 422 and "is not one of" in r.text
     assert not r.headers["content-type"].startswith("text/event-stream")
+
+
+GROUPS = """\
+workflow:
+  name: shapes
+  groups:
+  - name: first
+    tasks:
+    - {name: b, image: "img:1", command: [echo]}
+    - {name: A, image: "img:2", command: [echo], lead: true}
+    - {name: a1, image: "img:3", command: [echo]}
+    - {name: Z9, image: "img:4", command: [echo]}
+  - name: second
+    tasks:
+    - {name: d, image: x, command: [echo], inputs: [{task: b}]}
+  - name: third
+    tasks:
+    - {name: e, image: x, command: [echo], inputs: [{task: d}, {task: A}]}
+"""
+
+
+async def test_the_detail_postgresql_builds_is_the_detail_the_structs_give(
+    api: httpx.AsyncClient, server: InProcessServer
+) -> None:
+    """GET /api/v1/workflows/{id} is built as JSON by PostgreSQL; the live views build the
+    same workflow from rows in Python. Both must give the same document: every field, nulls,
+    times with and without microseconds, text that JSON escapes, a retried task's latest
+    attempt, the lead first and the rest in code point order."""
+    import asyncpg
+    import msgspec
+
+    from app.workflows.schemas import WorkflowDetail
+
+    wid = await submit(api, GROUPS)
+    conn = await asyncpg.connect(server.settings.database_url)
+    try:
+        await conn.execute(
+            """
+            UPDATE task SET status = 'FAILED', exit_code = -9, node = 'n"1\\',
+                reason = E'quote " backslash \\\\ newline \\n tab \\t bell \\x07 é ✓',
+                backend = 'b1', started_at = '2026-01-02T03:04:05Z',
+                ended_at = '2026-01-02T03:04:05.000007+02:00', scheduling_at = now()
+            WHERE workflow = $1 AND name IN ('b', 'a1')
+            """,
+            wid,
+        )
+        await conn.execute(
+            """
+            INSERT INTO task (task_group, workflow, name, lead, retry, status, spec)
+            SELECT task_group, workflow, name, lead, 1, 'RUNNING', spec FROM task
+            WHERE workflow = $1 AND name = 'b'
+            """,
+            wid,
+        )
+        await conn.execute(
+            "UPDATE task_group SET status = 'RUNNING', reason = '✓', "
+            "started_at = '2026-01-02T03:04:05.5Z' WHERE workflow = $1 AND name = 'first'",
+            wid,
+        )
+    finally:
+        await conn.close()
+    got = (await api.get(f"/api/v1/workflows/{wid}")).json()
+    rows = await server.app.state.workflows.detail(wid)
+    want = msgspec.json.decode(msgspec.json.encode(msgspec.convert(rows, WorkflowDetail)))
+    assert got == want
+    first = got["groups"][0]
+    assert [t["name"] for t in first["tasks"]] == ["A", "Z9", "a1", "b"]
+    assert first["tasks"][3]["retry"] == 1 and first["started_at"] == "2026-01-02T03:04:05.500000Z"
+    assert first["tasks"][2]["reason"].endswith("\x07 é ✓") and first["tasks"][2]["exit_code"] == -9
+    assert first["tasks"][2]["ended_at"] == "2026-01-02T01:04:05.000007Z"
+    assert got["groups"][2]["upstream"] == ["first", "second"]

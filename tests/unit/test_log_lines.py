@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from app.logs.ansi import AnsiState, to_html
-from app.logs.lines import LineAssembler, render_lines
+from app.logs.lines import Line, LineAssembler, render_lines
+from app.logs.windows import LineFilter
 
 
 def test_lines_are_assembled_per_stream_and_numbered_by_arrival() -> None:
@@ -46,3 +50,51 @@ def test_rendered_lines_link_their_numbers_and_escape_task_names() -> None:
     html = render_lines(a.feed((7, 2), 0, b"<script>alert(1)</script>\n"), {7: "<i>t</i>"})
     assert 'id="L1"' in html and 'href="#L1"' in html and 'class="ln err"' in html
     assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;i&gt;t&lt;/i&gt;" in html
+
+
+def _search(chunks: list[tuple[tuple[int, int], bytes]], keep: LineFilter) -> list[Line]:
+    a, offsets, out = LineAssembler(), dict[tuple[int, int], int](), []
+    for key, data in chunks:
+        out += a.feed(key, offsets.get(key, 0), data, keep=keep)
+        offsets[key] = offsets.get(key, 0) + len(data)
+    return out + a.flush(keep)
+
+
+def _every_line_then_filter(
+    chunks: list[tuple[tuple[int, int], bytes]], keep: LineFilter
+) -> list[Line]:
+    a, offsets, out = LineAssembler(), dict[tuple[int, int], int](), []
+    for key, data in chunks:
+        out += a.feed(key, offsets.get(key, 0), data)
+        offsets[key] = offsets.get(key, 0) + len(data)
+    return [line for line in out + a.flush() if keep(line.text)]
+
+
+_PIECES = [b"Strasse", b"STRA\xc3\x9fE", b"\n", b"\r\n", b"x", b"\x1b[31m", b"\x1b[0m", b"\xff"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([(1, 1), (1, 2), (2, 1)]),
+            st.lists(st.sampled_from(_PIECES), max_size=12).map(b"".join),
+        ),
+        max_size=12,
+    ),
+    st.sampled_from([("strasse", False), ("x\x1b", False), ("STRASSE", False), ("^x+$", True)]),
+)
+def test_a_search_builds_only_matching_lines_and_finds_what_filtering_every_line_finds(
+    chunks: list[tuple[tuple[int, int], bytes]], query: tuple[str, bool]
+) -> None:
+    keep = LineFilter(*query, seconds=60)
+    assert _search(chunks, keep) == _every_line_then_filter(chunks, keep)
+
+
+def test_a_chunk_where_the_filter_cannot_match_is_counted_without_its_lines() -> None:
+    a = LineAssembler()
+    keep = LineFilter("needle", False)
+    assert a.feed((1, 1), 0, b"hay\n" * 1000 + b"part", keep=keep) == []
+    assert a.number == 1000 and a.consumed == {(1, 1): 4000}
+    found = a.feed((1, 1), 4004, b" of a NEEDLE line\nhay\n", keep=keep)
+    assert [(x.number, x.text) for x in found] == [(1001, "part of a NEEDLE line")]
