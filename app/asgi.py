@@ -41,7 +41,7 @@ from app.audit.api import AuditController
 from app.audit.middleware import AuditMiddleware
 from app.audit.service import AuditService
 from app.audit.views import AuditViews
-from app.auth.api import auth_config
+from app.auth.api import auth_config, password_token, server_version
 from app.auth.middleware import PUBLIC_PATHS, BearerExemptCSRFMiddleware, GantryAuthMiddleware
 from app.auth.oidc import OidcProvider
 from app.auth.oidc_bearer import ProviderTokens
@@ -218,7 +218,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cookie_name="gantry_csrf",
         cookie_secure=bool(settings.certfile),
         header_name="x-csrf-token",
-        exclude=["^/healthz$", "^/readyz$"],
+        # A password for a token needs no CSRF token: it carries its own credentials and
+        # acts on no session (the CLI has none to send).
+        exclude=["^/healthz$", "^/readyz$", "^/api/v1/auth/token$"],
     )
     template_config = TemplateConfig(
         engine=JinjaTemplateEngine.from_environment(templating.environment(HERE / "templates"))
@@ -238,6 +240,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AuthViews,
             OidcViews,
             auth_config,
+            server_version,
+            password_token,
             LogViews,
             WorkflowViews,
             PoolViews,

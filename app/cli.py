@@ -546,7 +546,12 @@ def admin(args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gantry", description="Gantry workflow platform")
+    parser = argparse.ArgumentParser(
+        prog="gantry",
+        description="Gantry workflow platform",
+        epilog="Users' commands: gantry login, logout, whoami, version, completion, "
+        "workflow, pool, backend, token (each takes --help).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dev", help="embedded Postgres, migrations, admin, control plane and a runner")
     serve_p = sub.add_parser("serve", help="run the control plane (needs GANTRY_DATABASE_URL)")
@@ -592,6 +597,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from client import COMMANDS
+
+    words = sys.argv[1:] if argv is None else argv
+    if (words and words[0] in COMMANDS) or os.environ.get("_GANTRY_COMPLETE"):
+        # The user CLI (client/), which speaks only the public API.
+        from client.cli import main as client_main
+
+        return client_main(words)
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("GANTRY_LOG_LEVEL", "INFO"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +105,15 @@ async def security_headers(message: Message, scope: Scope) -> None:
     ]
     headers.append((b"content-security-policy", policy.encode()))
     headers.extend(_COMMON_HEADERS)
+    if path.startswith("/api/v1/"):
+        headers.append((b"x-gantry-version", _VERSION))  # the CLI warns when it is older
     message["headers"] = headers
 
 
-_OWN_HEADER_NAMES = {b"content-security-policy"} | {name for name, _ in _COMMON_HEADERS}
+_OWN_HEADER_NAMES = {b"content-security-policy", b"x-gantry-version"} | {
+    name for name, _ in _COMMON_HEADERS
+}
+_VERSION = version("gantry").encode()
 
 FAVICON = Path(__file__).parent / "static" / "favicon.ico"
 

@@ -1,16 +1,28 @@
-"""``GET /api/v1/auth/config`` (public): how to sign in here, for the CLI and other programs."""
+"""The public endpoints the CLI starts from: ``GET /api/v1/auth/config`` (how to sign in
+here), ``GET /api/v1/version`` and ``POST /api/v1/auth/token`` (a password for a token)."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from importlib.metadata import version
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, get
+from litestar import Request, get, post
+from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
 
+from app.audit.middleware import note_of
 from app.auth.oidc import OidcProvider, OidcRefused
+from app.auth.service import AuthService, SignInBusy
+from app.auth.throttle import Refused, SignInThrottle
+from app.auth.tokens import TokenCreated, issue
+from app.bounds import NO_NUL, TokenName
+from app.errors import Forbidden
+from app.limits import LimitExceeded
 from app.problems import problems
+from runner.protocol import PROTOCOL_VERSION
 
-__all__ = ("AuthConfig", "auth_config")
+__all__ = ("AuthConfig", "auth_config", "password_token", "server_version")
 
 
 class OidcConfig(msgspec.Struct):
@@ -41,3 +53,78 @@ async def auth_config(request: Request[Any, Any, Any]) -> AuthConfig:
         client_id = settings.oidc_cli_client_id or settings.oidc_client_id
         oidc = OidcConfig(issuer=provider.issuer, client_id=client_id, scopes=scopes)
     return AuthConfig(local_login=settings.local_login, oidc=oidc)
+
+
+class VersionOut(msgspec.Struct):
+    version: str
+    protocol: int  # the runner protocol's version
+
+
+@get(
+    "/api/v1/version",
+    summary="The server's version and runner protocol (public), for the CLI's version warning",
+    responses=problems(),
+)
+async def server_version() -> VersionOut:
+    return VersionOut(version=version("gantry"), protocol=PROTOCOL_VERSION)
+
+
+class PasswordTokenIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+    password: Annotated[str, msgspec.Meta(max_length=1024, pattern=NO_NUL)]
+    name: TokenName = "cli"
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
+@post(
+    "/api/v1/auth/token",
+    status_code=201,
+    summary="Trade a username and password for a new personal token (public; throttled like "
+    "sign-in)",
+    responses=problems(401, 403, 422, 429, 503),
+)
+async def password_token(request: Request[Any, Any, Any], data: PasswordTokenIn) -> TokenCreated:
+    """What ``gantry login --password`` calls. The same throttle as the sign-in form counts
+    each attempt (per account and per address, in PostgreSQL), so the API is no side door
+    for guessing; a wrong password and an unknown user answer the same 401."""
+    auth: AuthService = request.app.state.auth
+    settings = request.app.state.settings
+    if not settings.local_login:
+        raise Forbidden("sign-in with a password is turned off here; use single sign-on (--sso)")
+    username = data.username.strip()
+    note = note_of(request)
+    note.principal, note.via = username, "password"
+    throttle = SignInThrottle(
+        request.app.state.db,
+        settings.sign_in_account_limit,
+        settings.sign_in_address_limit,
+        settings.sign_in_window,
+    )
+    address = request.client.host if request.client else "unknown"
+    attempt = await throttle.begin(username, address)
+    if isinstance(attempt, Refused):
+        subject = "this account" if attempt.which == "account" else "your network address"
+        setting = f"GANTRY_SIGN_IN_{attempt.which.upper()}_LIMIT"
+        limit = getattr(settings, f"sign_in_{attempt.which}_limit")
+        raise LimitExceeded(
+            f"too many failed sign-ins for {subject}; try again in {attempt.retry_after} s",
+            limit="failed sign-ins",
+            setting=setting,
+            value=limit,
+            retry_after=attempt.retry_after,
+        )
+    try:
+        principal = await auth.check_password(username, data.password)
+    except SignInBusy:
+        await throttle.abandon(attempt)  # busy is not a wrong password: it must not count
+        raise ServiceUnavailableException(
+            "too many sign-ins at once right now; try again in a few seconds",
+            headers={"retry-after": "5"},
+        ) from None
+    if principal is None:
+        raise NotAuthorizedException("wrong username or password")
+    await throttle.succeeded(attempt, username)
+    created = await issue(auth, settings.token_max_lifetime, principal.name, data.name,
+                          data.expires_at, None, caller=principal)  # fmt: skip
+    note.target = str(created.id)
+    return created

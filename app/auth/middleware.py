@@ -47,6 +47,8 @@ PUBLIC_PATHS = [
     "^/login$",
     "^/favicon.ico$",
     "^/api/v1/auth/config$",
+    "^/api/v1/auth/token$",
+    "^/api/v1/version$",
     "^/auth/oidc/login$",
     "^/auth/oidc/callback$",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import msgspec
 
@@ -12,6 +14,7 @@ from tests.support import (
     RUNNER_TOKEN,
     InProcessServer,
     csrf_token,
+    make_settings,
     submit,
 )
 
@@ -159,3 +162,58 @@ async def test_bearer_requests_skip_csrf(server: InProcessServer) -> None:
         base_url=server.base, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
     ) as c:
         assert (await c.post("/api/v1/workflows", json={"spec": HELLO})).status_code == 201
+
+
+async def test_a_password_buys_a_token_and_is_throttled_like_sign_in(
+    server: InProcessServer,
+) -> None:
+    """POST /api/v1/auth/token (gantry login --password): public, no CSRF token needed, the
+    same 401 for a wrong password or user, and the sign-in throttle's 429."""
+    async with server.client() as anon:
+        r = await anon.post("/api/v1/auth/token", json={"username": "admin",
+                            "password": ADMIN_PASSWORD, "name": "laptop"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        created = r.json()
+        assert created["token"].startswith("gnt_") and created["name"] == "laptop"
+        me = await anon.get("/api/v1/me", headers={"authorization": f"Bearer {created['token']}"})
+        assert me.json()["name"] == "admin" and me.json()["via"] == "token"
+        version = (await anon.get("/api/v1/version")).json()
+        assert version["protocol"] == 1 and me.headers["x-gantry-version"] == version["version"]
+
+        for body in ({"username": "admin", "password": "wrong"},
+                     {"username": "nobody", "password": "wrong"}):  # fmt: skip
+            r = await anon.post("/api/v1/auth/token", json=body)
+            assert r.status_code == 401 and r.json()["detail"] == "wrong username or password"
+        r = await anon.post(
+            "/api/v1/auth/token", json={"username": "admin", "password": "x" * 2000}
+        )
+        assert r.status_code == 400 and "password" in r.text
+        for _ in range(9):
+            await anon.post("/api/v1/auth/token", json={"username": "admin", "password": "no"})
+        r = await anon.post("/api/v1/auth/token", json={"username": "admin",
+                            "password": ADMIN_PASSWORD})  # fmt: skip
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert r.json()["setting"] == "GANTRY_SIGN_IN_ACCOUNT_LIMIT"
+
+
+async def test_no_password_tokens_where_local_sign_in_is_off(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = InProcessServer(
+        make_settings(
+            database_url,
+            tmp_path,
+            local_login=False,
+            oidc_issuer="http://127.0.0.1:9",
+            oidc_client_id="gantry",
+            oidc_client_secret="s",
+        )
+    )
+    await server.start()
+    try:
+        async with server.client() as anon:
+            r = await anon.post("/api/v1/auth/token", json={"username": "admin",
+                                "password": ADMIN_PASSWORD})  # fmt: skip
+            assert r.status_code == 403 and "single sign-on" in r.json()["detail"]
+    finally:
+        await server.stop()

@@ -269,6 +269,13 @@ async def _login(ctx: Ctx) -> Request:
     return "POST", "/login", {"data": {"username": f"nobody{_n()}", "password": "wrong"}}
 
 
+async def _password_token(ctx: Ctx) -> Request:
+    # As the sign-in form: public, a wrong password is 401 whoever asks (and a credential the
+    # caller sends changes nothing).
+    body = {"username": f"nobody{_n()}", "password": "wrong", "name": "cli"}
+    return "POST", "/api/v1/auth/token", {"json": body}
+
+
 async def _logout(ctx: Ctx) -> Request:
     return "POST", "/logout", {}
 
@@ -324,6 +331,8 @@ MATRIX: dict[str, Row] = {
         "public", get("/auth/oidc/callback?state=s&code=c"), dict.fromkeys(CALLERS, "notfound")
     ),
     "GET /api/v1/auth/config": Row("public", get("/api/v1/auth/config")),
+    "POST /api/v1/auth/token": Row("public", _password_token, dict.fromkeys(CALLERS, "unauth")),
+    "GET /api/v1/version": Row("public", get("/api/v1/version")),
     # JSON API
     "GET /api/v1/workflows": Row("person", get("/api/v1/workflows")),
     "POST /api/v1/workflows": Row("submit", _submit_api),

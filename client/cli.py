@@ -1,0 +1,717 @@
+"""``gantry login|logout|whoami|version|completion``, ``gantry workflow …``, ``gantry pool list``,
+``gantry backend list`` and ``gantry token …`` (DESIGN.md §9), built on typer and rich.
+
+``app.cli.main`` hands these commands here, so one ``gantry`` serves operators and users.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import httpx
+import typer
+from httpx_sse import EventSource
+
+from client import COMMANDS, __version__, config
+from client.api import Api, newer
+from client.errors import DONE, FAILED, NOT_FOUND, USAGE, CliError
+from client.inline import Inlined, inline_localpaths
+from client.output import Format, age, duration, emit
+from client.watch import watch_workflow
+
+__all__ = ("COMMANDS", "main")
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Gantry: submit and watch workflows from the command line.",
+)
+workflow_app = typer.Typer(no_args_is_help=True, help="Submit, watch and manage workflows.")
+pool_app = typer.Typer(no_args_is_help=True, help="Pools you may use.")
+backend_app = typer.Typer(no_args_is_help=True, help="Backends (one runner per cluster).")
+token_app = typer.Typer(no_args_is_help=True, help="Your personal API tokens.")
+app.add_typer(workflow_app, name="workflow")
+app.add_typer(pool_app, name="pool")
+app.add_typer(backend_app, name="backend")
+app.add_typer(token_app, name="token")
+
+TERMINAL_OK = "COMPLETED"
+
+Output = Annotated[
+    Format, typer.Option("-o", "--output", help="table, wide, json or yaml", case_sensitive=False)
+]
+ServerName = Annotated[
+    str | None, typer.Option("--server", help="a server saved by `gantry login` (by name)")
+]
+
+
+def _api(server: str | None = None, *, require_token: bool = True) -> Api:
+    return Api(config.current_server(server), require_token=require_token)
+
+
+def _complete_workflow_ids(incomplete: str) -> list[str]:
+    """Shell completion: ids of your recent workflows that start with what was typed."""
+    try:
+        api = _api()
+        try:
+            items = api.get("/api/v1/workflows", params={"limit": 100})["items"]
+        finally:
+            api.close()
+    except (CliError, httpx.HTTPError, KeyError, ValueError):
+        return []
+    return [w["id"] for w in items if w["id"].startswith(incomplete)]
+
+
+WorkflowId = Annotated[
+    str, typer.Argument(help="a workflow id", autocompletion=_complete_workflow_ids)
+]
+
+
+# -- signing in -----------------------------------------------------------------------------
+
+
+@app.command()
+def login(
+    url: Annotated[str, typer.Argument(help="the server, such as http://127.0.0.1:8080")],
+    token: Annotated[str | None, typer.Option(help="a Gantry token (gnt_…)")] = None,
+    password: Annotated[
+        bool, typer.Option("--password", help="sign in with a username and password")
+    ] = False,
+    username: Annotated[str | None, typer.Option(help="with --password")] = None,
+    sso: Annotated[bool, typer.Option("--sso", help="the identity provider's device flow")] = False,
+    name: Annotated[str | None, typer.Option(help="what to call this server here")] = None,
+) -> None:
+    """Sign in to a server and remember it (several servers, by name)."""
+    if sum((token is not None, password, sso)) > 1:
+        raise CliError("give one of --token, --password and --sso", USAGE)
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"{url!r} is not a URL: give http://HOST:PORT or https://…", USAGE)
+    if sso:
+        raise CliError(
+            "--sso (the identity provider's device flow) is not supported by this CLI yet; "
+            "sign in to the web page and create a token at /tokens, then use --token"
+        )
+    anonymous = Api(config.Server("new", url, None), require_token=False)
+    try:
+        if password:
+            user = username or input("username: ").strip()
+            secret = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+            created = anonymous.post(
+                "/api/v1/auth/token",
+                "sign-in refused",
+                json={"username": user, "password": secret.rstrip("\n"),
+                      "name": f"gantry-cli@{socket.gethostname()}"[:100]},
+            )  # fmt: skip
+            token = created["token"]
+        elif token is None:
+            token = getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline()
+            token = token.strip()
+    finally:
+        anonymous.close()
+    server = config.Server(name or _server_name(url), url, token)
+    api = Api(server)
+    try:
+        me = api.get("/api/v1/me", "the token was refused")
+    finally:
+        api.close()
+    config.remember(server.name, url, token or "")
+    print(
+        f"signed in to {url} as {me['name']} (saved as {server.name!r} in {config.config_path()})"
+    )
+
+
+def _server_name(url: str) -> str:
+    host = httpx.URL(url).host or "server"
+    return host.split(".")[0] if not host.replace(".", "").isdigit() else host
+
+
+@app.command()
+def logout(server: ServerName = None) -> None:
+    """Forget the current server's token (or the one named)."""
+    name = config.forget(server)
+    print(f"signed out of {name!r}" if name else "not signed in")
+
+
+@app.command()
+def whoami(output: Output = Format.table, server: ServerName = None) -> None:
+    """Who the current credentials belong to, and what they may use."""
+    api = _api(server)
+    try:
+        me = api.get("/api/v1/me")
+    finally:
+        api.close()
+    emit(output, me, columns=[
+        ("USER", lambda m: m["name"]), ("KIND", lambda m: m["kind"]),
+        ("ROLES", lambda m: ",".join(m["roles"])), ("POOLS", lambda m: ",".join(m["pools"])),
+        ("VIA", lambda m: m["via"]), ("SERVER", lambda m: api.server.url),
+    ])  # fmt: skip
+
+
+@app.command()
+def version(output: Output = Format.table, server: ServerName = None) -> None:
+    """This CLI's version and the server's (a warning when the CLI is older)."""
+    doc: dict[str, Any] = {"client": __version__, "server": None, "protocol": None}
+    try:
+        api = _api(server, require_token=False)
+    except CliError:
+        api = None  # not signed in anywhere: the client's version alone
+    if api is not None:
+        try:
+            theirs = api.get("/api/v1/version")
+            doc["server"], doc["protocol"] = theirs["version"], theirs["protocol"]
+        finally:
+            api.close()
+    emit(output, doc, columns=[("CLIENT", lambda d: d["client"]),
+                               ("SERVER", lambda d: d["server"] or "(not signed in)")])  # fmt: skip
+    if doc["server"] and newer(doc["server"], __version__):
+        print(f"warning: this CLI ({__version__}) is older than the server ({doc['server']})",
+              file=sys.stderr)  # fmt: skip
+
+
+@app.command()
+def completion(
+    shell: Annotated[str, typer.Argument(help="bash, zsh or fish")],
+) -> None:
+    """Print a shell completion script: `source <(gantry completion bash)`."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    if cls is None:
+        raise CliError(f"no completion for {shell!r}: give bash, zsh or fish", USAGE)
+    command = typer.main.get_command(app)
+    print(cls(command, {}, "gantry", "_GANTRY_COMPLETE").source())
+
+
+# -- workflows ------------------------------------------------------------------------------
+
+
+def _coerce(value: str) -> Any:
+    """``--set`` values as OSMO reads them: integers and decimals become numbers."""
+    for kind in (int, float):
+        try:
+            number = kind(value)
+        except ValueError:
+            continue
+        if kind is float and number != number:  # "nan" stays text
+            break
+        return number
+    return value
+
+
+def _pairs(values: list[str], option: str, coerce: bool) -> dict[str, Any]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"{option} {item!r}: give KEY=VALUE", USAGE)
+        out[key] = _coerce(value) if coerce else value
+    return out
+
+
+def _read_spec(file: Path) -> Inlined:
+    try:
+        text = file.read_text() if str(file) != "-" else sys.stdin.read()
+    except FileNotFoundError:
+        raise CliError(f"{file}: no such file", USAGE) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{file}: cannot be read ({exc})", USAGE) from None
+    return inline_localpaths(text, file.resolve())
+
+
+def _remap_lines(error: CliError, inlined: Inlined, file: Path) -> CliError:
+    """Server line numbers count the inlined text's lines: give the user's file's."""
+    if not inlined.inserted:
+        return error
+    import re
+
+    def back(m: re.Match[str]) -> str:
+        return f"(line {inlined.original_line(int(m.group(1)))})"
+
+    return CliError(re.sub(r"\(line (\d+)\)", back, error.message), error.code)
+
+
+Sets = Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE (numbers coerced)")]
+SetStrings = Annotated[list[str] | None, typer.Option("--set-string", help="KEY=VALUE as text")]
+
+
+def _submit(
+    file: Path, sets: list[str] | None, set_strings: list[str] | None, pool: str | None,
+    priority: str | None, dry_run: bool,
+) -> tuple[Api, Any]:  # fmt: skip
+    inlined = _read_spec(file)
+    values = {
+        **_pairs(sets or [], "--set", True),
+        **_pairs(set_strings or [], "--set-string", False),
+    }
+    body: dict[str, Any] = {"spec": inlined.text, "dry_run": dry_run}
+    if values:
+        body["set"] = values
+    if pool:
+        body["pool"] = pool
+    if priority:
+        body["priority"] = priority.upper()
+    api = _api()
+    try:
+        what = "the spec is invalid" if dry_run else "the workflow was refused"
+        return api, api.post("/api/v1/workflows", what, json=body)
+    except CliError as exc:
+        api.close()
+        raise _remap_lines(exc, inlined, file) from None
+
+
+_WORKFLOW_COLUMNS = [
+    ("ID", lambda w: w["id"]), ("STATUS", lambda w: w["status"]), ("POOL", lambda w: w["pool"]),
+    ("USER", lambda w: w["user"]),
+    ("TASKS", lambda w: f"{w.get('tasks_completed', 0)}/{w.get('tasks_total', 0)}"),
+    ("AGE", lambda w: age(w["submitted_at"])),
+    ("DURATION", lambda w: duration(w.get("started_at"), w.get("ended_at"))),
+]  # fmt: skip
+_WORKFLOW_WIDE = [
+    ("NAME", lambda w: w["name"]), ("PRIORITY", lambda w: w.get("priority")),
+    ("SUBMITTED", lambda w: w["submitted_at"]), ("REASON", lambda w: w.get("reason")),
+]  # fmt: skip
+
+
+@workflow_app.command("submit")
+def workflow_submit(
+    file: Annotated[Path, typer.Argument(help="the spec (YAML, may be a template); - for stdin")],
+    sets: Sets = None,
+    set_strings: SetStrings = None,
+    pool: Annotated[str | None, typer.Option(help="the pool (wins over the spec's)")] = None,
+    priority: Annotated[str | None, typer.Option(help="HIGH, NORMAL or LOW")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check and plan, store nothing")
+    ] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="follow it until it ends")] = False,
+    output: Output = Format.table,
+) -> None:
+    """Submit a workflow; prints its id (with --watch, exits 0 only if it completes)."""
+    if priority and priority.upper() not in ("HIGH", "NORMAL", "LOW"):
+        raise CliError(f"--priority {priority!r}: give HIGH, NORMAL or LOW", USAGE)
+    api, result = _submit(file, sets, set_strings, pool, priority, dry_run)
+    try:
+        if dry_run:
+            _print_plan(result, output)
+            return
+        if output in (Format.json, Format.yaml):
+            emit(output, result)
+        else:
+            print(result["id"])
+        if watch:
+            status = watch_workflow(api, result["id"], quiet=output in (Format.json, Format.yaml))
+            raise typer.Exit(DONE if status == TERMINAL_OK else FAILED)
+    finally:
+        api.close()
+
+
+def _print_plan(plan: dict[str, Any], output: Format) -> None:
+    rows = [{"group": g["name"], **t} for g in plan.get("groups", []) for t in g.get("tasks", [])]
+    emit(output, plan, rows, columns=[
+        ("GROUP", lambda r: r["group"]), ("TASK", lambda r: r["name"]),
+        ("IMAGE", lambda r: r.get("image")),
+        ("RESOURCES", lambda r: " ".join(f"{k}={v}" for k, v in (r.get("resources") or {}).items()
+                                         if v not in (None, 0, "0"))),
+    ], wide=[("COMMAND", lambda r: " ".join(r.get("command") or []))])  # fmt: skip
+    if output in (Format.table, Format.wide):
+        count = sum(len(g.get("tasks", [])) for g in plan.get("groups", []))
+        print(f"valid: {len(plan.get('groups', []))} group(s), {count} task(s), "
+              f"pool {plan.get('pool')}", file=sys.stderr)  # fmt: skip
+
+
+@workflow_app.command("validate")
+def workflow_validate(
+    file: Annotated[Path, typer.Argument(help="the spec; - for stdin")],
+    sets: Sets = None,
+    set_strings: SetStrings = None,
+    pool: Annotated[str | None, typer.Option(help="the pool to check it against")] = None,
+    output: Output = Format.table,
+) -> None:
+    """Check a spec and show its plan without submitting it (every problem at once)."""
+    api, plan = _submit(file, sets, set_strings, pool, None, True)
+    api.close()
+    _print_plan(plan, output)
+
+
+@workflow_app.command("list")
+def workflow_list(
+    status: Annotated[list[str] | None, typer.Option(help="only these statuses")] = None,
+    pool: Annotated[str | None, typer.Option()] = None,
+    user: Annotated[str | None, typer.Option(help="someone else's (default: yours)")] = None,
+    all_users: Annotated[bool, typer.Option("--all-users", help="everyone's you may see")] = False,
+    name: Annotated[str | None, typer.Option(help="names containing this")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 50,
+    output: Output = Format.table,
+    server: ServerName = None,
+) -> None:
+    """Workflows, newest first: yours unless --user or --all-users."""
+    if user and all_users:
+        raise CliError("give --user or --all-users, not both", USAGE)
+    api = _api(server)
+    try:
+        who = user or (None if all_users else api.get("/api/v1/me")["name"])
+        params = {"status": status or None, "pool": pool, "user": who, "name": name}
+        items = api.pages("/api/v1/workflows", params, limit)
+    finally:
+        api.close()
+    emit(output, items, items, _WORKFLOW_COLUMNS, _WORKFLOW_WIDE)
+
+
+def _workflow_get(workflow_id: str, output: Format, server: str | None) -> None:
+    api = _api(server)
+    try:
+        wf = api.get(f"/api/v1/workflows/{workflow_id}")
+    finally:
+        api.close()
+    if output in (Format.json, Format.yaml):
+        emit(output, wf)
+        return
+    emit(output, wf, [wf], _WORKFLOW_COLUMNS, _WORKFLOW_WIDE)
+    if wf.get("reason"):
+        print(f"reason: {wf['reason']}")
+    rows = [{"group": g["name"], **t} for g in wf["groups"] for t in g["tasks"]]
+    print()
+    emit(output, rows, rows, [
+        ("GROUP", lambda r: r["group"]), ("TASK", lambda r: r["name"]),
+        ("STATUS", lambda r: r["status"]), ("RETRY", lambda r: r["retry"]),
+        ("EXIT", lambda r: r.get("exit_code")), ("NODE", lambda r: r.get("node")),
+        ("DURATION", lambda r: duration(r.get("started_at"), r.get("ended_at"))),
+        ("REASON", lambda r: r.get("reason")),
+    ], wide=[("BACKEND", lambda r: r.get("backend")), ("IMAGE", lambda r: r.get("image"))])  # fmt: skip
+
+
+@workflow_app.command("get")
+def workflow_get(
+    workflow_id: WorkflowId, output: Output = Format.table, server: ServerName = None
+) -> None:
+    """A workflow with its groups and tasks."""
+    _workflow_get(workflow_id, output, server)
+
+
+@workflow_app.command("query")
+def workflow_query(
+    workflow_id: WorkflowId, output: Output = Format.table, server: ServerName = None
+) -> None:
+    """The same as `get` (OSMO's name for it)."""
+    _workflow_get(workflow_id, output, server)
+
+
+@workflow_app.command("logs")
+def workflow_logs(
+    workflow_id: WorkflowId,
+    task: Annotated[
+        str | None, typer.Option(help="one task (default: every task, prefixed)")
+    ] = None,
+    retry: Annotated[int | None, typer.Option(min=0, help="an earlier attempt")] = None,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="until the task ends")] = False,
+    server: ServerName = None,
+) -> None:
+    """A task's log (stdout and stderr as printed); -f streams it as kubectl logs -f does."""
+    api = _api(server)
+    try:
+        if task is not None:
+            _print_log(api, workflow_id, task, retry, follow, prefix=None)
+            return
+        if retry is not None:
+            raise CliError("--retry needs --task", USAGE)
+        wf = api.get(f"/api/v1/workflows/{workflow_id}")
+        names = [t["name"] for g in wf["groups"] for t in g["tasks"]]
+        if not follow:
+            for name in names:
+                _print_log(api, workflow_id, name, None, False, prefix=name)
+            return
+        # Every task at once, each line prefixed as the page does, in the order they arrive.
+        lock = threading.Lock()
+        errors: list[CliError] = []
+
+        def one(name: str) -> None:
+            try:
+                _print_log(api, workflow_id, name, None, True, prefix=name, lock=lock)
+            except CliError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+    finally:
+        api.close()
+
+
+def _print_log(
+    api: Api, workflow_id: str, task: str, retry: int | None, follow: bool,
+    prefix: str | None, lock: threading.Lock | None = None,
+) -> None:  # fmt: skip
+    params: dict[str, Any] = {"follow": "true"} if follow else {}
+    if retry is not None:
+        params["retry"] = retry
+    path = f"/api/v1/workflows/{workflow_id}/tasks/{task}/logs"
+    out = sys.stdout.buffer
+    with api.stream(path, params=params) as response:
+        if prefix is None:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                out.flush()
+            return
+        head = f"[{prefix}] ".encode()
+        for line in response.iter_lines():
+            data = head + line.encode() + b"\n"
+            if lock is None:
+                out.write(data)
+            else:
+                with lock:
+                    out.write(data)
+            out.flush()
+
+
+@workflow_app.command("events")
+def workflow_events(
+    workflow_id: WorkflowId,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="until the workflow ends")] = False,
+    output: Output = Format.table,
+    server: ServerName = None,
+) -> None:
+    """The workflow's state now, and with -f every change until it ends."""
+    api = _api(server)
+    try:
+        with api.stream(f"/api/v1/workflows/{workflow_id}/events") as response:
+            for sse in EventSource(response).iter_sse():
+                _print_event(sse.event, sse.json() if sse.data else {}, output)
+                if sse.event == "end" or not follow:
+                    return
+    finally:
+        api.close()
+
+
+def _print_event(event: str, data: dict[str, Any], output: Format) -> None:
+    import json
+
+    if output in (Format.json, Format.yaml):
+        sys.stdout.write(json.dumps({"event": event, "data": data}, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
+    now = datetime.now(UTC).strftime("%H:%M:%S")
+    if event == "snapshot":
+        tasks = [t for g in data.get("groups", []) for t in g["tasks"]]
+        print(f"{now}  workflow {data.get('id')} {data.get('status')}")
+        for t in tasks:
+            print(f"{now}  task {t['name']} {t['status']} (retry {t['retry']})")
+    elif event == "task":
+        extra = f" exit {data['exit_code']}" if data.get("exit_code") is not None else ""
+        reason = f": {data['reason']}" if data.get("reason") else ""
+        print(f"{now}  task {data.get('name')} {data.get('status')}{extra}{reason}")
+    elif event == "workflow":
+        print(f"{now}  workflow {data.get('id')} {data.get('status')}")
+    elif event == "end":
+        print(f"{now}  end: {data.get('status')}")
+    sys.stdout.flush()
+
+
+@workflow_app.command("cancel")
+def workflow_cancel(
+    workflow_ids: Annotated[
+        list[str],
+        typer.Argument(help="one or more workflow ids", autocompletion=_complete_workflow_ids),
+    ],
+    reason: Annotated[str | None, typer.Option(help="why (shown on the workflow)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="kill at once, no grace")] = False,
+    output: Output = Format.table,
+    server: ServerName = None,
+) -> None:
+    """Cancel workflows; exits 1 if any could not be cancelled."""
+    api = _api(server)
+    done, failed = [], []
+    try:
+        for wid in workflow_ids:
+            try:
+                body = {"force": force, **({"reason": reason} if reason else {})}
+                done.append(api.post(f"/api/v1/workflows/{wid}/cancel", f"cancel {wid}", json=body))
+            except CliError as exc:
+                failed.append(exc)
+                print(f"error: {exc.message}", file=sys.stderr)
+    finally:
+        api.close()
+    emit(output, done, done, _WORKFLOW_COLUMNS)
+    if failed:
+        codes = {e.code for e in failed}
+        raise typer.Exit(NOT_FOUND if codes == {NOT_FOUND} else FAILED)
+
+
+@workflow_app.command("spec")
+def workflow_spec(
+    workflow_id: WorkflowId,
+    rendered: Annotated[bool, typer.Option("--rendered", help="after templating")] = False,
+    server: ServerName = None,
+) -> None:
+    """The spec as submitted (or as rendered)."""
+    api = _api(server)
+    try:
+        spec = api.get(f"/api/v1/workflows/{workflow_id}/spec")
+    finally:
+        api.close()
+    text = spec["rendered_spec"] if rendered else spec["spec"]
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@workflow_app.command("resubmit")
+def workflow_resubmit(
+    workflow_id: WorkflowId,
+    pool: Annotated[str | None, typer.Option(help="another pool")] = None,
+    output: Output = Format.table,
+    server: ServerName = None,
+) -> None:
+    """Submit a workflow's spec again, as it was submitted, with the same pool and values."""
+    api = _api(server)
+    try:
+        spec = api.get(f"/api/v1/workflows/{workflow_id}/spec")
+        old = api.get(f"/api/v1/workflows/{workflow_id}")
+        body: dict[str, Any] = {"spec": spec["spec"], "pool": pool or old["pool"]}
+        if spec.get("set"):
+            body["set"] = spec["set"]
+        if old.get("priority"):
+            body["priority"] = old["priority"]
+        created = api.post("/api/v1/workflows", "the workflow was refused", json=body)
+    finally:
+        api.close()
+    if output in (Format.json, Format.yaml):
+        emit(output, created)
+    else:
+        print(created["id"])
+
+
+# -- pools, backends, tokens ----------------------------------------------------------------
+
+
+@pool_app.command("list")
+def pool_list(output: Output = Format.table, server: ServerName = None) -> None:
+    """The pools you may use."""
+    api = _api(server)
+    try:
+        items = api.pages("/api/v1/pools", {}, None)
+    finally:
+        api.close()
+    emit(output, items, items, [("NAME", lambda p: p["name"]),
+                                ("DESCRIPTION", lambda p: p.get("description"))])  # fmt: skip
+
+
+@backend_app.command("list")
+def backend_list(output: Output = Format.table, server: ServerName = None) -> None:
+    """Backends of the pools you may use, and whether their runner is connected."""
+    api = _api(server)
+    try:
+        items = api.pages("/api/v1/backends", {}, None)
+    finally:
+        api.close()
+    emit(output, items, items, [
+        ("NAME", lambda b: b["name"]), ("POOL", lambda b: b["pool"]),
+        ("CONNECTED", lambda b: "yes" if b.get("connected") else "no"),
+        ("HEARTBEAT", lambda b: age(b.get("last_heartbeat")) if b.get("last_heartbeat") else ""),
+    ], wide=[("CAPACITY", lambda b: b.get("capacity"))])  # fmt: skip
+
+
+def _duration(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or len(number) > 9:
+        raise CliError(f"--expires {text!r}: give a number and s, m, h or d (such as 30d)", USAGE)
+    return timedelta(seconds=int(number) * units[unit])
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="what the token is for")],
+    expires: Annotated[str | None, typer.Option(help="lifetime such as 12h or 30d")] = None,
+    output: Output = Format.table,
+    server: ServerName = None,
+) -> None:
+    """Create a personal token; it is printed once."""
+    body: dict[str, Any] = {"name": name}
+    if expires:
+        body["expires_at"] = (datetime.now(UTC) + _duration(expires)).isoformat()
+    api = _api(server)
+    try:
+        created = api.post("/api/v1/tokens", "the token was refused", json=body)
+    finally:
+        api.close()
+    if output in (Format.json, Format.yaml):
+        emit(output, created)
+        return
+    print(created["token"])
+    print(f"token {created['id']} {created['name']!r} expires {created['expires_at']}; "
+          "it is shown only this once", file=sys.stderr)  # fmt: skip
+
+
+@token_app.command("list")
+def token_list(output: Output = Format.table, server: ServerName = None) -> None:
+    """Your tokens (never their values)."""
+    api = _api(server)
+    try:
+        items = api.pages("/api/v1/tokens", {}, None)
+    finally:
+        api.close()
+    emit(output, items, items, [
+        ("ID", lambda t: t["id"]), ("NAME", lambda t: t["name"]),
+        ("CREATED", lambda t: age(t.get("created_at"))), ("EXPIRES", lambda t: t.get("expires_at")),
+        ("LAST USED", lambda t: age(t.get("last_used_at")) if t.get("last_used_at") else "never"),
+    ])  # fmt: skip
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="the token's id (from `gantry token list`)")],
+    server: ServerName = None,
+) -> None:
+    """Revoke one of your tokens."""
+    api = _api(server)
+    try:
+        api.request("DELETE", f"/api/v1/tokens/{token_id}", f"revoke token {token_id}")
+    finally:
+        api.close()
+    print(f"token {token_id} revoked")
+
+
+# -- entry ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors are one readable line on stderr and an exit code, never a
+    traceback."""
+    command = typer.main.get_command(app)
+    instruction = os.environ.get("_GANTRY_COMPLETE")
+    if instruction:
+        # The shell asks for completions (the script `gantry completion SHELL` printed). Click
+        # answers them; typer's own handler speaks a different protocol than that script.
+        from click.shell_completion import shell_complete
+
+        return shell_complete(command, {}, "gantry", "_GANTRY_COMPLETE", instruction)
+    try:
+        # Not standalone: errors come back here; an Exit's code is returned, not raised.
+        code = command.main(args=argv, prog_name="gantry", standalone_mode=False)
+    except CliError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:
+        exc.show()
+        return USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return DONE
+    return code if isinstance(code, int) else DONE

@@ -1,0 +1,83 @@
+"""``-o table|wide|json|yaml``: a table for people, the document itself for programs.
+
+With ``json`` or ``yaml`` stdout holds only the document; warnings go to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ("Format", "age", "duration", "emit", "stdout")
+
+stdout = Console(soft_wrap=True, highlight=False)
+
+
+class Format(StrEnum):
+    table = "table"
+    wide = "wide"
+    json = "json"
+    yaml = "yaml"
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+_UNITS = (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1))
+
+
+def _span(seconds: float) -> str:
+    whole = int(max(0, seconds))
+    for unit, size, smaller, small in _UNITS:
+        if whole >= size:
+            rest = whole % size // small
+            return f"{whole // size}{unit}" + (f"{rest}{smaller}" if rest else "")
+    return f"{whole}s"
+
+
+def age(value: str | None) -> str:
+    """How long ago, as kubectl's AGE: ``5m``, ``2h10m``, ``3d``."""
+    when = _time(value)
+    return _span((datetime.now(UTC) - when).total_seconds()) if when else ""
+
+
+def duration(start: str | None, end: str | None) -> str:
+    began = _time(start)
+    if began is None:
+        return ""
+    return _span(((_time(end) or datetime.now(UTC)) - began).total_seconds())
+
+
+Column = tuple[str, Callable[[dict[str, Any]], Any]]
+
+
+def emit(
+    fmt: Format,
+    document: Any,
+    rows: Sequence[dict[str, Any]] | None = None,
+    columns: Sequence[Column] = (),
+    wide: Sequence[Column] = (),
+) -> None:
+    """Print ``document`` as JSON or YAML, or ``rows`` as a table of ``columns`` (and
+    ``wide`` ones too with ``-o wide``)."""
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        return
+    if fmt is Format.yaml:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+        return
+    shown = [*columns, *(wide if fmt is Format.wide else ())]
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for title, _ in shown:
+        table.add_column(title, overflow="fold")
+    for row in rows if rows is not None else [document]:
+        table.add_row(*("" if (v := get(row)) is None else str(v) for _, get in shown))
+    stdout.print(table)

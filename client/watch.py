@@ -1,0 +1,80 @@
+"""``gantry workflow submit --watch``: the groups and tasks live until the workflow ends.
+
+A terminal gets a table redrawn in place (rich); a pipe or a file gets one line per change,
+which is what a CI log wants."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from httpx_sse import EventSource
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from client.api import Api
+from client.output import duration
+
+__all__ = ("watch_workflow",)
+
+
+def _table(snapshot: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title=f"{snapshot.get('id')}  {snapshot.get('status')}", box=None,
+                  title_justify="left", header_style="bold")  # fmt: skip
+    for title in ("GROUP", "TASK", "STATUS", "RETRY", "EXIT", "DURATION", "REASON"):
+        table.add_column(title, overflow="fold")
+    for group in snapshot.get("groups", []):
+        for t in group["tasks"]:
+            now = tasks.get(t["name"], t)
+            exit_code = now.get("exit_code")
+            table.add_row(
+                group["name"], now["name"], now["status"], str(now.get("retry", 0)),
+                "" if exit_code is None else str(exit_code),
+                duration(now.get("started_at"), now.get("ended_at")), now.get("reason") or "",
+            )  # fmt: skip
+    return table
+
+
+def watch_workflow(api: Api, workflow_id: str, quiet: bool = False) -> str:
+    """Follows the workflow's events until its ``end``; returns its last status."""
+    console = Console(file=sys.stderr if quiet else sys.stdout, highlight=False)
+    live_view = console.is_terminal
+    snapshot: dict[str, Any] = {}
+    tasks: dict[str, dict[str, Any]] = {}
+    status = "UNKNOWN"
+    live = Live(console=console, auto_refresh=False) if live_view else None
+    try:
+        if live is not None:
+            live.start()
+        with api.stream(f"/api/v1/workflows/{workflow_id}/events") as response:
+            for sse in EventSource(response).iter_sse():
+                data = sse.json() if sse.data else {}
+                if sse.event == "snapshot":
+                    snapshot = data
+                    status = data.get("status", status)
+                    tasks = {t["name"]: t for g in data.get("groups", []) for t in g["tasks"]}
+                    if live is None:
+                        console.print(f"{workflow_id} {status}")
+                elif sse.event == "task":
+                    tasks[data["name"]] = {**tasks.get(data["name"], {}), **data}
+                    if live is None:
+                        code = data.get("exit_code")
+                        extra = f" (exit {code})" if code is not None else ""
+                        console.print(f"{data['name']} {data['status']}{extra}")
+                elif sse.event == "workflow":
+                    status = data.get("status", status)
+                    snapshot = {**snapshot, **data}
+                    if live is None:
+                        console.print(f"{workflow_id} {status}")
+                elif sse.event == "end":
+                    status = data.get("status") or status
+                    break
+                if live is not None:
+                    live.update(_table(snapshot, tasks), refresh=True)
+    finally:
+        if live is not None:
+            live.update(_table({**snapshot, "status": status}, tasks), refresh=True)
+            live.stop()
+    console.print(f"{workflow_id} ended {status}")
+    return status

@@ -1,0 +1,53 @@
+"""The CLI's pure parts: version comparison and warning, line mapping, --set values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from client import __version__
+from client.api import Api, newer
+from client.cli import _coerce
+from client.config import Server
+from client.errors import CliError
+from client.inline import inline_localpaths
+
+
+def test_versions_compare_by_their_numbers() -> None:
+    assert newer("0.10.0", "0.9.3") and newer("1.0", "0.99.99") and not newer("0.1.0", "0.1.0")
+    assert not newer("0.1.0+local", "0.1.0") and newer("0.2.0rc1", "0.1.9")
+
+
+def test_a_server_newer_than_the_cli_is_warned_about_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api = Api(Server("s", "http://gantry.test", "gnt_x"))
+    api.http._transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, json={}, headers={"x-gantry-version": "999.0"})
+    )
+    api.get("/api/v1/me")
+    api.get("/api/v1/me")
+    err = capsys.readouterr().err
+    assert (
+        err.count("warning:") == 1 and f"CLI is {__version__}, older than the server (999.0)" in err
+    )
+
+
+def test_set_values_are_numbers_where_they_read_as_numbers() -> None:
+    assert _coerce("42") == 42 and _coerce("-1.5") == -1.5 and _coerce("1e3") == 1000.0
+    assert _coerce("nan") == "nan" and _coerce("v1") == "v1" and _coerce("") == ""
+
+
+def test_inlined_localpaths_map_the_servers_lines_back(tmp_path: Path) -> None:
+    (tmp_path / "a.sh").write_bytes(b"\x00\xffbinary")
+    text = "l1\n  - localpath: a.sh\n    path: /a\n  - path: /b\n    localpath: 'a.sh'  # c\nl6\n"
+    inlined = inline_localpaths(text, tmp_path / "spec.yaml")
+    lines = inlined.text.splitlines()
+    assert lines[1] == "  - contents: AP9iaW5hcnk=" and lines[2] == "    base64: true"
+    assert lines[5] == "    contents: AP9iaW5hcnk=" and lines[6] == "    base64: true"
+    # submitted lines 1..8 came from the user's lines 1, 2, 2, 3, 4, 5, 5, 6
+    assert [inlined.original_line(n) for n in range(1, 9)] == [1, 2, 2, 3, 4, 5, 5, 6]
+    with pytest.raises(CliError, match=r"spec.yaml:2: localpath 'gone' does not exist"):
+        inline_localpaths("x\n- localpath: gone\n", tmp_path / "spec.yaml")
