@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,10 @@ async def security_headers(message: Message, scope: Scope) -> None:
 _OWN_HEADER_NAMES = {b"content-security-policy", b"x-gantry-version"} | {
     name for name, _ in _COMMON_HEADERS
 }
-_VERSION = version("gantry").encode()
+try:
+    _VERSION = version("gantry").encode()
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    _VERSION = b"0+unknown"
 
 FAVICON = Path(__file__).parent / "static" / "favicon.ico"
 

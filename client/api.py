@@ -41,6 +41,9 @@ def describe_problem(response: httpx.Response) -> list[str]:
     errors = body.get("errors") or []
     lines = []
     for error in errors if isinstance(errors, list) else []:
+        if not isinstance(error, dict):
+            lines.append(str(error))
+            continue
         where = error.get("path") or ""
         if error.get("line"):
             where = f"{where} (line {error['line']})" if where else f"line {error['line']}"
@@ -126,6 +129,7 @@ class Api:
         """Every item of a paged list (up to ``limit``), following ``next_cursor``."""
         items: list[Any] = []
         cursor = None
+        seen: set[str] = set()
         while True:
             want = 500 if limit is None else min(500, limit - len(items))
             query = {
@@ -136,5 +140,6 @@ class Api:
             page = self.get(path, params=query)
             items += page["items"]
             cursor = page.get("next_cursor")
-            if not cursor or (limit is not None and len(items) >= limit):
-                return items
+            if not cursor or cursor in seen or (limit is not None and len(items) >= limit):
+                return items  # a cursor seen before would loop for ever
+            seen.add(cursor)

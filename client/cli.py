@@ -24,7 +24,7 @@ from client import COMMANDS, __version__, config
 from client.api import Api, newer
 from client.errors import DONE, FAILED, NOT_FOUND, USAGE, CliError
 from client.inline import Inlined, inline_localpaths
-from client.output import Format, age, duration, emit
+from client.output import Format, age, clean, duration, emit
 from client.watch import watch_workflow
 
 __all__ = ("COMMANDS", "main")
@@ -45,6 +45,9 @@ app.add_typer(backend_app, name="backend")
 app.add_typer(token_app, name="token")
 
 TERMINAL_OK = "COMPLETED"
+MAX_FOLLOWED = (
+    32  # tasks `logs -f` follows at once without --task (GANTRY_MAX_STREAMS_PER_USER is 50)
+)
 
 Output = Annotated[
     Format, typer.Option("-o", "--output", help="table, wide, json or yaml", case_sensitive=False)
@@ -225,7 +228,10 @@ def _read_spec(file: Path) -> Inlined:
         raise CliError(f"{file}: no such file", USAGE) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"{file}: cannot be read ({exc})", USAGE) from None
-    return inline_localpaths(text, file.resolve())
+    inlined = inline_localpaths(text, file.resolve())
+    for name in inlined.files:  # what leaves this machine, said where the user sees it
+        print(f"inlined localpath {clean(name)}", file=sys.stderr)
+    return inlined
 
 
 def _remap_lines(error: CliError, inlined: Inlined, file: Path) -> CliError:
@@ -377,7 +383,7 @@ def _workflow_get(workflow_id: str, output: Format, server: str | None) -> None:
         return
     emit(output, wf, [wf], _WORKFLOW_COLUMNS, _WORKFLOW_WIDE)
     if wf.get("reason"):
-        print(f"reason: {wf['reason']}")
+        _say(f"reason: {wf['reason']}")
     rows = [{"group": g["name"], **t} for g in wf["groups"] for t in g["tasks"]]
     print()
     emit(output, rows, rows, [
@@ -429,6 +435,12 @@ def workflow_logs(
             for name in names:
                 _print_log(api, workflow_id, name, None, False, prefix=name)
             return
+        if len(names) > MAX_FOLLOWED:
+            raise CliError(
+                f"{workflow_id} has {len(names)} tasks: follow at most {MAX_FOLLOWED} at once "
+                "(each is a stream the server counts); give --task",
+                USAGE,
+            )
         # Every task at once, each line prefixed as the page does, in the order they arrive.
         lock = threading.Lock()
         errors: list[CliError] = []
@@ -495,27 +507,37 @@ def workflow_events(
         api.close()
 
 
+def clean_lines(text: str) -> str:
+    """A message of several lines, each made safe."""
+    return "\n".join(clean(line) for line in text.split("\n"))
+
+
+def _say(text: str) -> None:
+    """One line of text from the server (written by other users, too), made safe."""
+    sys.stdout.write(clean(text) + "\n")
+
+
 def _print_event(event: str, data: dict[str, Any], output: Format) -> None:
     import json
 
     if output in (Format.json, Format.yaml):
-        sys.stdout.write(json.dumps({"event": event, "data": data}, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps({"event": event, "data": data}) + "\n")
         sys.stdout.flush()
         return
     now = datetime.now(UTC).strftime("%H:%M:%S")
     if event == "snapshot":
         tasks = [t for g in data.get("groups", []) for t in g["tasks"]]
-        print(f"{now}  workflow {data.get('id')} {data.get('status')}")
+        _say(f"{now}  workflow {data.get('id')} {data.get('status')}")
         for t in tasks:
-            print(f"{now}  task {t['name']} {t['status']} (retry {t['retry']})")
+            _say(f"{now}  task {t['name']} {t['status']} (retry {t['retry']})")
     elif event == "task":
         extra = f" exit {data['exit_code']}" if data.get("exit_code") is not None else ""
         reason = f": {data['reason']}" if data.get("reason") else ""
-        print(f"{now}  task {data.get('name')} {data.get('status')}{extra}{reason}")
+        _say(f"{now}  task {data.get('name')} {data.get('status')}{extra}{reason}")
     elif event == "workflow":
-        print(f"{now}  workflow {data.get('id')} {data.get('status')}")
+        _say(f"{now}  workflow {data.get('id')} {data.get('status')}")
     elif event == "end":
-        print(f"{now}  end: {data.get('status')}")
+        _say(f"{now}  end: {data.get('status')}")
     sys.stdout.flush()
 
 
@@ -540,7 +562,7 @@ def workflow_cancel(
                 done.append(api.post(f"/api/v1/workflows/{wid}/cancel", f"cancel {wid}", json=body))
             except CliError as exc:
                 failed.append(exc)
-                print(f"error: {exc.message}", file=sys.stderr)
+                print(f"error: {clean_lines(exc.message)}", file=sys.stderr)
     finally:
         api.close()
     emit(output, done, done, _WORKFLOW_COLUMNS)
@@ -700,8 +722,14 @@ def main(argv: list[str] | None = None) -> int:
         # Not standalone: errors come back here; an Exit's code is returned, not raised.
         code = command.main(args=argv, prog_name="gantry", standalone_mode=False)
     except CliError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {clean_lines(exc.message)}", file=sys.stderr)
         return exc.code
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        # An answer not shaped as the API says (a proxy's sign-in page, another program on
+        # the port): one line, not a traceback.
+        print(f"error: the server's answer was not what the Gantry API gives ({type(exc).__name__}"
+              f": {clean(exc)})", file=sys.stderr)  # fmt: skip
+        return FAILED
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.ClickException as exc:

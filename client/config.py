@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +56,15 @@ def _save(data: dict[str, Any]) -> None:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Written beside and renamed into place, created 0600: the file holds tokens.
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        tomli_w.dump(data, f)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".toml")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            tomli_w.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def remember(name: str, url: str, token: str) -> None:
@@ -99,5 +104,9 @@ def current_server(name: str | None = None) -> Server:
             "not signed in: run `gantry login URL` (or set GANTRY_URL and GANTRY_TOKEN)",
             NOT_SIGNED_IN,
         )
-    token = env_token if env_token is not None else entry.get("token")
-    return Server(name=chosen or "env", url=url.rstrip("/"), token=token or None)
+    url = url.rstrip("/")
+    saved = entry.get("token") if entry.get("url", "").rstrip("/") == url else None
+    # A saved token goes only to the server it was saved for: GANTRY_URL pointing elsewhere
+    # (a repository's .envrc, a CI variable) must not receive it.
+    token = env_token if env_token is not None else saved
+    return Server(name=chosen or "env", url=url, token=token or None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import bisect
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from client.errors import CliError
 
 __all__ = ("Inlined", "inline_localpaths")
 
+MAX_FILE_BYTES = 768 * 1024  # base64 makes it 1 MiB, the largest spec the server takes
 _LOCALPATH = re.compile(r"^(?P<indent>[ ]*)(?P<dash>-[ ]+)?localpath:[ ]*(?P<value>.*?)[ ]*$")
 
 
@@ -60,22 +62,28 @@ def inline_localpaths(text: str, spec_file: Path) -> Inlined:
             problems.append(f"{where}: `localpath` needs a plain file name (not a template)")
             out.append(line)
             continue
-        path = (spec_file.parent / name).expanduser()
+        path = spec_file.parent / Path(name).expanduser()
         try:
-            data = path.read_bytes()
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):  # a FIFO would hang, /dev/zero never ends
+                problems.append(f"{where}: localpath {name!r} is not a regular file")
+            elif info.st_size > MAX_FILE_BYTES:
+                problems.append(f"{where}: localpath {name!r} is {info.st_size} bytes; at most "
+                                f"{MAX_FILE_BYTES} fit in a spec")  # fmt: skip
+            else:
+                data = path.read_bytes()[: MAX_FILE_BYTES + 1]
         except FileNotFoundError:
             problems.append(f"{where}: localpath {name!r} does not exist (looked for {path})")
-            out.append(line)
-            continue
         except OSError as exc:
             problems.append(f"{where}: localpath {name!r} cannot be read: {exc.strerror}")
+        if problems and problems[-1].startswith(where + ":"):
             out.append(line)
             continue
         indent, dash = m.group("indent"), m.group("dash") or ""
         out.append(f"{indent}{dash}contents: {base64.b64encode(data).decode()}")
         out.append(f"{indent}{' ' * len(dash)}base64: true")
         result.inserted.append(len(out))
-        result.files.append(name)
+        result.files.append(f"{name} ({len(data)} bytes, line {number})")
     if problems:
         raise CliError("\n".join(problems))
     if result.inserted:

@@ -5,6 +5,7 @@ With ``json`` or ``yaml`` stdout holds only the document; warnings go to stderr.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -14,10 +15,20 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ("Format", "age", "duration", "emit", "stdout")
+__all__ = ("Format", "age", "clean", "duration", "emit", "stdout")
 
 stdout = Console(soft_wrap=True, highlight=False)
+
+# Control characters but tab: text other users wrote (a cancel reason, a task name) must not
+# move the cursor, retitle the terminal or plant a hyperlink in it.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """``text`` safe to print to a terminal: control characters shown as ``?``."""
+    return _CONTROL.sub("?", str(text))
 
 
 class Format(StrEnum):
@@ -79,5 +90,6 @@ def emit(
     for title, _ in shown:
         table.add_column(title, overflow="fold")
     for row in rows if rows is not None else [document]:
-        table.add_row(*("" if (v := get(row)) is None else str(v) for _, get in shown))
+        # Text, not markup: a cell reading "[/bogus]" or "[link=…]" is shown as it is.
+        table.add_row(*(Text("" if (v := get(row)) is None else clean(v)) for _, get in shown))
     stdout.print(table)

@@ -12,33 +12,35 @@ from httpx_sse import EventSource
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from client.api import Api
-from client.output import duration
+from client.output import clean, duration
 
 __all__ = ("watch_workflow",)
 
 
 def _table(snapshot: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title=f"{snapshot.get('id')}  {snapshot.get('status')}", box=None,
-                  title_justify="left", header_style="bold")  # fmt: skip
-    for title in ("GROUP", "TASK", "STATUS", "RETRY", "EXIT", "DURATION", "REASON"):
-        table.add_column(title, overflow="fold")
+    title = Text(clean(f"{snapshot.get('id')}  {snapshot.get('status')}"))
+    table = Table(title=title, box=None, title_justify="left", header_style="bold")
+    for column in ("GROUP", "TASK", "STATUS", "RETRY", "EXIT", "DURATION", "REASON"):
+        table.add_column(column, overflow="fold")
     for group in snapshot.get("groups", []):
         for t in group["tasks"]:
             now = tasks.get(t["name"], t)
             exit_code = now.get("exit_code")
-            table.add_row(
-                group["name"], now["name"], now["status"], str(now.get("retry", 0)),
-                "" if exit_code is None else str(exit_code),
+            cells = (
+                group["name"], now["name"], now["status"], now.get("retry", 0),
+                "" if exit_code is None else exit_code,
                 duration(now.get("started_at"), now.get("ended_at")), now.get("reason") or "",
             )  # fmt: skip
+            table.add_row(*(Text(clean(c)) for c in cells))
     return table
 
 
 def watch_workflow(api: Api, workflow_id: str, quiet: bool = False) -> str:
     """Follows the workflow's events until its ``end``; returns its last status."""
-    console = Console(file=sys.stderr if quiet else sys.stdout, highlight=False)
+    console = Console(file=sys.stderr if quiet else sys.stdout, highlight=False, markup=False)
     live_view = console.is_terminal
     snapshot: dict[str, Any] = {}
     tasks: dict[str, dict[str, Any]] = {}
@@ -61,7 +63,7 @@ def watch_workflow(api: Api, workflow_id: str, quiet: bool = False) -> str:
                     if live is None:
                         code = data.get("exit_code")
                         extra = f" (exit {code})" if code is not None else ""
-                        console.print(f"{data['name']} {data['status']}{extra}")
+                        console.print(clean(f"{data['name']} {data['status']}{extra}"))
                 elif sse.event == "workflow":
                     status = data.get("status", status)
                     snapshot = {**snapshot, **data}

@@ -4,7 +4,7 @@ here), ``GET /api/v1/version`` and ``POST /api/v1/auth/token`` (a password for a
 from __future__ import annotations
 
 from datetime import datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import msgspec
@@ -17,9 +17,10 @@ from app.auth.service import AuthService, SignInBusy
 from app.auth.throttle import Refused, SignInThrottle
 from app.auth.tokens import TokenCreated, issue
 from app.bounds import NO_NUL, TokenName
-from app.errors import Forbidden
+from app.errors import Forbidden, Invalid
 from app.limits import LimitExceeded
 from app.problems import problems
+from app.spec.errors import SpecIssue
 from runner.protocol import PROTOCOL_VERSION
 
 __all__ = ("AuthConfig", "auth_config", "password_token", "server_version")
@@ -55,6 +56,12 @@ async def auth_config(request: Request[Any, Any, Any]) -> AuthConfig:
     return AuthConfig(local_login=settings.local_login, oidc=oidc)
 
 
+try:
+    _VERSION = version("gantry")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    _VERSION = "0+unknown"
+
+
 class VersionOut(msgspec.Struct):
     version: str
     protocol: int  # the runner protocol's version
@@ -66,7 +73,7 @@ class VersionOut(msgspec.Struct):
     responses=problems(),
 )
 async def server_version() -> VersionOut:
-    return VersionOut(version=version("gantry"), protocol=PROTOCOL_VERSION)
+    return VersionOut(version=_VERSION, protocol=PROTOCOL_VERSION)
 
 
 class PasswordTokenIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -87,6 +94,13 @@ async def password_token(request: Request[Any, Any, Any], data: PasswordTokenIn)
     """What ``gantry login --password`` calls. The same throttle as the sign-in form counts
     each attempt (per account and per address, in PostgreSQL), so the API is no side door
     for guessing; a wrong password and an unknown user answer the same 401."""
+    # JSON only: a cross-site form can post text/plain without a CORS preflight, and would let
+    # any web page make its visitors' browsers guess passwords from their addresses.
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise Invalid(
+            "send the body as application/json",
+            [SpecIssue("content-type", None, "set Content-Type: application/json")],
+        )
     auth: AuthService = request.app.state.auth
     settings = request.app.state.settings
     if not settings.local_login:

@@ -43,6 +43,10 @@ class Filter(Protocol):
         """True only if no line of ``text`` (lines joined by newlines) can match."""
         ...
 
+    def check_time(self) -> None:
+        """Raises once the search has used its time budget."""
+        ...
+
 
 _STRIP = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
@@ -84,6 +88,8 @@ class LineAssembler:
                 break
             buf += data[pos:cut]
             self.number += 1
+            if keep is not None and self.number % 4096 == 0:
+                keep.check_time()  # one chunk may hold 500,000 short lines
             if emit:
                 line = self._line(key, bytes(buf), keep)
                 if line is not None:

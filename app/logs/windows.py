@@ -441,6 +441,8 @@ def _match_page(
     for r in page:
         keep.check_time()
         out += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]), keep=keep)
+        if len(out) >= MAX_MATCHES:
+            break
     return out
 
 

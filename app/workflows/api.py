@@ -26,6 +26,7 @@ from app.workflows.schemas import (
     WorkflowDetail,
     WorkflowOut,
     WorkflowPage,
+    WorkflowSpecOut,
 )
 from app.workflows.service import WorkflowService
 
@@ -154,14 +155,15 @@ class WorkflowController(Controller):
 
     @get(
         "/{workflow_id:str}/spec",
-        summary="The spec as submitted and as rendered",
+        summary="The spec as submitted and as rendered, and the values it was submitted with",
         responses=problems(404),
     )
     async def get_spec(
         self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
-    ) -> dict[str, str]:
+    ) -> WorkflowSpecOut:
         service: WorkflowService = request.app.state.workflows
-        return await service.spec_of(principal_of(request), workflow_id)
+        return msgspec.convert(await service.spec_of(principal_of(request), workflow_id),
+                               WorkflowSpecOut)  # fmt: skip
 
     @post(
         "/{workflow_id:str}/cancel",

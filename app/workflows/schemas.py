@@ -120,6 +120,12 @@ class WorkflowDetail(WorkflowOut):
     groups: list[GroupOut] = msgspec.field(default_factory=list)
 
 
+class WorkflowSpecOut(msgspec.Struct):
+    spec: str  # as submitted
+    rendered_spec: str  # after templating
+    set: dict[str, Any]  # the values it was submitted with
+
+
 class WorkflowPage(msgspec.Struct):
     items: list[WorkflowOut]
     next_cursor: str | None

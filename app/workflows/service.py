@@ -530,11 +530,17 @@ class WorkflowService:
         # (a hostile test's 16 parallel reads of one such workflow held /healthz 3.5 s).
         return await asyncio.to_thread(_assemble_groups, list(groups), list(tasks))
 
-    async def spec_of(self, principal: Principal, workflow_id: str) -> dict[str, str]:
+    async def spec_of(self, principal: Principal, workflow_id: str) -> dict[str, Any]:
+        """The spec as submitted and as rendered, and the values it was submitted with
+        (``set``): what ``gantry workflow resubmit`` posts again."""
         pools = await self.pools.accessible(principal)
         async with self.db.connection() as conn:
             row = await self._visible(conn, pools, workflow_id)
-        return {"spec": row["spec_text"], "rendered_spec": row["rendered_spec"]}
+        return {
+            "spec": row["spec_text"],
+            "rendered_spec": row["rendered_spec"],
+            "set": msgspec.json.decode(row["set_values"] or "{}"),
+        }
 
     async def search(
         self,

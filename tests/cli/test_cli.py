@@ -182,6 +182,10 @@ def test_refusals_values_and_localpath(cli: Cli, tmp_path: Path) -> None:
     text = cli.run("workflow", "validate", str(template), "--set-string", "n=41")
     assert text.returncode == 1, text.stdout
     assert cli.run("workflow", "validate", str(template), "--set", "n").returncode == 2
+    first = cli.ok("workflow", "submit", str(template), "--set", "n=41").strip()
+    again = cli.ok("workflow", "resubmit", first).strip()  # with the values it was given
+    assert '"42"' in cli.ok("workflow", "spec", again, "--rendered")
+    assert cli.json("workflow", "get", again)["status"] != ""
 
     # localpath: the file beside the spec is inlined byte for byte; lines stay the user's.
     (tmp_path / "scripts").mkdir()

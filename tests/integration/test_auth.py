@@ -184,6 +184,10 @@ async def test_a_password_buys_a_token_and_is_throttled_like_sign_in(
                      {"username": "nobody", "password": "wrong"}):  # fmt: skip
             r = await anon.post("/api/v1/auth/token", json=body)
             assert r.status_code == 401 and r.json()["detail"] == "wrong username or password"
+        # a cross-site form can send text/plain without a preflight: refused
+        form = await anon.post("/api/v1/auth/token", headers={"content-type": "text/plain"},
+                               content=b'{"username": "admin", "password": "wrong"}')  # fmt: skip
+        assert form.status_code == 422 and "application/json" in form.text
         r = await anon.post(
             "/api/v1/auth/token", json={"username": "admin", "password": "x" * 2000}
         )
