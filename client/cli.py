@@ -22,7 +22,7 @@ from httpx_sse import EventSource
 
 from client import COMMANDS, __version__, config
 from client.api import Api, newer
-from client.errors import DONE, FAILED, NOT_FOUND, USAGE, CliError
+from client.errors import DONE, FAILED, NOT_FOUND, NOT_SIGNED_IN, USAGE, CliError
 from client.inline import Inlined, inline_localpaths
 from client.output import Format, age, clean, duration, emit
 from client.watch import watch_workflow
@@ -104,6 +104,10 @@ def login(
             "--sso (the identity provider's device flow) is not supported by this CLI yet; "
             "sign in to the web page and create a token at /tokens, then use --token"
         )
+    if password and not _loopback_or_tls(url):
+        print(f"warning: {url} is not https: the password crosses the network in clear",
+              file=sys.stderr)  # fmt: skip
+    minted: int | None = None
     anonymous = Api(config.Server("new", url, None), require_token=False)
     try:
         if password:
@@ -115,7 +119,7 @@ def login(
                 json={"username": user, "password": secret.rstrip("\n"),
                       "name": f"gantry-cli@{socket.gethostname()}"[:100]},
             )  # fmt: skip
-            token = created["token"]
+            token, minted = created["token"], created["id"]
         elif token is None:
             token = getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline()
             token = token.strip()
@@ -127,7 +131,10 @@ def login(
         me = api.get("/api/v1/me", "the token was refused")
     finally:
         api.close()
-    config.remember(server.name, url, token or "")
+    before = config.saved(server.name)
+    config.remember(server.name, url, token or "", minted)
+    if before is not None and before.minted_id is not None and before.url == url:
+        _revoke_minted(before)  # the token an earlier `login --password` made here
     print(
         f"signed in to {url} as {me['name']} (saved as {server.name!r} in {config.config_path()})"
     )
@@ -140,9 +147,29 @@ def _server_name(url: str) -> str:
 
 @app.command()
 def logout(server: ServerName = None) -> None:
-    """Forget the current server's token (or the one named)."""
+    """Forget the current server's token (or the one named); a token that `login
+    --password` made is revoked on the server too."""
+    entry = config.saved(server)
+    if entry is not None and entry.minted_id is not None:
+        _revoke_minted(entry)
     name = config.forget(server)
     print(f"signed out of {name!r}" if name else "not signed in")
+
+
+def _revoke_minted(entry: config.Server) -> None:
+    api = Api(entry, require_token=False)
+    try:
+        api.request("DELETE", f"/api/v1/tokens/{entry.minted_id}", "revoke the CLI's token")
+    except CliError as exc:
+        if exc.code not in (NOT_FOUND, NOT_SIGNED_IN):  # already gone: nothing to do
+            print(f"warning: {clean(exc.message)}", file=sys.stderr)
+    finally:
+        api.close()
+
+
+def _loopback_or_tls(url: str) -> bool:
+    parsed = httpx.URL(url)
+    return parsed.scheme == "https" or parsed.host in ("127.0.0.1", "localhost", "::1")
 
 
 @app.command()

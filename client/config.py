@@ -23,7 +23,7 @@ import tomli_w
 
 from client.errors import NOT_SIGNED_IN, USAGE, CliError
 
-__all__ = ("Server", "config_path", "current_server", "forget", "load", "remember")
+__all__ = ("Server", "config_path", "current_server", "forget", "load", "remember", "saved")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Server:
     name: str
     url: str
     token: str | None
+    minted_id: int | None = None  # the id of a token `login --password` created
 
 
 def config_path() -> Path:
@@ -67,11 +68,27 @@ def _save(data: dict[str, Any]) -> None:
         raise
 
 
-def remember(name: str, url: str, token: str) -> None:
+def remember(name: str, url: str, token: str, minted_id: int | None = None) -> None:
+    """Saves a server as the current one; ``minted_id`` marks a token that `gantry login
+    --password` created, which `gantry logout` revokes again."""
     data = load()
-    data["servers"][name] = {"url": url, "token": token}
+    entry: dict[str, Any] = {"url": url, "token": token}
+    if minted_id is not None:
+        entry["minted_token_id"] = minted_id
+    data["servers"][name] = entry
     data["current"] = name
     _save(data)
+
+
+def saved(name: str | None) -> Server | None:
+    """The saved entry ``name`` (the current one when None), or None."""
+    data = load()
+    name = name or data.get("current")
+    entry = data["servers"].get(name) if name else None
+    if not entry:
+        return None
+    return Server(name=name or "", url=entry.get("url", ""), token=entry.get("token") or None,
+                  minted_id=entry.get("minted_token_id"))  # fmt: skip
 
 
 def forget(name: str | None) -> str | None:

@@ -65,6 +65,7 @@ ACTIONS = {
     "POST /api/v1/me/password": "user:Password",
     "POST /account/password": "user:Password",
     "POST /login": "auth:SignIn",
+    "POST /api/v1/auth/token": "auth:SignIn",  # a password for a token (gantry login)
     "POST /logout": "auth:SignOut",
     "POST /api/runner/v1/sessions": "runner:SessionOpen",
 }

@@ -98,7 +98,14 @@ def test_signing_in_and_out_and_the_exit_codes_of_credentials(cli: Cli) -> None:
     versions = cli.json("version")
     assert versions["client"] == versions["server"] and versions["protocol"] == 1
 
+    again = cli.ok("login", cli.stack.base, "--password", "--username", "admin", "--name", "pw",
+                   input=ADMIN_PASSWORD + "\n")  # fmt: skip
+    assert again  # signing in again revoked the token the first sign-in made
+    minted = [t for t in cli.json("token", "list") if t["name"].startswith("gantry-cli@")]
+    assert len(minted) == 1, minted
     assert "signed out of 'pw'" in cli.ok("logout")
+    assert not [t for t in cli.json("token", "list", "--server", "dev")
+                if t["name"].startswith("gantry-cli@")]  # fmt: skip  # revoked on the server
     assert cli.ok("whoami", "--server", "dev")  # the other server is still there
     assert cli.run("whoami", "--server", "nowhere").returncode == 2
     # usage errors are 2

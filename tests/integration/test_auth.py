@@ -177,6 +177,11 @@ async def test_a_password_buys_a_token_and_is_throttled_like_sign_in(
         assert created["token"].startswith("gnt_") and created["name"] == "laptop"
         me = await anon.get("/api/v1/me", headers={"authorization": f"Bearer {created['token']}"})
         assert me.json()["name"] == "admin" and me.json()["via"] == "token"
+        async with server.client(ADMIN_TOKEN) as admin:
+            items = (await admin.get("/api/v1/audit")).json()["items"]
+        signed_in = [i for i in items if i["action"] == "auth:SignIn"]
+        assert signed_in and signed_in[0]["principal"] == "admin"
+        assert signed_in[0]["via"] == "password" and signed_in[0]["target"] == str(created["id"])
         version = (await anon.get("/api/v1/version")).json()
         assert version["protocol"] == 1 and me.headers["x-gantry-version"] == version["version"]
 
