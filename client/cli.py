@@ -446,13 +446,16 @@ def workflow_logs(
     ] = None,
     retry: Annotated[int | None, typer.Option(min=0, help="an earlier attempt")] = None,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="until the task ends")] = False,
+    timestamps: Annotated[
+        bool, typer.Option("--timestamps", help="start each line with when it was written")
+    ] = False,
     server: ServerName = None,
 ) -> None:
     """A task's log (stdout and stderr as printed); -f streams it as kubectl logs -f does."""
     api = _api(server)
     try:
         if task is not None:
-            _print_log(api, workflow_id, task, retry, follow, prefix=None)
+            _print_log(api, workflow_id, task, retry, follow, timestamps, prefix=None)
             return
         if retry is not None:
             raise CliError("--retry needs --task", USAGE)
@@ -460,7 +463,7 @@ def workflow_logs(
         names = [t["name"] for g in wf["groups"] for t in g["tasks"]]
         if not follow:
             for name in names:
-                _print_log(api, workflow_id, name, None, False, prefix=name)
+                _print_log(api, workflow_id, name, None, False, timestamps, prefix=name)
             return
         if len(names) > MAX_FOLLOWED:
             raise CliError(
@@ -474,7 +477,7 @@ def workflow_logs(
 
         def one(name: str) -> None:
             try:
-                _print_log(api, workflow_id, name, None, True, prefix=name, lock=lock)
+                _print_log(api, workflow_id, name, None, True, timestamps, prefix=name, lock=lock)
             except CliError as exc:
                 errors.append(exc)
 
@@ -490,10 +493,12 @@ def workflow_logs(
 
 
 def _print_log(
-    api: Api, workflow_id: str, task: str, retry: int | None, follow: bool,
+    api: Api, workflow_id: str, task: str, retry: int | None, follow: bool, timestamps: bool,
     prefix: str | None, lock: threading.Lock | None = None,
 ) -> None:  # fmt: skip
     params: dict[str, Any] = {"follow": "true"} if follow else {}
+    if timestamps:
+        params["timestamps"] = "true"
     if retry is not None:
         params["retry"] = retry
     path = f"/api/v1/workflows/{workflow_id}/tasks/{task}/logs"

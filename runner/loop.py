@@ -25,12 +25,11 @@ import httpx
 from runner import __version__
 from runner import protocol as p
 from runner.client import AuthError, RunnerClient, SessionGone, backoff
-from runner.executors.base import AttemptState, Executor
+from runner.executors.base import STREAMS, AttemptState, Executor
 
 __all__ = ("Runner",)
 
 log = logging.getLogger("gantry.runner")
-STREAMS = ("stdout", "stderr")
 _LOG_CHUNK = 256 * 1024
 _LOG_BATCH = 1024 * 1024
 _WATCH_SECONDS = 0.1
@@ -56,7 +55,7 @@ class _Tracked:
     phase: str = "pending"  # the last phase reported: pending, initializing or running
     ended: AttemptState | None = None
     final_queued: bool = False
-    offsets: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
+    offsets: dict[p.Stream, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
 
     @property
     def id(self) -> int:
@@ -335,14 +334,16 @@ class Runner:
                 continue
             ended_before_read = t.ended is not None
             had_data = False
-            for stream in STREAMS:
-                if size >= _LOG_BATCH:
-                    break
-                data = await self.executor.read_log(t.id, stream, t.offsets[stream], _LOG_CHUNK)
-                if data:
+            if size < _LOG_BATCH:
+                # Both streams in the order the task wrote them (where the executor knows it):
+                # the control plane numbers lines in the order chunks arrive.
+                for piece in await self.executor.read_logs(t.id, dict(t.offsets), _LOG_CHUNK):
                     had_data = True
-                    chunks.append(p.LogChunk(t.id, t.epoch, stream, t.offsets[stream], data))  # type: ignore[arg-type]
-                    size += len(data)
+                    chunk = p.LogChunk(
+                        t.id, t.epoch, piece.stream, piece.offset, piece.data, piece.at
+                    )
+                    chunks.append(chunk)
+                    size += len(piece.data)
             if ended_before_read and not had_data and not t.final_queued:
                 quiet.append(t)
         if chunks:

@@ -315,6 +315,10 @@ class LogChunk(msgspec.Struct, frozen=True):
     stream: Stream
     offset: Id
     data: bytes
+    # When the task wrote these bytes (seconds since the epoch), where the runner knows it.
+    # Added compatibly within v1: a server that predates it ignores it, and a runner that
+    # predates it sends none. Chunks arrive in the order the task wrote them across streams.
+    at: float | None = None
 
 
 class LogBatch(msgspec.Struct, frozen=True):

@@ -6,6 +6,11 @@ stderr appended to ``DIR/stdout`` and ``DIR/stderr``, records the group in ``DIR
 and writes the exit code to ``DIR/exit_code`` (128 + N when killed by signal N, as shells
 report). A runner that restarts finds live attempts and their results in these files.
 
+The task writes to pipes, not to the files: the supervisor copies what each read returns to
+its file and appends ``o|e END TIME_NS`` to ``DIR/timeline``, in the order the reads happened.
+Two files alone lose the order between stdout and stderr (a task's ``echo out; echo err >&2``
+came out as ``err, out``); the runner ships the bytes in timeline order, with their times.
+
 With a ``cgroup`` in ``argv.json`` (runner/executors/cgroups.py), the task joins it between
 fork and exec, as root before any uid drop, so nothing it forks is outside it. When the task
 ends, whatever is left in the cgroup (a daemon, a setsid()'d child) is killed, what the limits
@@ -18,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from runner.executors.cgroups import AttemptCgroup
 
@@ -53,34 +60,112 @@ def main(directory: str) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    with open(root / "stdout", "ab") as out, open(root / "stderr", "ab") as err:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    with (
+        open(root / "stdout", "ab") as out,
+        open(root / "stderr", "ab") as err,
+        open(root / "timeline", "ab") as timeline,
+    ):
         try:
             proc = subprocess.Popen(
                 argv,
                 env=env,
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
+                stdout=out_w,
+                stderr=err_w,
                 process_group=0,
                 # The task gets default signal handling back (we ignore TERM/INT/HUP above).
                 restore_signals=True,
                 preexec_fn=lambda: _in_child(root, cgroup),  # the supervisor is single-threaded
             )
         except OSError as exc:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
             _write_atomic(
                 root / "start_error", f"could not start {spec['argv'][0]!r}: {exc.strerror}"
             )
             _end(root, cgroup)
             _write_atomic(root / "exit_code", "127")
             return 0
+        os.close(out_w)
+        os.close(err_w)
         _write_atomic(root / "pgid", str(proc.pid))
-        code = proc.wait()
+        code = _copy_until_exit(proc, {out_r: (b"o", out), err_r: (b"e", err)}, timeline)
     if code < 0:
         code = 128 - code
     _end(root, cgroup)
     _write_atomic(root / "exit_code", str(code))
     return 0
+
+
+# After the task exits, what it wrote is still in the pipes; a process it left behind may hold
+# them open, and gets this long before they close (and the cgroup, if any, kills it).
+_DRAIN_SECONDS = 1.0
+_JOIN_NS = 5_000_000
+
+
+def _copy_until_exit(
+    proc: subprocess.Popen[bytes], pipes: dict[int, tuple[bytes, BinaryIO]], timeline: BinaryIO
+) -> int:
+    """Copies the task's output to its files as it comes, recording each read in the
+    timeline; returns the exit code once the task has ended and its pipes are drained."""
+    selector = selectors.DefaultSelector()
+    for fd in pipes:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    ends = {fd: f.tell() for fd, (_, f) in pipes.items()}
+    # Reads of one stream within _JOIN_NS of the first are one record: a task printing a
+    # line at a time must not grow a timeline many times the size of its log.
+    pending: list[Any] | None = None  # [stream, end, first read's time in ns]
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is not None:
+            # After the bytes: a reader that sees the record finds them in the file.
+            timeline.write(b"%s %d %d\n" % tuple(pending))
+            timeline.flush()
+            pending = None
+
+    code: int | None = None
+    deadline: float | None = None
+    while selector.get_map():
+        if code is None:
+            code = proc.poll()
+            if code is not None:
+                deadline = time.monotonic() + _DRAIN_SECONDS
+        wait = 0.2 if deadline is None else deadline - time.monotonic()
+        if wait <= 0:
+            break
+        if pending is not None:
+            wait = min(wait, max(0.0, (pending[2] + _JOIN_NS - time.time_ns()) / 1e9))
+        for key, _ in selector.select(wait):
+            fd = int(key.fd)
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                selector.unregister(fd)
+                continue
+            stream, f = pipes[fd]
+            f.write(data)
+            f.flush()
+            ends[fd] += len(data)
+            now = time.time_ns()
+            if pending is not None and pending[0] == stream and now - pending[2] <= _JOIN_NS:
+                pending[1] = ends[fd]
+            else:
+                flush()
+                pending = [stream, ends[fd], now]
+        if pending is not None and time.time_ns() - pending[2] > _JOIN_NS:
+            flush()
+    flush()
+    selector.close()
+    for fd in pipes:
+        os.close(fd)
+    return proc.wait() if code is None else code
 
 
 def _in_child(root: Path, cgroup: AttemptCgroup | None) -> None:

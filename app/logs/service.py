@@ -90,8 +90,8 @@ class LogService:
             return list(
                 await conn.fetch(
                     """
-                    SELECT id, stream, data FROM log_chunk
-                    WHERE task = $1 AND id > $2 ORDER BY id LIMIT $3
+                    SELECT id, stream, data, coalesce(printed_at, received_at) AS at
+                    FROM log_chunk WHERE task = $1 AND id > $2 ORDER BY id LIMIT $3
                     """,
                     task_id,
                     after,
@@ -107,15 +107,18 @@ class LogService:
             )
         return None if removed is None else _removed_line(removed)
 
-    async def all_bytes(self, attempt: Attempt) -> AsyncIterator[bytes]:
+    async def all_bytes(self, attempt: Attempt, timestamps: bool = False) -> AsyncIterator[bytes]:
+        """The attempt's log as it is now; with ``timestamps`` each line starts with the time
+        it was written (RFC 3339, as ``kubectl logs --timestamps``)."""
         if attempt.get("logs_removed_at") is not None:
             yield _removed_line(attempt["logs_removed_at"]).encode()
             return
+        stamper = _Stamper() if timestamps else None
         after = 0
         while True:
             rows = await self.chunks(attempt["id"], after)
-            for r in rows:
-                yield bytes(r["data"])
+            if rows:
+                yield stamper.stamp(rows) if stamper else b"".join(bytes(r["data"]) for r in rows)
             if len(rows) < _PAGE:
                 return
             after = rows[-1]["id"]
@@ -150,12 +153,40 @@ class LogService:
                 await sub.get(timeout=5)
                 sub.drain()
 
-    async def follow_bytes(self, attempt: Attempt) -> AsyncIterator[bytes]:
+    async def follow_bytes(
+        self, attempt: Attempt, timestamps: bool = False
+    ) -> AsyncIterator[bytes]:
         if attempt.get("logs_removed_at") is not None:
             yield _removed_line(attempt["logs_removed_at"]).encode()
             return
+        stamper = _Stamper() if timestamps else None
         async for rows in self.follow(attempt):
-            yield b"".join(bytes(r["data"]) for r in rows)
+            yield stamper.stamp(rows) if stamper else b"".join(bytes(r["data"]) for r in rows)
+
+
+class _Stamper:
+    """Puts the time its chunk was written before each line of a stream (a line continued in a
+    later chunk keeps the time of its start)."""
+
+    def __init__(self) -> None:
+        self.at_start = {1: True, 2: True}
+
+    def stamp(self, rows: list[asyncpg.Record]) -> bytes:
+        out: list[bytes] = []
+        for r in rows:
+            prefix = r["at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ ").encode()
+            parts = bytes(r["data"]).split(b"\n")
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                if last and not part:
+                    break  # the chunk ended with a line end
+                if self.at_start[r["stream"]]:
+                    out.append(prefix)
+                out.append(part)
+                if not last:
+                    out.append(b"\n")
+                self.at_start[r["stream"]] = not last
+        return b"".join(out)
 
 
 async def _check_visible(conn: asyncpg.Connection, pools: list[str], workflow_id: str) -> None:

@@ -34,3 +34,5 @@ class LogChunk(Table, tablename="log_chunk"):
     data = Bytea()
     newlines = Integer(default=0)
     received_at = Timestamptz(default=TimestamptzNow())
+    # When the task wrote it, as its runner saw (None from runners that do not say).
+    printed_at = Timestamptz(null=True, default=None)

@@ -9,6 +9,8 @@ transitions' SQL guards make duplicates and late reports change nothing.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -560,7 +562,11 @@ class RunnerService:
                 f"a log chunk may hold at most {MAX_CHUNK} bytes; attempt {too_big[0].attempt} "
                 f"sent {len(too_big[0].data)}: split it"
             )
-        chunks = sorted(batch.chunks, key=lambda c: (c.attempt, c.stream, c.offset))
+        # By attempt (rows are locked in one order, so two sessions cannot deadlock), and
+        # within an attempt as sent: the runner sends both streams in the order the task wrote
+        # them, and ids number lines in that order. (Sorting by stream too put every stderr
+        # chunk of a batch before the stdout ones.)
+        chunks = sorted(batch.chunks, key=lambda c: c.attempt)
         cap = self.settings.max_log_bytes_per_attempt
         ends: dict[tuple[int, str], int] = {}
         refused: set[int] = set()
@@ -595,14 +601,16 @@ class RunnerService:
                         continue
                     await conn.execute(
                         """
-                        INSERT INTO log_chunk (task, stream, start, data, newlines, received_at)
-                        VALUES ($1, $2, $3, $4, $5, now())
+                        INSERT INTO log_chunk
+                            (task, stream, start, data, newlines, received_at, printed_at)
+                        VALUES ($1, $2, $3, $4, $5, now(), to_timestamp($6))
                         """,
                         c.attempt,
                         _STREAM_CODE[c.stream],
                         end,
                         data,
                         data.count(b"\n"),
+                        _printed_at(c.at),
                     )
                     await conn.execute(
                         f"UPDATE task SET {column} = $2 WHERE id = $1",  # noqa: S608
@@ -661,6 +669,14 @@ class RunnerService:
             if r["stop_requested_at"] is not None or r["status"] in TERMINAL
         ]
         return p.HeartbeatReply(cancels=cancels, kill=kill, refused=refused)
+
+
+def _printed_at(at: float | None) -> float | None:
+    """A runner's time for a chunk, if it is a plausible one (a runner's clock may be wrong,
+    never so wrong that it could break a page): within a day of now, else none."""
+    if at is None or not math.isfinite(at) or abs(at - time.time()) > 86400:
+        return None
+    return at
 
 
 async def _cut_log(

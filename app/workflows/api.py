@@ -196,10 +196,16 @@ class WorkflowController(Controller):
         retry: int | None = count_query(default=None),
         follow: bool = False,
         download: bool = False,
+        timestamps: bool = Parameter(
+            default=False, description="start each line with the time it was written"
+        ),
     ) -> Stream:
         logs: LogService = request.app.state.logs
         attempt = await logs.attempt(principal_of(request), workflow_id, task, retry)
-        body = logs.follow_bytes(attempt) if follow else logs.all_bytes(attempt)
+        if follow:
+            body = logs.follow_bytes(attempt, timestamps)
+        else:
+            body = logs.all_bytes(attempt, timestamps)
         headers = {"x-accel-buffering": "no", "cache-control": "no-cache"}
         if download:
             name = f"{workflow_id}-{task}-retry{attempt['retry']}.log"

@@ -6,9 +6,11 @@ import abc
 import re
 from dataclasses import dataclass
 
-from runner.protocol import Capacity, Launch
+from runner.protocol import Capacity, Launch, Stream
 
-__all__ = ("AttemptState", "Executor", "Held", "expand_vars")
+__all__ = ("STREAMS", "AttemptState", "Executor", "Held", "LogPiece", "expand_vars")
+
+STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,16 @@ class Held:
     launch: Launch
     epoch: int
     started: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LogPiece:
+    """Bytes of one stream of an attempt's log, from byte ``offset``."""
+
+    stream: Stream
+    offset: int
+    data: bytes
+    at: float | None = None  # when the task wrote them (seconds since the epoch), if known
 
 
 class Executor(abc.ABC):
@@ -81,6 +93,19 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def read_log(self, attempt: int, stream: str, offset: int, limit: int) -> bytes:
         """Up to ``limit`` bytes of the attempt's ``stream`` from byte ``offset``."""
+
+    async def read_logs(
+        self, attempt: int, offsets: dict[Stream, int], limit: int
+    ) -> list[LogPiece]:
+        """New log bytes of both streams from ``offsets``, in the order the task wrote them
+        where the executor knows it (then each piece carries its time), at most about
+        ``limit`` bytes of each stream. This default reads each stream on its own."""
+        pieces = []
+        for stream in STREAMS:
+            data = await self.read_log(attempt, stream, offsets[stream], limit)
+            if data:
+                pieces.append(LogPiece(stream, offsets[stream], data))
+        return pieces
 
     @abc.abstractmethod
     async def forget(self, attempt: int) -> None:
