@@ -38,6 +38,28 @@ def _span(seconds: float | None) -> str:
     return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
+# OSMO's exit codes for attempts that ended without their process saying so
+# (OSMO-REFERENCE.md §3.4): kept as the API gives them, explained where people read them.
+_OSMO_EXIT_CODES = {
+    3000: "never ran: an upstream group failed",
+    3001: "backend error",
+    3002: "server error",
+    3003: "could not start",
+    3004: "evicted",
+    3005: "did not start in time",
+    3006: "preempted",
+    4000: "unknown",
+}
+
+
+def exit_label(code: int | None) -> str:
+    """An exit code as the pages show it: the number, and what OSMO's own codes mean."""
+    if code is None:
+        return "—"
+    meaning = _OSMO_EXIT_CODES.get(code)
+    return f"{code} ({meaning})" if meaning else str(code)
+
+
 def _duration(start: datetime | None, end: datetime | None = None) -> str:
     if start is None:
         return "—"
@@ -83,14 +105,16 @@ def environment(directory: Path) -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        ago=_ago, duration=_duration, ts=_ts, iso=_iso, status_class=status_class, qs=_qs
-    )
+        ago=_ago, duration=_duration, ts=_ts, iso=_iso, status_class=status_class, qs=_qs,
+        exit_label=exit_label,
+    )  # fmt: skip
     # Macros are globals: a block rendered on its own (a live fragment) does not run the
     # template's top-level imports.
     macros: Any = env.get_template("_macros.html").module
     env.globals.update(
-        status=macros.status, wf_cells=macros.wf_cells, status_counts=macros.status_counts
-    )
+        status=macros.status, wf_cells=macros.wf_cells, status_counts=macros.status_counts,
+        wf_submitted=macros.wf_submitted,
+    )  # fmt: skip
     _env = env
     return env
 

@@ -11,6 +11,7 @@ FAILED_UPSTREAM while independent groups go on.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -149,6 +150,8 @@ async def finish_task(
     ``runner_done`` says the runner itself reported the end, so the attempt no longer holds
     capacity there even when the control plane had already ended it (a cancel, a timeout).
     """
+    if reason is None and exit_code is not None and 0 < exit_code < 256 and is_failure(status):
+        reason = exit_reason(exit_code)  # the task's own reason, not only its group's
     row = await conn.fetchrow(
         """
         UPDATE task SET status = $2, ended_at = $3, exit_code = $4, reason = $5,
@@ -169,10 +172,19 @@ async def finish_task(
         await notify(conn, "sched")  # capacity was freed on that backend
     if row is None:
         if runner_done:
-            await conn.execute(
-                "UPDATE task SET runner_ended_at = coalesce(runner_ended_at, now()) WHERE id = $1",
+            # Already ended by the control plane (a cancel, a timeout): the runner's report
+            # still says how the process ended, such as 143 from a task that trapped SIGTERM.
+            ended = await conn.fetchrow(
+                """
+                UPDATE task SET runner_ended_at = coalesce(runner_ended_at, now()),
+                                exit_code = coalesce(exit_code, $2)
+                WHERE id = $1 RETURNING workflow
+                """,
                 task_id,
+                exit_code,
             )
+            if ended is not None and exit_code is not None:
+                await notify(conn, f"wf:{ended['workflow']}")
         return False
     await record_events(conn, [(task_id, row["workflow"], status, reason, exit_code)], source)
     await settle_group(conn, row["task_group"], source)
@@ -298,6 +310,17 @@ def _aggregate(tasks: Sequence[asyncpg.Record]) -> tuple[str, str | None]:
     return Status.COMPLETED, None
 
 
+def exit_reason(code: int) -> str:
+    """What an exit code says: 128 + N is how shells report death by signal N."""
+    if 128 < code < 128 + 65:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = f"signal {code - 128}"
+        return f"exited with code {code} (killed by {name})"
+    return f"exited with code {code}"
+
+
 def _task_reason(task: asyncpg.Record) -> str:
     if task["reason"]:
         return f"task '{task['name']}': {task['reason']}"
@@ -414,8 +437,10 @@ async def _fail_downstream(
             [[r["id"] for r in downstream]],
             Status.FAILED_UPSTREAM,
             reason,
-            source,
-            exit_code=3000,
+            # The control plane's decision, whoever reported the failure upstream: the page
+            # said "by runner" for a task no runner ever saw.
+            "scheduler",
+            exit_code=3000,  # OSMO's code for "never ran: an upstream group failed"
         )
 
 

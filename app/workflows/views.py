@@ -284,7 +284,12 @@ class WorkflowViews(Controller):
             newest = None
         query = urlencode({**filters, "sort": sort})
         env = templating_env()
-        cells_of: Any = env.globals["wf_cells"]
+        cells: Any = env.globals["wf_cells"]
+        submitted: Any = env.globals["wf_submitted"]
+
+        def cells_of(w: dict[str, Any], oob: bool) -> str:
+            return str(cells(w, oob=oob)) + str(submitted(w, oob=oob))
+
         counts_of: Any = env.globals["status_counts"]
 
         async def updates() -> AsyncIterator[ServerSentEventMessage]:
