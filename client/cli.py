@@ -411,6 +411,8 @@ def _workflow_get(workflow_id: str, output: Format, server: str | None) -> None:
     emit(output, wf, [wf], _WORKFLOW_COLUMNS, _WORKFLOW_WIDE)
     if wf.get("reason"):
         _say(f"reason: {wf['reason']}")
+    if wf.get("waiting"):
+        _say(f"waiting: {wf['waiting']}")
     rows = [{"group": g["name"], **t} for g in wf["groups"] for t in g["tasks"]]
     print()
     emit(output, rows, rows, [
@@ -567,7 +569,8 @@ def _print_event(event: str, data: dict[str, Any], output: Format) -> None:
         reason = f": {data['reason']}" if data.get("reason") else ""
         _say(f"{now}  task {data.get('name')} {data.get('status')}{extra}{reason}")
     elif event == "workflow":
-        _say(f"{now}  workflow {data.get('id')} {data.get('status')}")
+        waiting = f" (waiting: {data['waiting']})" if data.get("waiting") else ""
+        _say(f"{now}  workflow {data.get('id')} {data.get('status')}{waiting}")
     elif event == "end":
         _say(f"{now}  end: {data.get('status')}")
     sys.stdout.flush()

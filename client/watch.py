@@ -21,7 +21,8 @@ __all__ = ("watch_workflow",)
 
 
 def _table(snapshot: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> Table:
-    title = Text(clean(f"{snapshot.get('id')}  {snapshot.get('status')}"))
+    waiting = f"  waiting: {snapshot['waiting']}" if snapshot.get("waiting") else ""
+    title = Text(clean(f"{snapshot.get('id')}  {snapshot.get('status')}{waiting}"))
     table = Table(title=title, box=None, title_justify="left", header_style="bold")
     for column in ("GROUP", "TASK", "STATUS", "RETRY", "EXIT", "DURATION", "REASON"):
         table.add_column(column, overflow="fold")
@@ -57,7 +58,9 @@ def watch_workflow(api: Api, workflow_id: str, quiet: bool = False) -> str:
                     status = data.get("status", status)
                     tasks = {t["name"]: t for g in data.get("groups", []) for t in g["tasks"]}
                     if live is None:
-                        console.print(f"{workflow_id} {status}")
+                        console.print(clean(f"{workflow_id} {status}"))
+                        if data.get("waiting"):
+                            console.print(clean(f"waiting: {data['waiting']}"))
                 elif sse.event == "task":
                     tasks[data["name"]] = {**tasks.get(data["name"], {}), **data}
                     if live is None:
@@ -68,7 +71,8 @@ def watch_workflow(api: Api, workflow_id: str, quiet: bool = False) -> str:
                     status = data.get("status", status)
                     snapshot = {**snapshot, **data}
                     if live is None:
-                        console.print(f"{workflow_id} {status}")
+                        waiting = f" (waiting: {data['waiting']})" if data.get("waiting") else ""
+                        console.print(clean(f"{workflow_id} {status}{waiting}"))
                 elif sse.event == "end":
                     status = data.get("status") or status
                     break

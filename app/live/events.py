@@ -20,7 +20,7 @@ __all__ = ("PING_SECONDS", "SharedMessage", "task_key", "workflow_events")
 PING_SECONDS = 15.0
 _enc = msgspec.json.Encoder()
 _WORKFLOW_FIELDS = ("id", "name", "status", "reason", "started_at", "ended_at",
-                    "tasks_total", "tasks_completed")  # fmt: skip
+                    "tasks_total", "tasks_completed", "waiting")  # fmt: skip
 
 
 class SharedMessage(ServerSentEventMessage):

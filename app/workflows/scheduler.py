@@ -34,7 +34,7 @@ from app.workflows.transitions import (
     record_events,
 )
 
-__all__ = ("Loop", "Retention", "Scheduler", "Sweeper")
+__all__ = ("Backend", "Loop", "Retention", "Scheduler", "Sweeper", "connected_backends")
 
 log = logging.getLogger(__name__)
 _DISPATCHED = list(DISPATCHED)
@@ -95,11 +95,76 @@ class Loop:
 
 
 @dataclass(slots=True)
-class _Backend:
+class Backend:
+    """A connected backend as the scheduler sees it: what its nodes have, and what is free."""
+
     name: str
     epoch: int
-    slots: int
+    slots: int  # attempts it may still start
+    total_slots: int = 0
     free: dict[str | None, list[float]] = field(default_factory=dict)  # platform -> [cpu, mem, gpu]
+    total: dict[str | None, list[float]] = field(default_factory=dict)
+
+    def fits(self, needs: list[asyncpg.Record], free: bool = True) -> bool:
+        """Whether a group's needs (per platform: cpu, memory, gpu, n) fit what is free now
+        (or, with ``free=False``, what the backend has at all)."""
+        have = self.free if free else self.total
+        slots = self.slots if free else self.total_slots
+        return slots >= sum(n["n"] for n in needs) and all(
+            n["platform"] in have
+            and n["cpu"] <= have[n["platform"]][0] + 1e-9
+            and n["memory"] <= have[n["platform"]][1]
+            and n["gpu"] <= have[n["platform"]][2]
+            for n in needs
+        )
+
+
+async def connected_backends(
+    conn: asyncpg.Connection, pool: str, lease_ttl: float
+) -> list[Backend]:
+    """The pool's backends with a live runner session, and their free capacity."""
+    rows = await conn.fetch(
+        """
+        SELECT b.name, b.epoch, b.capacity::text AS capacity FROM backend b
+        JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
+        WHERE b.pool = $1 AND b.last_heartbeat > now() - make_interval(secs => $2)
+        """,
+        pool,
+        lease_ttl,
+    )
+    if not rows:
+        return []
+    used = await conn.fetch(
+        """
+        SELECT backend, platform, sum(cpu)::float8 AS cpu, sum(memory)::float8 AS memory,
+               sum(gpu)::float8 AS gpu, count(*) AS n
+        FROM task WHERE backend = ANY($1::text[]) AND launch_seq IS NOT NULL
+          AND runner_ended_at IS NULL
+        GROUP BY backend, platform
+        """,
+        [r["name"] for r in rows],
+    )
+    out = []
+    for r in rows:
+        capacity: dict[str, Any] = read_capacity(r["capacity"])  # only plausible nodes
+        slots = int(capacity.get("slots", 0))
+        b = Backend(r["name"], r["epoch"], slots, slots)
+        for node in capacity.get("nodes", []):
+            for have in (b.free, b.total):
+                sums = have.setdefault(node.get("platform"), [0.0, 0.0, 0.0])
+                sums[0] += node.get("cpu", 0)
+                sums[1] += node.get("memory", 0)
+                sums[2] += node.get("gpu", 0)
+        out.append(b)
+    by_name = {b.name: b for b in out}
+    for u in used:
+        b = by_name[u["backend"]]
+        b.slots -= u["n"]
+        free = b.free.setdefault(u["platform"], [0.0, 0.0, 0.0])
+        free[0] -= u["cpu"]
+        free[1] -= u["memory"]
+        free[2] -= u["gpu"]
+    return out
 
 
 class Scheduler(Loop):
@@ -125,7 +190,7 @@ class Scheduler(Loop):
                 "SELECT pg_try_advisory_xact_lock(hashtext('gantry-scheduler'), hashtext($1))", pool
             ):
                 return False  # another replica is scheduling this pool right now
-            backends = await self._backends(conn, pool)
+            backends = await connected_backends(conn, pool, self.settings.lease_ttl)
             if not backends:
                 return False
             groups = await conn.fetch(
@@ -162,50 +227,8 @@ class Scheduler(Loop):
                 await self._dispatch(conn, by_name[name], group_ids)
         return len(groups) == _BATCH and bool(assigned)
 
-    async def _backends(self, conn: asyncpg.Connection, pool: str) -> list[_Backend]:
-        rows = await conn.fetch(
-            """
-            SELECT b.name, b.epoch, b.capacity::text AS capacity FROM backend b
-            JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
-            WHERE b.pool = $1 AND b.last_heartbeat > now() - make_interval(secs => $2)
-            """,
-            pool,
-            self.settings.lease_ttl,
-        )
-        if not rows:
-            return []
-        used = await conn.fetch(
-            """
-            SELECT backend, platform, sum(cpu)::float8 AS cpu, sum(memory)::float8 AS memory,
-                   sum(gpu)::float8 AS gpu, count(*) AS n
-            FROM task WHERE backend = ANY($1::text[]) AND launch_seq IS NOT NULL
-              AND runner_ended_at IS NULL
-            GROUP BY backend, platform
-            """,
-            [r["name"] for r in rows],
-        )
-        out = []
-        for r in rows:
-            capacity: dict[str, Any] = read_capacity(r["capacity"])  # only plausible nodes
-            b = _Backend(r["name"], r["epoch"], int(capacity.get("slots", 0)))
-            for node in capacity.get("nodes", []):
-                free = b.free.setdefault(node.get("platform"), [0.0, 0.0, 0.0])
-                free[0] += node.get("cpu", 0)
-                free[1] += node.get("memory", 0)
-                free[2] += node.get("gpu", 0)
-            out.append(b)
-        by_name = {b.name: b for b in out}
-        for u in used:
-            b = by_name[u["backend"]]
-            b.slots -= u["n"]
-            free = b.free.setdefault(u["platform"], [0.0, 0.0, 0.0])
-            free[0] -= u["cpu"]
-            free[1] -= u["memory"]
-            free[2] -= u["gpu"]
-        return out
-
     async def _dispatch(
-        self, conn: asyncpg.Connection, backend: _Backend, group_ids: list[int]
+        self, conn: asyncpg.Connection, backend: Backend, group_ids: list[int]
     ) -> None:
         rows = await conn.fetch(
             """
@@ -235,23 +258,12 @@ class Scheduler(Loop):
         await notify(conn, f"dispatch:{backend.name}", "wfs", *(f"wf:{w}" for w in workflows))
 
 
-def _place(needs: list[asyncpg.Record], backends: list[_Backend]) -> _Backend | None:
+def _place(needs: list[asyncpg.Record], backends: list[Backend]) -> Backend | None:
     """The backend with the most free slots that fits the whole group; reserves it there."""
     count = sum(n["n"] for n in needs)
     if count == 0:
         return None
-    fitting = []
-    for b in backends:
-        if b.slots < count:
-            continue
-        if all(
-            n["platform"] in b.free
-            and n["cpu"] <= b.free[n["platform"]][0] + 1e-9
-            and n["memory"] <= b.free[n["platform"]][1]
-            and n["gpu"] <= b.free[n["platform"]][2]
-            for n in needs
-        ):
-            fitting.append(b)
+    fitting = [b for b in backends if b.fits(needs)]
     if not fitting:
         return None
     best = max(fitting, key=lambda b: b.slots)

@@ -114,6 +114,8 @@ class WorkflowOut(msgspec.Struct):
     labels: dict[str, str]
     tasks_total: int
     tasks_completed: int
+    # Why it has not started every group yet, in words (GET /workflows/{id} only; null in lists)
+    waiting: str | None = None
 
 
 class WorkflowDetail(WorkflowOut):

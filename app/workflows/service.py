@@ -30,6 +30,7 @@ from app.spec.template import TemplateRenderer
 from app.workflows.schemas import WorkflowOut
 from app.workflows.states import PRIORITIES, TERMINAL, WORKFLOW_ALIVE, Status
 from app.workflows.transitions import end_groups, lock_workflow
+from app.workflows.waiting import why_waiting
 
 __all__ = ("WorkflowService",)
 
@@ -420,8 +421,8 @@ class WorkflowService:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
                 """
-                SELECT id, name, status, pool, owner, priority, submitted_at, started_at,
-                       ended_at, reason, labels,
+                SELECT id, name, status, pool, owner, priority, priority_rank, submitted_at,
+                       started_at, ended_at, reason, labels,
                        left(spec_text, $2) AS spec, length(spec_text) AS spec_length,
                        left(rendered_spec, $2) AS rendered_spec,
                        length(rendered_spec) AS rendered_spec_length
@@ -430,10 +431,11 @@ class WorkflowService:
                 workflow_id,
                 spec_chars,
             )
-        if row is None or row["pool"] not in pools:
-            raise NotFound(f"workflow '{workflow_id}' does not exist")
+            if row is None or row["pool"] not in pools:
+                raise NotFound(f"workflow '{workflow_id}' does not exist")
+            waiting = await why_waiting(conn, row, self.pools.lease_ttl)
         spec = {k: row[k] for k in ("spec", "spec_length", "rendered_spec", "rendered_spec_length")}
-        return _workflow_out(row, 0, 0), spec
+        return {**_workflow_out(row, 0, 0), "waiting": waiting}, spec
 
     async def task_rows(
         self,
@@ -506,7 +508,9 @@ class WorkflowService:
             """,
             row["id"],
         )
-        return _workflow_out(row, counts["total"], counts["completed"])
+        out = _workflow_out(row, counts["total"], counts["completed"])
+        out["waiting"] = await why_waiting(conn, row, self.pools.lease_ttl)
+        return out
 
     async def _groups(self, conn: asyncpg.Connection, workflow_id: str) -> list[dict[str, Any]]:
         groups = await conn.fetch(

@@ -95,3 +95,56 @@ def test_exit_reasons_name_the_signal() -> None:
     assert exit_reason(3) == "exited with code 3"
     assert exit_reason(137) == "exited with code 137 (killed by SIGKILL)"
     assert exit_reason(143) == "exited with code 143 (killed by SIGTERM)"
+
+
+UPSTREAM = """\
+workflow:
+  name: up
+  groups:
+  - name: first
+    tasks:
+    - {name: slow, image: x, command: [sleep, "30"]}
+  - name: second
+    tasks:
+    - {name: then, image: x, command: [echo], inputs: [{task: slow}]}
+"""
+
+
+def _hog(cpu: float) -> str:
+    return (
+        "workflow:\n  name: hog\n  tasks:\n"
+        f"  - {{name: h, image: x, command: [sleep, '30'], resources: {{cpu: {cpu}}}}}\n"
+    )
+
+
+async def test_a_waiting_workflow_says_why(server: InProcessServer) -> None:
+    """No runner here: the local backend exists but nobody serves it."""
+    async with server.client(server.settings.bootstrap_admin_token) as client:
+        wid = await submit(client, TRAPS)
+        wf = (await client.get(f"/api/v1/workflows/{wid}")).json()
+        assert wf["status"] == "PENDING"
+        assert wf["waiting"].startswith("no runner is connected to pool 'default'"), wf
+        page = (await client.get(f"/workflows/{wid}")).text
+        assert "Waiting: no runner is connected to pool" in page
+        listed = (await client.get("/api/v1/workflows")).json()["items"]
+        assert listed[0]["waiting"] is None  # lists leave it out (documented)
+        await client.post(f"/api/v1/workflows/{wid}/cancel", json={})
+        assert (await client.get(f"/api/v1/workflows/{wid}")).json()["waiting"] is None
+
+
+async def test_waiting_for_upstream_and_for_resources(stack: Stack) -> None:
+    async with stack.client() as client:
+        wid = await submit(client, UPSTREAM)
+        wf = await wait_for(client, wid, lambda wf: task_of(wf, "slow")["status"] == "RUNNING")
+        wf = (await client.get(f"/api/v1/workflows/{wid}")).json()
+        assert wf["waiting"] == "group 'second' waits for 'first' to complete", wf
+        backends = (await client.get("/api/v1/backends")).json()["items"]
+        cpus = sum(n["cpu"] for n in backends[0]["capacity"]["nodes"])
+        first = await submit(client, _hog(cpus))
+        await wait_for(client, first, lambda wf: task_of(wf, "h")["status"] == "RUNNING")
+        second = await submit(client, _hog(cpus))
+        wf = (await client.get(f"/api/v1/workflows/{second}")).json()
+        assert wf["waiting"].startswith(f"group 'h' waits for {cpus:g} CPU on "), wf
+        assert "free: 0 GPU, 0 CPU" in wf["waiting"], wf
+        for w in (wid, first, second):
+            await client.post(f"/api/v1/workflows/{w}/cancel", json={"force": True})

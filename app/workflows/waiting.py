@@ -1,0 +1,126 @@
+"""Why a workflow that has not started all its groups is waiting, in words (issue 9).
+
+A workflow in a pool with no runner sat PENDING for its 60-day queue timeout without a word.
+This reads the same things the scheduler reads (app/workflows/scheduler.py: the pool's
+connected backends, their free capacity, the order of dispatch) and says which one holds the
+first waiting group back: upstream groups not done, no runner connected, not enough free
+resources (or a group no backend of the pool could ever hold), or other groups first in line.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from app.spec.quantities import format_bytes
+from app.workflows.scheduler import Backend, connected_backends
+
+__all__ = ("why_waiting",)
+
+
+def _platform(name: str | None) -> str:
+    return f"platform '{name}'" if name else "the default platform"
+
+
+def _amounts(need: asyncpg.Record) -> str:
+    parts = []
+    if need["gpu"]:
+        parts.append(f"{need['gpu']:g} GPU")
+    if need["cpu"]:
+        parts.append(f"{need['cpu']:g} CPU")
+    if need["memory"]:
+        parts.append(f"{format_bytes(int(need['memory']))} of memory")
+    return ", ".join(parts) or f"{need['n']} slot(s)"
+
+
+def _short(need: asyncpg.Record, backends: list[Backend], free: bool) -> str:
+    """What the best backend lacks for one platform's needs."""
+    have = [b.free if free else b.total for b in backends]
+    best = max((h.get(need["platform"], [0.0, 0.0, 0.0]) for h in have), key=lambda x: x[2] + x[0])
+    return (
+        f"{_amounts(need)} on {_platform(need['platform'])} "
+        f"({'free' if free else 'the largest backend has'}: {best[2]:g} GPU, {best[0]:g} CPU, "
+        f"{format_bytes(int(max(best[1], 0)))})"
+    )
+
+
+async def why_waiting(
+    conn: asyncpg.Connection, workflow: asyncpg.Record, lease_ttl: float
+) -> str | None:
+    """A sentence saying what the workflow's first waiting group waits for, or None when no
+    group waits (all started, or the workflow ended)."""
+    if workflow["status"] not in ("PENDING", "RUNNING"):
+        return None
+    groups = await conn.fetch(
+        """
+        SELECT id, name, position, status, upstream FROM task_group
+        WHERE workflow = $1 AND status IN ('PROCESSING', 'WAITING')
+        ORDER BY status <> 'PROCESSING', position LIMIT 1
+        """,
+        workflow["id"],
+    )
+    if not groups:
+        return None
+    group = groups[0]
+    if group["status"] == "WAITING":
+        upstream = await conn.fetch(
+            """
+            SELECT name FROM task_group WHERE workflow = $1 AND position = ANY($2::int[])
+              AND status <> 'COMPLETED' ORDER BY position
+            """,
+            workflow["id"],
+            group["upstream"],
+        )
+        names = ", ".join(f"'{r['name']}'" for r in upstream) or "its upstream groups"
+        return f"group '{group['name']}' waits for {names} to complete"
+    pool = workflow["pool"]
+    backends = await connected_backends(conn, pool, lease_ttl)
+    if not backends:
+        known = await conn.fetchval("SELECT count(*) FROM backend WHERE pool = $1", pool)
+        if not known:
+            return f"pool '{pool}' has no backend: an admin adds one (gantry admin create-backend)"
+        return (
+            f"no runner is connected to pool '{pool}': its {known} backend(s) have no live "
+            "runner session (see gantry backend list)"
+        )
+    needs = list(
+        await conn.fetch(
+            """
+            SELECT platform, sum(cpu)::float8 AS cpu, sum(memory)::float8 AS memory,
+                   sum(gpu)::float8 AS gpu, count(*) AS n
+            FROM task WHERE task_group = $1 AND status = 'PROCESSING' GROUP BY platform
+            """,
+            group["id"],
+        )
+    )
+    name = f"group '{group['name']}'"
+    if not any(b.fits(needs, free=False) for b in backends):
+        lacking = "; ".join(_short(n, backends, free=False) for n in needs)
+        return f"no connected backend of pool '{pool}' can ever hold {name}: it needs {lacking}"
+    ahead = await conn.fetchval(
+        """
+        SELECT count(*) FROM task_group g JOIN workflow w ON w.id = g.workflow
+        WHERE g.status = 'PROCESSING' AND w.pool = $1
+          AND (w.priority_rank, w.submitted_at, g.workflow, g.position) < ($2, $3, $4, $5)
+        """,
+        pool,
+        workflow["priority_rank"],
+        workflow["submitted_at"],
+        workflow["id"],
+        group["position"],
+    )
+    # Groups earlier in the scheduler's order get freed resources first.
+    queue = (
+        f"; {ahead} group(s) of a higher priority or submitted earlier are ahead of it"
+        if ahead
+        else ""
+    )
+    if any(b.fits(needs) for b in backends):
+        return f"{name} fits and is next to be dispatched in pool '{pool}'{queue}"
+    slots = sum(n["n"] for n in needs)
+    if all(b.slots < slots for b in backends):
+        running = ", ".join(
+            f"'{b.name}' {b.total_slots - b.slots}/{b.total_slots}" for b in backends
+        )
+        return f"{name} waits for {slots} free slot(s) (attempts / slots: {running}){queue}"
+    lacking = "; ".join(_short(n, backends, free=True) for n in needs)
+    return f"{name} waits for {lacking}{queue}"
