@@ -12,12 +12,16 @@ OIDC_STAMP := $(OIDC)/node_modules/.installed-$(shell cksum $(OIDC)/package-lock
 
 .PHONY: install dev test lint format bench clean oidc
 
+# Says what it is doing: a first install takes a minute or two and used to print nothing.
+# PYTHONWARNINGS: setuptools' notes about editable installs are for packagers, not users.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	@echo "gantry: creating $(VENV) and installing Gantry with its dependencies (a minute or two the first time)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@PYTHONWARNINGS=ignore $(BIN)/pip install -q --progress-bar off -e ".[dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+	@echo "gantry: installed into $(VENV)"
 
 install: $(STAMP)
 

@@ -24,6 +24,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -267,6 +268,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             StreamSlotMiddleware(StreamSlots(settings.max_streams_per_user)),
         ],
         lifespan=[lifespan],
+        # Litestar's default config takes over the root logger (its own format, level INFO),
+        # so GANTRY_LOG_LEVEL did nothing and `gantry dev` printed the server's banner.
+        logging_config=LoggingConfig(configure_root_logger=False),
         on_startup=[describe_request_bodies],
         state=app_state,
         stores={STORE_NAME: session_store},

