@@ -384,6 +384,9 @@ class _Checker:
             self.fail(path, f"{label} has no `image`; add one, such as `image: ubuntu:24.04`")
         else:
             image = self.string(t["image"], (*path, "image"), "`image`")
+            if image is not None and not image.strip():
+                self.fail((*path, "image"), f"`image` of {label} is empty; name one, such as "
+                          "`image: ubuntu:24.04`")  # fmt: skip
         command: list[str] | None = None
         if "command" not in t or t["command"] is None:
             self.fail(path, f'{label} has no `command`; add one, such as `command: ["sh", "-c"]`')

@@ -70,6 +70,29 @@ def test_missing_and_empty_command_are_refused_with_path_and_line() -> None:
     assert line == 6 and "empty" in message
 
 
+def test_an_empty_image_is_refused() -> None:
+    line, message = issue(
+        refuse(SIMPLE.replace("image: ubuntu", 'image: "  "')), "workflow.tasks[0].image"
+    )
+    assert line == 5 and "empty" in message
+
+
+def test_every_problem_of_a_spec_is_reported_at_once() -> None:
+    """Issue 9 ("every error at once"): three problems took three rounds of Validate."""
+    spec = (
+        "workflow:\n  name: three\n  tasks:\n"
+        "  - {name: a, image: x, command: [echo], bogus: 1}\n"
+        "  - {name: b, command: [echo], resources: {cpu: -1}}\n"
+        "  - {name: c, image: x, command: []}\n"
+    )
+    err = refuse(spec)
+    assert sorted(i.path for i in err.issues) == [
+        "workflow.tasks[0].bogus", "workflow.tasks[1]", "workflow.tasks[1].resources.cpu",
+        "workflow.tasks[2].command",
+    ]  # fmt: skip
+    assert all(i.line for i in err.issues)
+
+
 def test_unknown_field_suggests_the_closest_name() -> None:
     err = refuse(
         SIMPLE.replace("    image: ubuntu\n", "    image: ubuntu\n    enviroment: {A: b}\n")
