@@ -377,11 +377,17 @@ def workflow_validate(
 
 @workflow_app.command("list")
 def workflow_list(
-    status: Annotated[list[str] | None, typer.Option(help="only these statuses")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option(help="only this status (repeat for several)")
+    ] = None,
     pool: Annotated[str | None, typer.Option()] = None,
     user: Annotated[str | None, typer.Option(help="someone else's (default: yours)")] = None,
     all_users: Annotated[bool, typer.Option("--all-users", help="everyone's you may see")] = False,
     name: Annotated[str | None, typer.Option(help="names containing this")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="submitted since: a time (ISO 8601) or an age (2h, 7d)")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="submitted before: a time or an age")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 50,
     output: Output = Format.table,
     server: ServerName = None,
@@ -392,11 +398,29 @@ def workflow_list(
     api = _api(server)
     try:
         who = user or (None if all_users else api.get("/api/v1/me")["name"])
-        params = {"status": status or None, "pool": pool, "user": who, "name": name}
+        params = {
+            "status": ",".join(status) if status else None, "pool": pool, "user": who,
+            "name": name, "submitted_after": _when(since, "--since"),
+            "submitted_before": _when(until, "--until"),
+        }  # fmt: skip
         items = api.pages("/api/v1/workflows", params, limit)
     finally:
         api.close()
     emit(output, items, items, _WORKFLOW_COLUMNS, _WORKFLOW_WIDE)
+
+
+def _when(text: str | None, option: str) -> str | None:
+    """An age (``2h``: that long ago) or a time (ISO 8601), as the API's ISO 8601 in UTC."""
+    if text is None:
+        return None
+    if text[-1:] in "smhd" and text[:-1].isdigit():
+        return (datetime.now(UTC) - _duration(text, option)).isoformat()
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{option} {text!r}: give an age (30m, 2h, 7d) or a time "
+                       "(2026-12-01 or 2026-12-01T09:00:00Z)", USAGE) from None  # fmt: skip
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
 
 
 def _workflow_get(workflow_id: str, output: Format, server: str | None) -> None:
@@ -678,11 +702,11 @@ def backend_list(output: Output = Format.table, server: ServerName = None) -> No
     ], wide=[("CAPACITY", lambda b: b.get("capacity"))])  # fmt: skip
 
 
-def _duration(text: str) -> timedelta:
+def _duration(text: str, option: str = "--expires") -> timedelta:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     number, unit = text[:-1], text[-1:]
     if unit not in units or not number.isdigit() or len(number) > 9:
-        raise CliError(f"--expires {text!r}: give a number and s, m, h or d (such as 30d)", USAGE)
+        raise CliError(f"{option} {text!r}: give a number and s, m, h or d (such as 30d)", USAGE)
     return timedelta(seconds=int(number) * units[unit])
 
 

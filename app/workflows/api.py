@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -35,6 +36,12 @@ __all__ = ("WorkflowController",)
 # A workflow id (workflow.id is varchar(80)) and a task name (varchar(64)) in a path.
 WORKFLOW_ID = text_query(80, description="A workflow id")
 TASK = text_query(64, description="A task name")
+SUBMITTED_AFTER = Parameter(
+    default=None, description="only those submitted at or after this time (ISO 8601)"
+)
+SUBMITTED_BEFORE = Parameter(
+    default=None, description="only those submitted before this time (ISO 8601)"
+)
 
 
 class SharedReads:
@@ -123,6 +130,8 @@ class WorkflowController(Controller):
         ),
         limit: int = Parameter(default=50, ge=1, le=500),
         cursor: str | None = text_query(500, default=None),
+        submitted_after: datetime | None = SUBMITTED_AFTER,
+        submitted_before: datetime | None = SUBMITTED_BEFORE,
     ) -> WorkflowPage:
         service: WorkflowService = request.app.state.workflows
         page = await service.search(
@@ -134,6 +143,8 @@ class WorkflowController(Controller):
             sort=sort,
             limit=limit,
             cursor=cursor,
+            submitted_after=submitted_after,
+            submitted_before=submitted_before,
         )
         return msgspec.convert(page, WorkflowPage)
 

@@ -557,6 +557,8 @@ class WorkflowService:
         sort: str = "submitted",
         limit: int = 50,
         cursor: str | None = None,
+        submitted_after: datetime | None = None,
+        submitted_before: datetime | None = None,
     ) -> dict[str, Any]:
         """Workflows newest first (or by start time, or longest first), keyset-paginated.
 
@@ -571,6 +573,10 @@ class WorkflowService:
         if cursor:
             after, now = _decode_cursor(cursor, sort)
         where, args = await self._filters(principal, status, pool, name, user)
+        for bound, op in ((submitted_after, ">="), (submitted_before, "<")):
+            if bound is not None:
+                args.append(bound if bound.tzinfo else bound.replace(tzinfo=UTC))
+                where.append(f"submitted_at {op} ${len(args)}")
         key = _SORTS[sort]
         if "{now}" in key:
             args.append(now)

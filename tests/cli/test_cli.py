@@ -143,6 +143,11 @@ def test_submit_watch_logs_events_spec_resubmit_and_cancel(cli: Cli, tmp_path: P
     listed = [w["id"] for w in cli.json("workflow", "list")]
     assert wid in listed and failed_id in listed
     assert [w["id"] for w in cli.json("workflow", "list", "--status", "COMPLETED")] == [wid]
+    both = cli.json("workflow", "list", "--status", "COMPLETED", "--status", "FAILED")
+    assert {w["id"] for w in both} == {wid, failed_id}
+    assert {w["id"] for w in cli.json("workflow", "list", "--since", "1h")} >= {wid, failed_id}
+    assert cli.json("workflow", "list", "--until", "2000-01-01") == []
+    assert cli.run("workflow", "list", "--since", "last week").returncode == 2
 
     events = cli.ok("workflow", "events", wid, "-f")
     assert "workflow " + wid + " COMPLETED" in events and "end: COMPLETED" in events

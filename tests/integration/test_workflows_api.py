@@ -350,3 +350,24 @@ async def test_the_detail_postgresql_builds_is_the_detail_the_structs_give(
     assert first["tasks"][2]["reason"].endswith("\x07 é ✓") and first["tasks"][2]["exit_code"] == -9
     assert first["tasks"][2]["ended_at"] == "2026-01-02T01:04:05.000007Z"
     assert got["groups"][2]["upstream"] == ["first", "second"]
+
+
+async def test_the_list_filters_by_submission_time(api: httpx.AsyncClient) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    first = await submit(api, HELLO)
+    middle = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    second = await submit(api, HELLO)
+
+    async def ids(**params: str) -> list[str]:
+        r = await api.get("/api/v1/workflows", params=params)
+        assert r.status_code == 200, r.text
+        return [w["id"] for w in r.json()["items"]]
+
+    assert await ids(submitted_after=middle.isoformat()) == [second]
+    assert await ids(submitted_before=middle.isoformat()) == [first]
+    hour = (middle - timedelta(hours=1)).isoformat()
+    assert await ids(submitted_after=hour, status="PENDING,RUNNING") == [second, first]
+    bad = await api.get("/api/v1/workflows", params={"submitted_after": "yesterday"})
+    assert bad.status_code == 400 and "submitted_after" in bad.text
