@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,12 @@ async def test_dag_colours_nodes_and_log_viewer_follows_and_pauses(
         assert numbers == list(range(1, len(numbers) + 1)), "each line once, in order"
         await page.screenshot(path=str(SHOTS / "log-viewer.png"), full_page=False)
 
+        # Each line's time, on demand (and remembered on the next page).
+        assert not await page.locator("#log .lt").first.is_visible()
+        await page.check("#show-times")
+        shown = await page.locator("#log .lt").first.inner_text()
+        assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", shown), shown
+
         # Deep link to a line; the filter; the merged log of all tasks.
         await page.goto(f"{server.base}/workflows/{wid}/tasks/fit/logs#L5")
         assert await page.locator("#L5.hl").count() == 1
@@ -84,6 +91,8 @@ async def test_dag_colours_nodes_and_log_viewer_follows_and_pauses(
         assert texts and all("step 1" in t for t in texts)
         await page.goto(f"{server.base}/workflows/{wid}/logs")
         assert await page.locator("#log .tk", has_text="fetch").count() >= 1
+        assert await page.locator("#log .lt").first.is_visible()  # still on
+        await page.uncheck("#show-times")
         download = await page.get_attribute("a:has-text('Download')", "href")
         assert download == f"/workflows/{wid}/logs/download"
         await wait_for(api, wid, timeout=60)

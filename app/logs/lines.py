@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from html import escape
 from typing import Protocol
 
@@ -32,6 +33,7 @@ class Line:
     key: Key
     html: str
     text: str  # plain text without escape sequences, for filtering
+    at: datetime | None = None  # when its first byte was written (the chunk's time)
 
 
 class Filter(Protocol):
@@ -58,9 +60,16 @@ class LineAssembler:
     partial: dict[Key, bytearray] = field(default_factory=dict)
     consumed: dict[Key, int] = field(default_factory=dict)
     colours: dict[Key, AnsiState] = field(default_factory=dict)
+    began: dict[Key, datetime | None] = field(default_factory=dict)  # each open line's time
 
     def feed(
-        self, key: Key, start: int, data: bytes, emit: bool = True, keep: Filter | None = None
+        self,
+        key: Key,
+        start: int,
+        data: bytes,
+        emit: bool = True,
+        keep: Filter | None = None,
+        at: datetime | None = None,
     ) -> list[Line]:
         """Add a chunk of ``key`` that begins at byte ``start``; returns completed lines.
 
@@ -79,7 +88,10 @@ class LineAssembler:
             pos = cut + 1
             self.consumed[key] = start + pos
         buf = self.partial.setdefault(key, bytearray())
+        if not buf:
+            self.began[key] = at  # the next line begins in this chunk
         if keep is not None and emit and self._skipped(key, start, data, pos, buf, keep):
+            self.began[key] = at
             return lines
         while True:
             cut = data.find(b"\n", pos)
@@ -91,10 +103,11 @@ class LineAssembler:
             if keep is not None and self.number % 4096 == 0:
                 keep.check_time()  # one chunk may hold 500,000 short lines
             if emit:
-                line = self._line(key, bytes(buf), keep)
+                line = self._line(key, bytes(buf), keep, self.began.get(key, at))
                 if line is not None:
                     lines.append(line)
             buf.clear()
+            self.began[key] = at
             pos = cut + 1
             self.consumed[key] = start + pos
         return lines
@@ -124,7 +137,7 @@ class LineAssembler:
         for key, buf in self.partial.items():
             if buf:
                 self.number += 1
-                line = self._line(key, bytes(buf), keep)
+                line = self._line(key, bytes(buf), keep, self.began.get(key))
                 if line is not None:
                     lines.append(line)
                 buf.clear()
@@ -134,7 +147,9 @@ class LineAssembler:
         """Keys with an unterminated line."""
         return [k for k, buf in self.partial.items() if buf]
 
-    def _line(self, key: Key, raw: bytes, keep: Filter | None = None) -> Line | None:
+    def _line(
+        self, key: Key, raw: bytes, keep: Filter | None = None, at: datetime | None = None
+    ) -> Line | None:
         text = raw.decode("utf-8", errors="replace").rstrip("\r")
         state = self.colours.setdefault(key, AnsiState())
         coloured = "\x1b" in text
@@ -143,7 +158,7 @@ class LineAssembler:
             if coloured:
                 to_html(text, state)  # carries the line's colours on to the next
             return None
-        return Line(self.number, key, to_html(text, state), plain)
+        return Line(self.number, key, to_html(text, state), plain, at)
 
 
 _STREAM_CLASS = {1: "out", 2: "err"}
@@ -157,9 +172,16 @@ def render_lines(lines: Iterable[Line], task_names: dict[int, str] | None = None
         if task_names is not None:
             name = escape(task_names.get(line.key[0], "?"))
             task = f'<span class="tk">{name}</span>'
+        when = ""
+        if line.at is not None:  # shown with "Show times" (app.js), hidden otherwise
+            utc = line.at.astimezone(UTC)
+            when = (
+                f'<time class="lt" datetime="{utc.isoformat()}">'
+                f"{utc:%H:%M:%S}.{utc.microsecond // 1000:03d}</time>"
+            )
         out.append(
             f'<div class="ln {_STREAM_CLASS[line.key[1]]}" id="L{line.number}">'
-            f'<a class="n" href="#L{line.number}">{line.number}</a>{task}'
+            f'<a class="n" href="#L{line.number}">{line.number}</a>{when}{task}'
             f'<span class="tx">{line.html}</span></div>'
         )
     return "".join(out)

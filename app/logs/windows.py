@@ -149,7 +149,8 @@ class Windows:
         while size < budget:
             page = await conn.fetch(
                 """
-                SELECT id, task, stream, start, data FROM log_chunk
+                SELECT id, task, stream, start, data, coalesce(printed_at, received_at) AS at
+                FROM log_chunk
                 WHERE task = ANY($1::bigint[]) AND ($2::bigint IS NULL OR id < $2)
                 ORDER BY id DESC LIMIT 64
                 """,
@@ -245,7 +246,7 @@ class Windows:
         for r in rows:
             key = (r["task"], r["stream"])
             first_start.setdefault(key, ends.get(key, (r["start"], False))[0])
-            lines += assembler.feed(key, r["start"], bytes(r["data"]))
+            lines += assembler.feed(key, r["start"], bytes(r["data"]), at=r["at"])
         window = Window(lines, rows[0]["id"], rows[-1]["id"], has_earlier)
         if complete:
             window.lines += assembler.flush()
@@ -268,7 +269,9 @@ class Windows:
             assembler, _, has_earlier = await self._start(conn, attempts, rows[0]["id"])
         lines: list[Line] = []
         for r in rows:
-            lines += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
+            lines += assembler.feed(
+                (r["task"], r["stream"]), r["start"], bytes(r["data"]), at=r["at"]
+            )
         # Lines still open end in a later window, which fetches their beginnings itself.
         return Window(lines, rows[0]["id"], rows[-1]["id"], has_earlier, True)
 
@@ -354,7 +357,8 @@ class Windows:
                 # Bytes of lines the page could not finish: re-read them first.
                 reread = await conn.fetch(
                     """
-                    SELECT c.id, c.task, c.stream, c.start, c.data FROM log_chunk c
+                    SELECT c.id, c.task, c.stream, c.start, c.data,
+                           coalesce(c.printed_at, c.received_at) AS at FROM log_chunk c
                     JOIN unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(task, stream, off)
                       ON c.task = k.task AND c.stream = k.stream
                     WHERE c.task = ANY($1::bigint[]) AND c.id <= $5
@@ -406,7 +410,7 @@ class Windows:
             if start < done:
                 data, start = data[done - start :], done
             offsets[key] = end
-            lines += assembler.feed(key, start, data)
+            lines += assembler.feed(key, start, data, at=r["at"])
         return lines
 
 
@@ -417,7 +421,8 @@ async def _chunks_after(
     return list(
         await conn.fetch(
             """
-            SELECT id, task, stream, start, data FROM log_chunk
+            SELECT id, task, stream, start, data, coalesce(printed_at, received_at) AS at
+                FROM log_chunk
             WHERE task = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT $3
             """,
             attempts,
@@ -430,7 +435,7 @@ async def _chunks_after(
 def _lines(assembler: LineAssembler, page: list[asyncpg.Record]) -> list[Line]:
     lines: list[Line] = []
     for r in page:
-        lines += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]))
+        lines += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]), at=r["at"])
     return lines
 
 
@@ -440,7 +445,8 @@ def _match_page(
     out: list[Line] = []
     for r in page:
         keep.check_time()
-        out += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]), keep=keep)
+        key = (r["task"], r["stream"])
+        out += assembler.feed(key, r["start"], bytes(r["data"]), keep=keep, at=r["at"])
         if len(out) >= MAX_MATCHES:
             break
     return out

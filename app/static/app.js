@@ -62,6 +62,21 @@
   });
   document.addEventListener("htmx:load", function (e) { if (e.target === document.body) gotoLine(); });
 
+  // "times": each log line's time (when it was written), shown on demand and remembered.
+  function applyTimes() {
+    var box = document.getElementById("show-times"), el = log();
+    if (!box || !el) return;
+    box.checked = localStorage.getItem("gantry.showTimes") === "1";
+    el.classList.toggle("show-times", box.checked);
+  }
+  document.addEventListener("change", function (e) {
+    if (e.target.id !== "show-times") return;
+    localStorage.setItem("gantry.showTimes", e.target.checked ? "1" : "0");
+    applyTimes();
+  });
+  document.addEventListener("DOMContentLoaded", applyTimes);
+  document.addEventListener("htmx:load", function (e) { if (e.target === document.body) applyTimes(); });
+
   // Copy buttons (the new API token).
   document.addEventListener("click", function (e) {
     var button = e.target.closest && e.target.closest("[data-copy]");
