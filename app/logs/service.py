@@ -113,13 +113,14 @@ class LogService:
         if attempt.get("logs_removed_at") is not None:
             yield _removed_line(attempt["logs_removed_at"]).encode()
             return
-        stamper = _Stamper() if timestamps else None
+        text = _TextLines(timestamps)
         after = 0
         while True:
             rows = await self.chunks(attempt["id"], after)
             if rows:
-                yield stamper.stamp(rows) if stamper else b"".join(bytes(r["data"]) for r in rows)
+                yield text.feed(rows)
             if len(rows) < _PAGE:
+                yield text.flush()  # what exists so far, an unfinished line included
                 return
             after = rows[-1]["id"]
 
@@ -159,34 +160,49 @@ class LogService:
         if attempt.get("logs_removed_at") is not None:
             yield _removed_line(attempt["logs_removed_at"]).encode()
             return
-        stamper = _Stamper() if timestamps else None
+        text = _TextLines(timestamps)
         async for rows in self.follow(attempt):
-            yield stamper.stamp(rows) if stamper else b"".join(bytes(r["data"]) for r in rows)
+            yield text.feed(rows)
+        yield text.flush()  # the attempt ended: its unfinished lines are finished
 
 
-class _Stamper:
-    """Puts the time its chunk was written before each line of a stream (a line continued in a
-    later chunk keeps the time of its start)."""
+class _TextLines:
+    """An attempt's log as text: whole lines in the order their ends arrived, so a line one
+    stream has not finished is never glued to the other stream's next line (a task's last
+    `printf` without a newline came out as `no newline at enderr 1`). With ``timestamps``
+    each line starts with the time its first byte was written. Unfinished lines come last
+    (``flush``), as the log page shows them."""
 
-    def __init__(self) -> None:
-        self.at_start = {1: True, 2: True}
+    def __init__(self, timestamps: bool) -> None:
+        self.timestamps = timestamps
+        self.partial: dict[int, bytes] = {}
+        self.began: dict[int, datetime] = {}
 
-    def stamp(self, rows: list[asyncpg.Record]) -> bytes:
+    def _line(self, stream: int, body: bytes) -> bytes:
+        if not self.timestamps:
+            return body
+        when = self.began[stream].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
+        return when.encode() + body
+
+    def feed(self, rows: list[asyncpg.Record]) -> bytes:
         out: list[bytes] = []
         for r in rows:
-            prefix = r["at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ ").encode()
-            parts = bytes(r["data"]).split(b"\n")
-            for i, part in enumerate(parts):
-                last = i == len(parts) - 1
-                if last and not part:
-                    break  # the chunk ended with a line end
-                if self.at_start[r["stream"]]:
-                    out.append(prefix)
-                out.append(part)
-                if not last:
-                    out.append(b"\n")
-                self.at_start[r["stream"]] = not last
+            stream = r["stream"]
+            if not self.partial.get(stream):
+                self.began[stream] = r["at"]
+            *ended, rest = bytes(r["data"]).split(b"\n")
+            for piece in ended:
+                out.append(self._line(stream, self.partial.pop(stream, b"") + piece) + b"\n")
+                self.began[stream] = r["at"]
+            if rest:
+                self.partial[stream] = self.partial.get(stream, b"") + rest
         return b"".join(out)
+
+    def flush(self) -> bytes:
+        """The unfinished lines, oldest first, as they are (no line end is added)."""
+        open_ = sorted((s for s, b in self.partial.items() if b), key=lambda s: self.began[s])
+        out = [self._line(s, self.partial.pop(s)) for s in open_]
+        return b"\n".join(out)
 
 
 async def _check_visible(conn: asyncpg.Connection, pools: list[str], workflow_id: str) -> None:

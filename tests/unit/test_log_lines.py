@@ -98,3 +98,27 @@ def test_a_chunk_where_the_filter_cannot_match_is_counted_without_its_lines() ->
     assert a.number == 1000 and a.consumed == {(1, 1): 4000}
     found = a.feed((1, 1), 4004, b" of a NEEDLE line\nhay\n", keep=keep)
     assert [(x.number, x.text) for x in found] == [(1001, "part of a NEEDLE line")]
+
+
+def test_the_text_log_keeps_each_stream_s_lines_whole() -> None:
+    """An unfinished line of one stream is not glued to the other stream's next line, and
+    comes last; with timestamps each line starts with the time its first byte was written."""
+    from datetime import UTC, datetime
+
+    from app.logs.service import _TextLines
+
+    t = [datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in range(4)]
+    rows = [
+        {"stream": 1, "data": b"out 1\nno newline", "at": t[0]},
+        {"stream": 2, "data": b"err 1\n", "at": t[1]},
+        {"stream": 1, "data": b" yet\nout 2\npartial", "at": t[2]},
+        {"stream": 2, "data": b"err 2 unfinished", "at": t[3]},
+    ]
+    plain = _TextLines(False)
+    assert plain.feed(rows) + plain.flush() == (
+        b"out 1\nerr 1\nno newline yet\nout 2\npartial\nerr 2 unfinished"
+    )
+    stamped = _TextLines(True)
+    lines = (stamped.feed(rows) + stamped.flush()).decode().split("\n")
+    assert lines[2] == "2026-01-01T00:00:00.000000Z no newline yet"  # when it began
+    assert lines[3] == "2026-01-01T00:00:02.000000Z out 2"
