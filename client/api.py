@@ -48,8 +48,13 @@ def describe_problem(response: httpx.Response) -> list[str]:
         if error.get("line"):
             where = f"{where} (line {error['line']})" if where else f"line {error['line']}"
         lines.append(f"{where}: {error.get('message', '')}" if where else error.get("message", ""))
+    detail = str(body.get("detail") or body.get("title") or response.status_code)
+    spec_like = any(isinstance(e, dict) and e.get("line") for e in errors or [])
     if not lines:
-        lines.append(str(body.get("detail") or body.get("title") or response.status_code))
+        lines.append(detail)
+    elif not spec_like and detail not in lines[0]:
+        # Not a spec's problems (those carry lines): what was wrong, then how to fix it.
+        lines = [f"{detail} ({'; '.join(lines)})"]
     if body.get("setting"):
         lines[-1] += f" (limit {body.get('value')}, set by {body['setting']})"
     return lines

@@ -123,6 +123,8 @@ def login(
         elif token is None:
             token = getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline()
             token = token.strip()
+            if not token:
+                raise CliError("give --token gnt_…, --password, or a token on stdin", USAGE)
     finally:
         anonymous.close()
     server = config.Server(name or _server_name(url), url, token)
@@ -583,11 +585,12 @@ def _print_event(event: str, data: dict[str, Any], output: Format) -> None:
         sys.stdout.flush()
         return
     now = datetime.now(UTC).strftime("%H:%M:%S")
-    if event == "snapshot":
+    if event == "snapshot":  # the state now, not events: no time is made up for it
         tasks = [t for g in data.get("groups", []) for t in g["tasks"]]
-        _say(f"{now}  workflow {data.get('id')} {data.get('status')}")
+        waiting = f" (waiting: {data['waiting']})" if data.get("waiting") else ""
+        _say(f"now       workflow {data.get('id')} {data.get('status')}{waiting}")
         for t in tasks:
-            _say(f"{now}  task {t['name']} {t['status']} (retry {t['retry']})")
+            _say(f"now       task {t['name']} {t['status']} (retry {t['retry']})")
     elif event == "task":
         extra = f" exit {data['exit_code']}" if data.get("exit_code") is not None else ""
         reason = f": {data['reason']}" if data.get("reason") else ""
@@ -624,7 +627,8 @@ def workflow_cancel(
                 print(f"error: {clean_lines(exc.message)}", file=sys.stderr)
     finally:
         api.close()
-    emit(output, done, done, _WORKFLOW_COLUMNS)
+    if done or output in (Format.json, Format.yaml):
+        emit(output, done, done, _WORKFLOW_COLUMNS)
     if failed:
         codes = {e.code for e in failed}
         raise typer.Exit(NOT_FOUND if codes == {NOT_FOUND} else FAILED)
@@ -634,6 +638,10 @@ def workflow_cancel(
 def workflow_spec(
     workflow_id: WorkflowId,
     rendered: Annotated[bool, typer.Option("--rendered", help="after templating")] = False,
+    output: Annotated[
+        Format | None,
+        typer.Option("-o", "--output", help="json or yaml: the spec, its rendering and values"),
+    ] = None,
     server: ServerName = None,
 ) -> None:
     """The spec as submitted (or as rendered)."""
@@ -642,6 +650,9 @@ def workflow_spec(
         spec = api.get(f"/api/v1/workflows/{workflow_id}/spec")
     finally:
         api.close()
+    if output in (Format.json, Format.yaml):
+        emit(output, spec)
+        return
     text = spec["rendered_spec"] if rendered else spec["spec"]
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
@@ -699,7 +710,17 @@ def backend_list(output: Output = Format.table, server: ServerName = None) -> No
         ("NAME", lambda b: b["name"]), ("POOL", lambda b: b["pool"]),
         ("CONNECTED", lambda b: "yes" if b.get("connected") else "no"),
         ("HEARTBEAT", lambda b: age(b.get("last_heartbeat")) if b.get("last_heartbeat") else ""),
-    ], wide=[("CAPACITY", lambda b: b.get("capacity"))])  # fmt: skip
+    ], wide=[("CAPACITY", lambda b: _capacity(b.get("capacity") or {}))])  # fmt: skip
+
+
+def _capacity(capacity: dict[str, Any]) -> str:
+    """A backend's nodes in a line: ``2 CPU, 23.5 GiB, 0 GPU on 1 node(s); 32 slots``."""
+    nodes = capacity.get("nodes") or []
+    cpu = sum(n.get("cpu", 0) for n in nodes)
+    gib = sum(n.get("memory", 0) for n in nodes) / 2**30
+    gpu = sum(n.get("gpu", 0) for n in nodes)
+    text = f"{cpu:g} CPU, {gib:.1f} GiB, {gpu:g} GPU on {len(nodes)} node(s)"
+    return text + (f"; {capacity['slots']} slots" if capacity.get("slots") is not None else "")
 
 
 def _duration(text: str, option: str = "--expires") -> timedelta:
@@ -752,6 +773,7 @@ def token_list(output: Output = Format.table, server: ServerName = None) -> None
 @token_app.command("revoke")
 def token_revoke(
     token_id: Annotated[int, typer.Argument(help="the token's id (from `gantry token list`)")],
+    output: Output = Format.table,
     server: ServerName = None,
 ) -> None:
     """Revoke one of your tokens."""
@@ -760,7 +782,10 @@ def token_revoke(
         api.request("DELETE", f"/api/v1/tokens/{token_id}", f"revoke token {token_id}")
     finally:
         api.close()
-    print(f"token {token_id} revoked")
+    if output in (Format.json, Format.yaml):
+        emit(output, {"id": token_id, "revoked": True})
+    else:
+        print(f"token {token_id} revoked")
 
 
 # -- entry ------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ from rich.text import Text
 
 __all__ = ("Format", "age", "clean", "duration", "emit", "stdout")
 
-stdout = Console(soft_wrap=True, highlight=False)
+# Tables are never wrapped or cut (kubectl's way): a long id stays one word a user can copy,
+# and a pipe or a narrow terminal gets whole lines.
+stdout = Console(soft_wrap=True, highlight=False, width=100_000)
 
 # Control characters but tab: text other users wrote (a cancel reason, a task name) must not
 # move the cursor, retitle the terminal or plant a hyperlink in it.
@@ -88,7 +90,7 @@ def emit(
     shown = [*columns, *(wide if fmt is Format.wide else ())]
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for title, _ in shown:
-        table.add_column(title, overflow="fold")
+        table.add_column(title, no_wrap=True)
     for row in rows if rows is not None else [document]:
         # Text, not markup: a cell reading "[/bogus]" or "[link=…]" is shown as it is.
         table.add_row(*(Text("" if (v := get(row)) is None else clean(v)) for _, get in shown))

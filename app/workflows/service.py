@@ -28,7 +28,7 @@ from app.spec.plan import Plan, PlannedGroup, PlannedTask, substitute_tokens
 from app.spec.quantities import format_bytes
 from app.spec.template import TemplateRenderer
 from app.workflows.schemas import WorkflowOut
-from app.workflows.states import PRIORITIES, TERMINAL, WORKFLOW_ALIVE, Status
+from app.workflows.states import PRIORITIES, TERMINAL, WORKFLOW_ALIVE, Status, WorkflowStatus
 from app.workflows.transitions import end_groups, lock_workflow
 from app.workflows.waiting import why_waiting
 
@@ -630,6 +630,12 @@ class WorkflowService:
         args: list[Any] = [pools]
         if status:
             statuses = [s.strip().upper() for s in status.split(",") if s.strip()]
+            unknown = [s for s in statuses if s not in _STATUSES]
+            if unknown:
+                raise Invalid(
+                    f"status {unknown[0]!r} is not a workflow status",
+                    [SpecIssue("status", None, "use one of " + ", ".join(sorted(_STATUSES)))],
+                )
             args.append(statuses)
             where.append(f"status = ANY(${len(args)}::text[])")
         if pool:
@@ -1074,6 +1080,8 @@ def check_sort(sort: str) -> None:
             [SpecIssue("sort", None, f"use {', '.join(_SORTS)}")],
         )
 
+
+_STATUSES = frozenset(str(s) for s in WorkflowStatus)
 
 _SORTS = {
     "submitted": "submitted_at",

@@ -11,36 +11,35 @@ from __future__ import annotations
 
 import asyncpg
 
-from app.spec.quantities import format_bytes
 from app.workflows.scheduler import Backend, connected_backends
 
 __all__ = ("why_waiting",)
 
 
-def _platform(name: str | None) -> str:
-    return f"platform '{name}'" if name else "the default platform"
+def _gib(n: float) -> str:
+    return f"{max(n, 0) / 2**30:.1f} GiB of memory"
 
 
-def _amounts(need: asyncpg.Record) -> str:
-    parts = []
-    if need["gpu"]:
-        parts.append(f"{need['gpu']:g} GPU")
-    if need["cpu"]:
-        parts.append(f"{need['cpu']:g} CPU")
-    if need["memory"]:
-        parts.append(f"{format_bytes(int(need['memory']))} of memory")
-    return ", ".join(parts) or f"{need['n']} slot(s)"
+# What a group may need, where it sits in a backend's [cpu, memory, gpu], and how to say it.
+_RESOURCES = (
+    ("gpu", 2, lambda v: f"{v:g} GPU"),
+    ("cpu", 0, lambda v: f"{v:g} CPU"),
+    ("memory", 1, _gib),
+)
 
 
 def _short(need: asyncpg.Record, backends: list[Backend], free: bool) -> str:
-    """What the best backend lacks for one platform's needs."""
-    have = [b.free if free else b.total for b in backends]
-    best = max((h.get(need["platform"], [0.0, 0.0, 0.0]) for h in have), key=lambda x: x[2] + x[0])
-    return (
-        f"{_amounts(need)} on {_platform(need['platform'])} "
-        f"({'free' if free else 'the largest backend has'}: {best[2]:g} GPU, {best[0]:g} CPU, "
-        f"{format_bytes(int(max(best[1], 0)))})"
-    )
+    """What a group needs on one platform, against the most a backend has (free, or at all):
+    ``2 CPU (free: 0 CPU)``."""
+    have = [(b.free if free else b.total).get(need["platform"], [0.0, 0.0, 0.0]) for b in backends]
+    than = "free" if free else "the largest backend has"
+    parts = [
+        f"{say(need[field])} ({than}: {say(max(h[index] for h in have))})"
+        for field, index, say in _RESOURCES
+        if need[field]
+    ]
+    where = f" on platform '{need['platform']}'" if need["platform"] else ""
+    return (", ".join(parts) or f"{need['n']} free slot(s)") + where
 
 
 async def why_waiting(

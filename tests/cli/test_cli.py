@@ -148,6 +148,11 @@ def test_submit_watch_logs_events_spec_resubmit_and_cancel(cli: Cli, tmp_path: P
     assert {w["id"] for w in cli.json("workflow", "list", "--since", "1h")} >= {wid, failed_id}
     assert cli.json("workflow", "list", "--until", "2000-01-01") == []
     assert cli.run("workflow", "list", "--since", "last week").returncode == 2
+    bogus = cli.run("workflow", "list", "--status", "BOGUS")
+    assert bogus.returncode == 1 and "not a workflow status" in bogus.stderr
+    assert cli.json("workflow", "spec", wid)["spec"] == PASSING
+    wide = cli.ok("workflow", "list", "-o", "wide", env={"COLUMNS": "60"})
+    assert any(wid in line.split() for line in wide.splitlines())  # never cut or wrapped
 
     events = cli.ok("workflow", "events", wid, "-f")
     assert "workflow " + wid + " COMPLETED" in events and "end: COMPLETED" in events
@@ -169,7 +174,8 @@ def test_submit_watch_logs_events_spec_resubmit_and_cancel(cli: Cli, tmp_path: P
     forever = cli.ok("workflow", "submit", str(_write(tmp_path, "z.yaml", FOREVER))).strip()
     cancelled = cli.json("workflow", "cancel", forever, "--reason", "from the cli", "--force")
     assert cancelled[0]["id"] == forever
-    assert cli.run("workflow", "cancel", "nope-1").returncode == 4
+    nope = cli.run("workflow", "cancel", "nope-1")
+    assert nope.returncode == 4 and nope.stdout == ""  # no empty table beside the error
     assert cli.run("workflow", "get", "nope-1").returncode == 4
     assert cli.run("workflow", "logs", wid, "--task", "nope").returncode == 4
 
@@ -262,7 +268,8 @@ def test_tokens_pools_and_backends(cli: Cli) -> None:
     assert "default" in [p["name"] for p in cli.json("pool", "list")]
     backends = cli.json("backend", "list")
     assert any(b["name"] == "local" and b["connected"] for b in backends)
-    assert "local" in cli.ok("backend", "list", "-o", "wide")
+    wide = cli.ok("backend", "list", "-o", "wide")
+    assert "local" in wide and " CPU, " in wide and "{" not in wide  # not a Python dict
 
 
 def test_completion_scripts_and_workflow_ids(cli: Cli, tmp_path: Path) -> None:
