@@ -12,17 +12,20 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 __all__ = ("environment", "render_block", "status_class", "template_environment")
 
 _env: Environment | None = None
 
 
-def _ago(value: datetime | None) -> str:
+def _ago(value: datetime | None) -> str | Markup:
+    """``5m 02s ago``, in a ``<time data-ago>`` that app.js keeps ticking."""
     if value is None:
         return "—"
     seconds = (datetime.now(UTC) - value).total_seconds()
-    return _span(seconds) + " ago" if seconds >= 1 else "just now"
+    text = _span(seconds) + " ago" if seconds >= 1 else "just now"
+    return Markup('<time datetime="{}" data-ago>{}</time>').format(_iso(value), text)
 
 
 def _span(seconds: float | None) -> str:
@@ -60,13 +63,18 @@ def exit_label(code: int | None) -> str:
     return f"{code} ({meaning})" if meaning else str(code)
 
 
-def _duration(start: datetime | None, end: datetime | None = None) -> str:
+def _duration(start: datetime | None, end: datetime | None = None) -> str | Markup:
+    """How long from ``start`` to ``end``; without an end (still going), in a
+    ``<time data-since>`` that app.js keeps ticking (the page froze between updates)."""
     if start is None:
         return "—"
     try:
-        return _span(((end or datetime.now(UTC)) - start).total_seconds())
+        text = _span(((end or datetime.now(UTC)) - start).total_seconds())
     except (TypeError, OverflowError):  # a stored time no clock gives: never break the page
         return "—"
+    if end is not None:
+        return text
+    return Markup('<time datetime="{}" data-since>{}</time>').format(_iso(start), text)
 
 
 def _ts(value: datetime | None) -> str:

@@ -53,6 +53,11 @@ async def test_dag_colours_nodes_and_log_viewer_follows_and_pauses(
         await page.wait_for_selector('#dag-g-prepare[data-status="COMPLETED"]', timeout=20_000)
         assert "st-ok" in (await page.get_attribute("#dag-g-prepare", "class") or "")
         await page.wait_for_selector('#dag-t-fit[data-status="RUNNING"]', timeout=20_000)
+        # Durations of what runs keep ticking between the server's updates.
+        ticking = page.locator("#wf-header time[data-since]")
+        before = await ticking.inner_text()
+        await asyncio.sleep(2.2)
+        assert await ticking.inner_text() != before
         await page.screenshot(path=str(SHOTS / "detail-dag.png"), full_page=True)
         await _no_xss(page)
 

@@ -175,3 +175,28 @@
     }).catch(function () {});
   });
 })();
+
+// Times that keep going between updates: "5m 02s ago" (data-ago) and the duration of what
+// has not ended (data-since), redrawn every second as the server would write them.
+(function () {
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function span(s) {
+    s = Math.max(0, Math.floor(s));
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + pad(s % 60) + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + pad(Math.floor((s % 3600) / 60)) + "m";
+    return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
+  }
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("time[data-ago]").forEach(function (el) {
+      var s = (now - Date.parse(el.getAttribute("datetime"))) / 1000;
+      if (!isNaN(s)) el.textContent = s >= 1 ? span(s) + " ago" : "just now";
+    });
+    document.querySelectorAll("time[data-since]").forEach(function (el) {
+      var s = (now - Date.parse(el.getAttribute("datetime"))) / 1000;
+      if (!isNaN(s)) el.textContent = span(s);
+    });
+  }
+  setInterval(tick, 1000);
+})();
