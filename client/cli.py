@@ -483,7 +483,9 @@ def workflow_logs(
     api = _api(server)
     try:
         if task is not None:
-            _print_log(api, workflow_id, task, retry, follow, timestamps, prefix=None)
+            printed = _print_log(api, workflow_id, task, retry, follow, timestamps, prefix=None)
+            if not printed and not follow:
+                _say_why_empty(api, workflow_id, task)
             return
         if retry is not None:
             raise CliError("--retry needs --task", USAGE)
@@ -520,10 +522,22 @@ def workflow_logs(
         api.close()
 
 
+def _say_why_empty(api: Api, workflow_id: str, task: str) -> None:
+    """An empty log of a task that has not started says so (on stderr), as kubectl does."""
+    wf = api.get(f"/api/v1/workflows/{workflow_id}")
+    for group in wf["groups"]:
+        for t in group["tasks"]:
+            if t["name"] == task and t["status"] in ("WAITING", "PROCESSING", "SCHEDULING",
+                                                      "INITIALIZING"):  # fmt: skip
+                print(f"task {clean(task)} has not started yet ({clean(t['status'])}); "
+                      "`-f` waits for it", file=sys.stderr)  # fmt: skip
+
+
 def _print_log(
     api: Api, workflow_id: str, task: str, retry: int | None, follow: bool, timestamps: bool,
     prefix: str | None, lock: threading.Lock | None = None,
-) -> None:  # fmt: skip
+) -> int:  # fmt: skip
+    """Prints one task's log (each line prefixed when ``prefix``); returns the bytes printed."""
     params: dict[str, Any] = {"follow": "true"} if follow else {}
     if timestamps:
         params["timestamps"] = "true"
@@ -531,12 +545,14 @@ def _print_log(
         params["retry"] = retry
     path = f"/api/v1/workflows/{workflow_id}/tasks/{task}/logs"
     out = sys.stdout.buffer
+    printed = 0
     with api.stream(path, params=params) as response:
         if prefix is None:
             for chunk in response.iter_bytes():
                 out.write(chunk)
                 out.flush()
-            return
+                printed += len(chunk)
+            return printed
         head = f"[{prefix}] ".encode()
         for line in response.iter_lines():
             data = head + line.encode() + b"\n"
@@ -546,6 +562,8 @@ def _print_log(
                 with lock:
                     out.write(data)
             out.flush()
+            printed += len(data)
+    return printed
 
 
 @workflow_app.command("events")

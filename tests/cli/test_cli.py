@@ -163,6 +163,18 @@ def test_submit_watch_logs_events_spec_resubmit_and_cancel(cli: Cli, tmp_path: P
     again = cli.ok("workflow", "resubmit", wid).strip()
     assert again != wid and again.startswith("hello-")
 
+    # A task waiting for its upstream group: its empty log says why on stderr.
+    chained = _write(tmp_path, "chain.yaml", (
+        "workflow:\n  name: chained\n  groups:\n  - name: first\n    tasks:\n"
+        "    - {name: slow, image: x, command: [sleep, '5']}\n  - name: second\n    tasks:\n"
+        "    - {name: then, image: x, command: [echo], inputs: [{task: slow}]}\n"
+    ))  # fmt: skip
+    chain_id = cli.ok("workflow", "submit", str(chained)).strip()
+    empty = cli.run("workflow", "logs", chain_id, "--task", "then")
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert "has not started yet (WAITING)" in empty.stderr, empty.stderr
+    cli.ok("workflow", "cancel", chain_id, "--force")
+
     # logs -f on a task that has not started: waits for it, then streams until it ends.
     slow = cli.ok("workflow", "submit", str(_write(tmp_path, "slow.yaml", SLOW))).strip()
     started = time.monotonic()
