@@ -32,6 +32,10 @@ __all__ = ("Runner",)
 log = logging.getLogger("gantry.runner")
 _LOG_CHUNK = 256 * 1024
 _LOG_BATCH = 1024 * 1024
+# Chunks per batch, and the most one attempt's read gives (the local executor's cap): a task
+# alternating tiny writes once made batches of 37,000 chunks that the server refused (413).
+_LOG_BATCH_CHUNKS = 2048
+_LOG_CHUNKS_PER_ATTEMPT = 512
 _WATCH_SECONDS = 0.1
 
 
@@ -328,22 +332,25 @@ class Runner:
         assert self.session_id is not None
         chunks: list[p.LogChunk] = []
         size = 0
+        more = False  # an attempt had more pieces than one call gives
         quiet: list[_Tracked] = []
         for t in list(self.attempts.values()):
             if not t.started:
                 continue
             ended_before_read = t.ended is not None
             had_data = False
-            if size < _LOG_BATCH:
-                # Both streams in the order the task wrote them (where the executor knows it):
-                # the control plane numbers lines in the order chunks arrive.
-                for piece in await self.executor.read_logs(t.id, dict(t.offsets), _LOG_CHUNK):
-                    had_data = True
-                    chunk = p.LogChunk(
-                        t.id, t.epoch, piece.stream, piece.offset, piece.data, piece.at
-                    )
-                    chunks.append(chunk)
-                    size += len(piece.data)
+            if size >= _LOG_BATCH or len(chunks) >= _LOG_BATCH_CHUNKS:
+                more = True
+                continue  # not read this time: not known to be caught up either
+            # Both streams in the order the task wrote them (where the executor knows it):
+            # the control plane numbers lines in the order chunks arrive.
+            pieces = await self.executor.read_logs(t.id, dict(t.offsets), _LOG_CHUNK)
+            more |= len(pieces) >= _LOG_CHUNKS_PER_ATTEMPT
+            for piece in pieces:
+                had_data = True
+                chunk = p.LogChunk(t.id, t.epoch, piece.stream, piece.offset, piece.data, piece.at)
+                chunks.append(chunk)
+                size += len(piece.data)
             if ended_before_read and not had_data and not t.final_queued:
                 quiet.append(t)
         if chunks:
@@ -361,7 +368,7 @@ class Runner:
             # Ended, and every byte of its log is acknowledged: report how it ended.
             if t.id in self.attempts:
                 self._final_report(t)
-        return size >= _LOG_BATCH
+        return size >= _LOG_BATCH or len(chunks) >= _LOG_BATCH_CHUNKS or more
 
     def _final_report(self, t: _Tracked) -> None:
         assert t.ended is not None

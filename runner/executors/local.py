@@ -77,6 +77,7 @@ class _Span:
 # stream may be and still be shipped as one piece (each piece has one time).
 _TIMELINE_WINDOW = 1 << 20
 _JOIN_NS = 10_000_000
+_MAX_PIECES = 512  # per attempt per call: a batch stays a few thousand chunks at most
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 SANDBOX_ID = 65534  # nobody/nogroup on Debian: owns no file a task could read
 NO_SANDBOX_REASON = (
@@ -572,51 +573,67 @@ class LocalExecutor(Executor):
         time are joined into one piece. Attempts started before the timeline existed fall
         back to each stream on its own."""
         d = self._dir(attempt)
-        try:
-            with open(d / "timeline", "rb") as f:  # noqa: ASYNC230  (a small local read)
-                start = self._timeline_at.get(attempt, 0)
-                f.seek(start)
-                raw = f.read(_TIMELINE_WINDOW)
-        except FileNotFoundError:
+        if not (d / "timeline").exists():
             return await super().read_logs(attempt, offsets, limit)
         spans: list[_Span] = []
         begin = dict(offsets)
         shipped = dict.fromkeys(STREAMS, 0)
-        done = start  # timeline bytes of records already shipped
-        leading = True
-        for line in raw.split(b"\n")[:-1]:  # the last one may be half written
-            code, end_text, ns_text = line.split(b" ")
-            stream: Stream = "stdout" if code == b"o" else "stderr"
-            end = int(end_text)
-            if end <= offsets[stream]:
-                if leading:
-                    done += len(line) + 1
-                continue
-            leading = False
-            start_at = begin[stream]
-            if end <= start_at:
-                continue
-            # At most `limit` bytes of each stream per call; once one is full the scan stops,
-            # so nothing later (of either stream) goes ahead of what it could not take.
-            take = min(end, start_at + limit - shipped[stream])
-            if take <= start_at:
-                break
-            last = spans[-1] if spans else None
-            ns = int(ns_text)
-            if (
-                last is not None
-                and last.stream == stream
-                and last.end == start_at
-                and ns - last.ns <= _JOIN_NS
-            ):
-                last.end = take
-            else:
-                spans.append(_Span(stream, start_at, take, ns))
-            begin[stream] = take
-            shipped[stream] += take - start_at
-            if take < end:
-                break
-        self._timeline_at[attempt] = done
+        full = False
+        # Window after window while every record read was shipped already: an empty answer
+        # means caught up, and the runner then reports the attempt's end (a window of only
+        # acknowledged records once read as "caught up" lost the rest of a log).
+        while not spans and not full:
+            start = self._timeline_at.get(attempt, 0)
+            with open(d / "timeline", "rb") as f:  # noqa: ASYNC230  (a small local read)
+                f.seek(start)
+                raw = f.read(_TIMELINE_WINDOW)
+            records = raw.split(b"\n")[:-1]  # the last one may be half written
+            done = start  # timeline bytes of records already shipped
+            leading = True
+            for line in records:
+                code, end_text, ns_text = line.split(b" ")
+                stream: Stream = "stdout" if code == b"o" else "stderr"
+                end = int(end_text)
+                if end <= offsets[stream]:
+                    if leading:
+                        done += len(line) + 1
+                    continue
+                leading = False
+                start_at = begin[stream]
+                if end <= start_at:
+                    continue
+                # At most `limit` bytes of each stream and _MAX_PIECES pieces per call; once
+                # full the scan stops, so nothing later (of either stream) goes ahead.
+                take = min(end, start_at + limit - shipped[stream])
+                last = spans[-1] if spans else None
+                ns = int(ns_text)
+                if take <= start_at:
+                    full = True
+                elif (
+                    last is not None
+                    and last.stream == stream
+                    and last.end == start_at
+                    and ns - last.ns <= _JOIN_NS
+                ):
+                    last.end = take
+                elif len(spans) >= _MAX_PIECES:
+                    full = True
+                else:
+                    spans.append(_Span(stream, start_at, take, ns))
+                if full:
+                    break
+                begin[stream] = take
+                shipped[stream] += take - start_at
+                if take < end:
+                    full = True
+                    break
+            self._timeline_at[attempt] = done
+            if done == start or not records:
+                break  # nothing more in the timeline than what is shipped
+        if not spans and (d / "exit_code").exists():
+            # Ended: bytes the supervisor wrote but did not record (it was killed within a
+            # window) go too, each stream on its own.
+            return await super().read_logs(attempt, offsets, limit)
         for stream in STREAMS:
             mine = [sp for sp in spans if sp.stream == stream]
             if mine:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.support import Stack, submit, task_of, wait_for
 
@@ -104,3 +105,76 @@ async def test_pieces_follow_the_timeline_and_stop_where_a_stream_is_full(tmp_pa
     assert [(p.stream, p.offset, len(p.data)) for p in pieces] == [("stdout", 150, 160)]
     assert pieces[0].data == b"o" * 150 + b"O" * 10
     assert await executor.read_logs(7, {"stdout": 310, "stderr": 5}, 1000) == []
+
+
+async def test_a_window_of_shipped_records_is_not_read_as_caught_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by attacking it: after a full window, the next read saw only acknowledged
+    records, answered nothing, and the runner reported the attempt's end without the rest."""
+    import runner.executors.local as local
+
+    monkeypatch.setattr(local, "_TIMELINE_WINDOW", 40)  # a window holds about two records
+    executor = local.LocalExecutor(tmp_path, sandbox="none")
+    d = executor._dir(3)
+    d.mkdir(parents=True)
+    (d / "stdout").write_bytes(b"abcdef")
+    (d / "stderr").write_bytes(b"")
+    ms = 1_000_000
+    (d / "timeline").write_bytes(b"".join(b"o %d %d\n" % (i, i * 20 * ms) for i in range(1, 7)))
+    got = b""
+    offsets = {"stdout": 0, "stderr": 0}
+    for _ in range(10):
+        pieces = await executor.read_logs(3, offsets, 1000)
+        if not pieces:
+            break
+        for piece in pieces:
+            got += piece.data
+            offsets[piece.stream] = piece.offset + len(piece.data)
+    assert got == b"abcdef"
+
+
+async def test_a_supervisor_killed_before_recording_still_ships_every_byte(tmp_path: Path) -> None:
+    from runner.executors.local import LocalExecutor
+
+    executor = LocalExecutor(tmp_path, sandbox="none")
+    d = executor._dir(4)
+    d.mkdir(parents=True)
+    (d / "stdout").write_bytes(b"recorded unrecorded")
+    (d / "stderr").write_bytes(b"")
+    (d / "timeline").write_bytes(b"o 9 1\n")
+    first = await executor.read_logs(4, {"stdout": 0, "stderr": 0}, 1000)
+    assert [p.data for p in first] == [b"recorded "]
+    assert await executor.read_logs(4, {"stdout": 9, "stderr": 0}, 1000) == []  # still running
+    (d / "exit_code").write_text("0")
+    rest = await executor.read_logs(4, {"stdout": 9, "stderr": 0}, 1000)
+    assert [p.data for p in rest] == [b"unrecorded"]
+
+
+TINY = """\
+workflow:
+  name: tiny
+  tasks:
+  - name: tiny
+    image: ubuntu
+    command: [sh, -c, "i=0; while [ $i -lt 3000 ]; do printf o; printf e >&2; i=$((i+1)); done"]
+"""
+
+
+async def test_alternating_one_byte_writes_stay_a_bounded_number_of_chunks(stack: Stack) -> None:
+    """Found by attacking it: a record, and a chunk, per byte wedged a shared runner (413 on
+    every batch) and stored 220 bytes of rows per byte of log."""
+    async with stack.client() as client:
+        wid = await submit(client, TINY)
+        wf = await wait_for(client, wid)
+        assert wf["status"] == "COMPLETED", wf
+        log = (await client.get(f"/api/v1/workflows/{wid}/tasks/tiny/logs")).text
+        # two unfinished lines, each whole
+        assert sorted(log.split("\n")) == ["e" * 3000, "o" * 3000], log[:200]
+        attempt = task_of(wf, "tiny")["id"]
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        chunks = await conn.fetchval("SELECT count(*) FROM log_chunk WHERE task = $1", attempt)
+    finally:
+        await conn.close()
+    assert chunks < 1000, chunks  # at most two per 2 ms window, not one per byte
