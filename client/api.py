@@ -81,6 +81,12 @@ class Api:
     def close(self) -> None:
         self.http.close()
 
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def _check_version(self, response: httpx.Response) -> None:
         theirs = response.headers.get("x-gantry-version")
         if theirs and not self._warned and newer(theirs, __version__):

@@ -25,7 +25,7 @@ from client.api import Api, newer
 from client.errors import DONE, FAILED, NOT_FOUND, NOT_SIGNED_IN, USAGE, CliError
 from client.inline import Inlined, inline_localpaths
 from client.output import Format, age, clean, duration, emit
-from client.watch import watch_workflow
+from client.watch import describe, watch_workflow
 
 __all__ = ("COMMANDS", "main")
 
@@ -64,11 +64,8 @@ def _api(server: str | None = None, *, require_token: bool = True) -> Api:
 def _complete_workflow_ids(incomplete: str) -> list[str]:
     """Shell completion: ids of your recent workflows that start with what was typed."""
     try:
-        api = _api()
-        try:
+        with _api() as api:
             items = api.get("/api/v1/workflows", params={"limit": 100})["items"]
-        finally:
-            api.close()
     except (CliError, httpx.HTTPError, KeyError, ValueError):
         return []
     return [w["id"] for w in items if w["id"].startswith(incomplete)]
@@ -108,8 +105,7 @@ def login(
         print(f"warning: {url} is not https: the password crosses the network in clear",
               file=sys.stderr)  # fmt: skip
     minted: int | None = None
-    anonymous = Api(config.Server("new", url, None), require_token=False)
-    try:
+    with Api(config.Server("new", url, None), require_token=False) as anonymous:
         if password:
             user = username or input("username: ").strip()
             secret = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
@@ -125,14 +121,9 @@ def login(
             token = token.strip()
             if not token:
                 raise CliError("give --token gnt_…, --password, or a token on stdin", USAGE)
-    finally:
-        anonymous.close()
     server = config.Server(name or _server_name(url), url, token)
-    api = Api(server)
-    try:
+    with Api(server) as api:
         me = api.get("/api/v1/me", "the token was refused")
-    finally:
-        api.close()
     before = config.saved(server.name)
     config.remember(server.name, url, token or "", minted)
     if before is not None and before.minted_id is not None and before.url == url:
@@ -159,14 +150,12 @@ def logout(server: ServerName = None) -> None:
 
 
 def _revoke_minted(entry: config.Server) -> None:
-    api = Api(entry, require_token=False)
-    try:
-        api.request("DELETE", f"/api/v1/tokens/{entry.minted_id}", "revoke the CLI's token")
-    except CliError as exc:
-        if exc.code not in (NOT_FOUND, NOT_SIGNED_IN):  # already gone: nothing to do
-            print(f"warning: {clean(exc.message)}", file=sys.stderr)
-    finally:
-        api.close()
+    with Api(entry, require_token=False) as api:
+        try:
+            api.request("DELETE", f"/api/v1/tokens/{entry.minted_id}", "revoke the CLI's token")
+        except CliError as exc:
+            if exc.code not in (NOT_FOUND, NOT_SIGNED_IN):  # already gone: nothing to do
+                print(f"warning: {clean(exc.message)}", file=sys.stderr)
 
 
 def _loopback_or_tls(url: str) -> bool:
@@ -177,11 +166,8 @@ def _loopback_or_tls(url: str) -> bool:
 @app.command()
 def whoami(output: Output = Format.table, server: ServerName = None) -> None:
     """Who the current credentials belong to, and what they may use."""
-    api = _api(server)
-    try:
+    with _api(server) as api:
         me = api.get("/api/v1/me")
-    finally:
-        api.close()
     emit(output, me, columns=[
         ("USER", lambda m: m["name"]), ("KIND", lambda m: m["kind"]),
         ("ROLES", lambda m: ",".join(m["roles"])), ("POOLS", lambda m: ",".join(m["pools"])),
@@ -198,11 +184,9 @@ def version(output: Output = Format.table, server: ServerName = None) -> None:
     except CliError:
         api = None  # not signed in anywhere: the client's version alone
     if api is not None:
-        try:
+        with api:
             theirs = api.get("/api/v1/version")
             doc["server"], doc["protocol"] = theirs["version"], theirs["protocol"]
-        finally:
-            api.close()
     emit(output, doc, columns=[("CLIENT", lambda d: d["client"]),
                                ("SERVER", lambda d: d["server"] or "(not signed in)")])  # fmt: skip
     if doc["server"] and newer(doc["server"], __version__):
@@ -280,9 +264,10 @@ SetStrings = Annotated[list[str] | None, typer.Option("--set-string", help="KEY=
 
 
 def _submit(
-    file: Path, sets: list[str] | None, set_strings: list[str] | None, pool: str | None,
-    priority: str | None, dry_run: bool,
-) -> tuple[Api, Any]:  # fmt: skip
+    api: Api, file: Path, sets: list[str] | None, set_strings: list[str] | None,
+    pool: str | None, priority: str | None, dry_run: bool,
+) -> Any:  # fmt: skip
+    """Posts the spec (localpaths inlined, values coerced); the server's answer."""
     inlined = _read_spec(file)
     values = {
         **_pairs(sets or [], "--set", True),
@@ -295,12 +280,10 @@ def _submit(
         body["pool"] = pool
     if priority:
         body["priority"] = priority.upper()
-    api = _api()
     try:
         what = "the spec is invalid" if dry_run else "the workflow was refused"
-        return api, api.post("/api/v1/workflows", what, json=body)
+        return api.post("/api/v1/workflows", what, json=body)
     except CliError as exc:
-        api.close()
         raise _remap_lines(exc, inlined, file) from None
 
 
@@ -333,8 +316,8 @@ def workflow_submit(
     """Submit a workflow; prints its id (with --watch, exits 0 only if it completes)."""
     if priority and priority.upper() not in ("HIGH", "NORMAL", "LOW"):
         raise CliError(f"--priority {priority!r}: give HIGH, NORMAL or LOW", USAGE)
-    api, result = _submit(file, sets, set_strings, pool, priority, dry_run)
-    try:
+    with _api() as api:
+        result = _submit(api, file, sets, set_strings, pool, priority, dry_run)
         if dry_run:
             _print_plan(result, output)
             return
@@ -345,8 +328,6 @@ def workflow_submit(
         if watch:
             status = watch_workflow(api, result["id"], quiet=output in (Format.json, Format.yaml))
             raise typer.Exit(DONE if status == TERMINAL_OK else FAILED)
-    finally:
-        api.close()
 
 
 def _print_plan(plan: dict[str, Any], output: Format) -> None:
@@ -372,8 +353,8 @@ def workflow_validate(
     output: Output = Format.table,
 ) -> None:
     """Check a spec and show its plan without submitting it (every problem at once)."""
-    api, plan = _submit(file, sets, set_strings, pool, None, True)
-    api.close()
+    with _api() as api:
+        plan = _submit(api, file, sets, set_strings, pool, None, True)
     _print_plan(plan, output)
 
 
@@ -397,8 +378,7 @@ def workflow_list(
     """Workflows, newest first: yours unless --user or --all-users."""
     if user and all_users:
         raise CliError("give --user or --all-users, not both", USAGE)
-    api = _api(server)
-    try:
+    with _api(server) as api:
         who = user or (None if all_users else api.get("/api/v1/me")["name"])
         params = {
             "status": ",".join(status) if status else None, "pool": pool, "user": who,
@@ -406,8 +386,6 @@ def workflow_list(
             "submitted_before": _when(until, "--until"),
         }  # fmt: skip
         items = api.pages("/api/v1/workflows", params, limit)
-    finally:
-        api.close()
     emit(output, items, items, _WORKFLOW_COLUMNS, _WORKFLOW_WIDE)
 
 
@@ -426,11 +404,8 @@ def _when(text: str | None, option: str) -> str | None:
 
 
 def _workflow_get(workflow_id: str, output: Format, server: str | None) -> None:
-    api = _api(server)
-    try:
+    with _api(server) as api:
         wf = api.get(f"/api/v1/workflows/{workflow_id}")
-    finally:
-        api.close()
     if output in (Format.json, Format.yaml):
         emit(output, wf)
         return
@@ -480,8 +455,7 @@ def workflow_logs(
     server: ServerName = None,
 ) -> None:
     """A task's log (stdout and stderr as printed); -f streams it as kubectl logs -f does."""
-    api = _api(server)
-    try:
+    with _api(server) as api:
         if task is not None:
             printed = _print_log(api, workflow_id, task, retry, follow, timestamps, prefix=None)
             if not printed and not follow:
@@ -518,8 +492,6 @@ def workflow_logs(
             t.join()
         if errors:
             raise errors[0]
-    finally:
-        api.close()
 
 
 def _say_why_empty(api: Api, workflow_id: str, task: str) -> None:
@@ -574,15 +546,11 @@ def workflow_events(
     server: ServerName = None,
 ) -> None:
     """The workflow's state now, and with -f every change until it ends."""
-    api = _api(server)
-    try:
-        with api.stream(f"/api/v1/workflows/{workflow_id}/events") as response:
-            for sse in EventSource(response).iter_sse():
-                _print_event(sse.event, sse.json() if sse.data else {}, output)
-                if sse.event == "end" or not follow:
-                    return
-    finally:
-        api.close()
+    with _api(server) as api, api.stream(f"/api/v1/workflows/{workflow_id}/events") as response:
+        for sse in EventSource(response).iter_sse():
+            _print_event(sse.event, sse.json() if sse.data else {}, output)
+            if sse.event == "end" or not follow:
+                return
 
 
 def clean_lines(text: str) -> str:
@@ -602,22 +570,10 @@ def _print_event(event: str, data: dict[str, Any], output: Format) -> None:
         sys.stdout.write(json.dumps({"event": event, "data": data}) + "\n")
         sys.stdout.flush()
         return
-    now = datetime.now(UTC).strftime("%H:%M:%S")
-    if event == "snapshot":  # the state now, not events: no time is made up for it
-        tasks = [t for g in data.get("groups", []) for t in g["tasks"]]
-        waiting = f" (waiting: {data['waiting']})" if data.get("waiting") else ""
-        _say(f"now       workflow {data.get('id')} {data.get('status')}{waiting}")
-        for t in tasks:
-            _say(f"now       task {t['name']} {t['status']} (retry {t['retry']})")
-    elif event == "task":
-        extra = f" exit {data['exit_code']}" if data.get("exit_code") is not None else ""
-        reason = f": {data['reason']}" if data.get("reason") else ""
-        _say(f"{now}  task {data.get('name')} {data.get('status')}{extra}{reason}")
-    elif event == "workflow":
-        waiting = f" (waiting: {data['waiting']})" if data.get("waiting") else ""
-        _say(f"{now}  workflow {data.get('id')} {data.get('status')}{waiting}")
-    elif event == "end":
-        _say(f"{now}  end: {data.get('status')}")
+    # The snapshot is the state now, not an event: no time is made up for it.
+    when = "now     " if event == "snapshot" else datetime.now(UTC).strftime("%H:%M:%S")
+    for line in describe(event, data):
+        sys.stdout.write(f"{when}  {line}\n")
     sys.stdout.flush()
 
 
@@ -633,9 +589,8 @@ def workflow_cancel(
     server: ServerName = None,
 ) -> None:
     """Cancel workflows; exits 1 if any could not be cancelled."""
-    api = _api(server)
     done, failed = [], []
-    try:
+    with _api(server) as api:
         for wid in workflow_ids:
             try:
                 body = {"force": force, **({"reason": reason} if reason else {})}
@@ -643,8 +598,6 @@ def workflow_cancel(
             except CliError as exc:
                 failed.append(exc)
                 print(f"error: {clean_lines(exc.message)}", file=sys.stderr)
-    finally:
-        api.close()
     if done or output in (Format.json, Format.yaml):
         emit(output, done, done, _WORKFLOW_COLUMNS)
     if failed:
@@ -663,11 +616,8 @@ def workflow_spec(
     server: ServerName = None,
 ) -> None:
     """The spec as submitted (or as rendered)."""
-    api = _api(server)
-    try:
+    with _api(server) as api:
         spec = api.get(f"/api/v1/workflows/{workflow_id}/spec")
-    finally:
-        api.close()
     if output in (Format.json, Format.yaml):
         emit(output, spec)
         return
@@ -683,8 +633,7 @@ def workflow_resubmit(
     server: ServerName = None,
 ) -> None:
     """Submit a workflow's spec again, as it was submitted, with the same pool and values."""
-    api = _api(server)
-    try:
+    with _api(server) as api:
         spec = api.get(f"/api/v1/workflows/{workflow_id}/spec")
         old = api.get(f"/api/v1/workflows/{workflow_id}")
         body: dict[str, Any] = {"spec": spec["spec"], "pool": pool or old["pool"]}
@@ -693,8 +642,6 @@ def workflow_resubmit(
         if old.get("priority"):
             body["priority"] = old["priority"]
         created = api.post("/api/v1/workflows", "the workflow was refused", json=body)
-    finally:
-        api.close()
     if output in (Format.json, Format.yaml):
         emit(output, created)
     else:
@@ -707,11 +654,8 @@ def workflow_resubmit(
 @pool_app.command("list")
 def pool_list(output: Output = Format.table, server: ServerName = None) -> None:
     """The pools you may use."""
-    api = _api(server)
-    try:
+    with _api(server) as api:
         items = api.pages("/api/v1/pools", {}, None)
-    finally:
-        api.close()
     emit(output, items, items, [("NAME", lambda p: p["name"]),
                                 ("DESCRIPTION", lambda p: p.get("description"))])  # fmt: skip
 
@@ -719,11 +663,8 @@ def pool_list(output: Output = Format.table, server: ServerName = None) -> None:
 @backend_app.command("list")
 def backend_list(output: Output = Format.table, server: ServerName = None) -> None:
     """Backends of the pools you may use, and whether their runner is connected."""
-    api = _api(server)
-    try:
+    with _api(server) as api:
         items = api.pages("/api/v1/backends", {}, None)
-    finally:
-        api.close()
     emit(output, items, items, [
         ("NAME", lambda b: b["name"]), ("POOL", lambda b: b["pool"]),
         ("CONNECTED", lambda b: "yes" if b.get("connected") else "no"),
@@ -760,11 +701,8 @@ def token_create(
     body: dict[str, Any] = {"name": name}
     if expires:
         body["expires_at"] = (datetime.now(UTC) + _duration(expires)).isoformat()
-    api = _api(server)
-    try:
+    with _api(server) as api:
         created = api.post("/api/v1/tokens", "the token was refused", json=body)
-    finally:
-        api.close()
     if output in (Format.json, Format.yaml):
         emit(output, created)
         return
@@ -776,11 +714,8 @@ def token_create(
 @token_app.command("list")
 def token_list(output: Output = Format.table, server: ServerName = None) -> None:
     """Your tokens (never their values)."""
-    api = _api(server)
-    try:
+    with _api(server) as api:
         items = api.pages("/api/v1/tokens", {}, None)
-    finally:
-        api.close()
     emit(output, items, items, [
         ("ID", lambda t: t["id"]), ("NAME", lambda t: t["name"]),
         ("CREATED", lambda t: age(t.get("created_at"))), ("EXPIRES", lambda t: t.get("expires_at")),
@@ -795,11 +730,8 @@ def token_revoke(
     server: ServerName = None,
 ) -> None:
     """Revoke one of your tokens."""
-    api = _api(server)
-    try:
+    with _api(server) as api:
         api.request("DELETE", f"/api/v1/tokens/{token_id}", f"revoke token {token_id}")
-    finally:
-        api.close()
     if output in (Format.json, Format.yaml):
         emit(output, {"id": token_id, "revoked": True})
     else:

@@ -17,7 +17,31 @@ from rich.text import Text
 from client.api import Api
 from client.output import clean, duration
 
-__all__ = ("watch_workflow",)
+__all__ = ("describe", "watch_workflow")
+
+
+def describe(event: str, data: dict[str, Any]) -> list[str]:
+    """An event of a workflow's stream in words, a line per fact, safe to print (text in it
+    was written by other users): what `events` and a piped `--watch` print."""
+    waiting = f" (waiting: {data['waiting']})" if data.get("waiting") else ""
+    if event == "snapshot":
+        lines = [f"workflow {data.get('id')} {data.get('status')}{waiting}"]
+        lines += [
+            f"task {t['name']} {t['status']} (retry {t['retry']})"
+            for g in data.get("groups", [])
+            for t in g["tasks"]
+        ]
+    elif event == "task":
+        code = f" exit {data['exit_code']}" if data.get("exit_code") is not None else ""
+        reason = f": {data['reason']}" if data.get("reason") else ""
+        lines = [f"task {data.get('name')} {data.get('status')}{code}{reason}"]
+    elif event == "workflow":
+        lines = [f"workflow {data.get('id')} {data.get('status')}{waiting}"]
+    elif event == "end":
+        lines = [f"end: {data.get('status')}"]
+    else:
+        lines = []
+    return [clean(line) for line in lines]
 
 
 def _table(snapshot: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> Table:
@@ -53,30 +77,22 @@ def watch_workflow(api: Api, workflow_id: str, quiet: bool = False) -> str:
         with api.stream(f"/api/v1/workflows/{workflow_id}/events") as response:
             for sse in EventSource(response).iter_sse():
                 data = sse.json() if sse.data else {}
+                if sse.event == "end":
+                    status = data.get("status") or status
+                    break
                 if sse.event == "snapshot":
                     snapshot = data
                     status = data.get("status", status)
                     tasks = {t["name"]: t for g in data.get("groups", []) for t in g["tasks"]}
-                    if live is None:
-                        console.print(clean(f"{workflow_id} {status}"))
-                        if data.get("waiting"):
-                            console.print(clean(f"waiting: {data['waiting']}"))
                 elif sse.event == "task":
                     tasks[data["name"]] = {**tasks.get(data["name"], {}), **data}
-                    if live is None:
-                        code = data.get("exit_code")
-                        extra = f" (exit {code})" if code is not None else ""
-                        console.print(clean(f"{data['name']} {data['status']}{extra}"))
                 elif sse.event == "workflow":
                     status = data.get("status", status)
                     snapshot = {**snapshot, **data}
-                    if live is None:
-                        waiting = f" (waiting: {data['waiting']})" if data.get("waiting") else ""
-                        console.print(clean(f"{workflow_id} {status}{waiting}"))
-                elif sse.event == "end":
-                    status = data.get("status") or status
-                    break
-                if live is not None:
+                if live is None:
+                    for line in describe(sse.event, data):
+                        console.print(line)
+                else:
                     live.update(_table(snapshot, tasks), refresh=True)
     finally:
         if live is not None:

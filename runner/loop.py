@@ -32,7 +32,7 @@ __all__ = ("Runner",)
 log = logging.getLogger("gantry.runner")
 _LOG_CHUNK = 256 * 1024
 _LOG_BATCH = 1024 * 1024
-# Chunks per batch, and the most one attempt's read gives (the local executor's cap): a task
+# Chunks per batch, and the most one attempt's read may give: a task
 # alternating tiny writes once made batches of 37,000 chunks that the server refused (413).
 _LOG_BATCH_CHUNKS = 2048
 _LOG_CHUNKS_PER_ATTEMPT = 512
@@ -344,7 +344,9 @@ class Runner:
                 continue  # not read this time: not known to be caught up either
             # Both streams in the order the task wrote them (where the executor knows it):
             # the control plane numbers lines in the order chunks arrive.
-            pieces = await self.executor.read_logs(t.id, dict(t.offsets), _LOG_CHUNK)
+            pieces = await self.executor.read_logs(
+                t.id, dict(t.offsets), _LOG_CHUNK, _LOG_CHUNKS_PER_ATTEMPT
+            )
             more |= len(pieces) >= _LOG_CHUNKS_PER_ATTEMPT
             for piece in pieces:
                 had_data = True

@@ -7,7 +7,8 @@ and writes the exit code to ``DIR/exit_code`` (128 + N when killed by signal N, 
 report). A runner that restarts finds live attempts and their results in these files.
 
 The task writes to pipes, not to the files: the supervisor copies what each read returns to
-its file and appends ``o|e END TIME_NS`` to ``DIR/timeline``, in the order the reads happened.
+its file and appends ``o|e END TIME_NS`` to ``DIR/timeline``: at most one record per stream per
+2 ms window, in the order the streams first wrote in it.
 Two files alone lose the order between stdout and stderr (a task's ``echo out; echo err >&2``
 came out as ``err, out``); the runner ships the bytes in timeline order, with their times.
 
@@ -109,8 +110,8 @@ _WINDOW_NS = 2_000_000
 def _copy_until_exit(
     proc: subprocess.Popen[bytes], pipes: dict[int, tuple[bytes, BinaryIO]], timeline: BinaryIO
 ) -> int:
-    """Copies the task's output to its files as it comes, recording each read in the
-    timeline; returns the exit code once the task has ended and its pipes are drained."""
+    """Copies the task's output to its files as it comes, recording it in the timeline;
+    returns the exit code once the task has ended and its pipes are drained."""
     selector = selectors.DefaultSelector()
     for fd in pipes:
         os.set_blocking(fd, False)

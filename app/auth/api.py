@@ -4,17 +4,16 @@ here), ``GET /api/v1/version`` and ``POST /api/v1/auth/token`` (a password for a
 from __future__ import annotations
 
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get, post
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
 
+from app import __version__
 from app.audit.middleware import note_of
 from app.auth.oidc import OidcProvider, OidcRefused
-from app.auth.service import AuthService, SignInBusy
-from app.auth.throttle import Refused, SignInThrottle
+from app.auth.throttle import Busy, Refused, throttled_password_check
 from app.auth.tokens import TokenCreated, issue
 from app.bounds import NO_NUL, TokenName
 from app.errors import Forbidden, Invalid
@@ -56,12 +55,6 @@ async def auth_config(request: Request[Any, Any, Any]) -> AuthConfig:
     return AuthConfig(local_login=settings.local_login, oidc=oidc)
 
 
-try:
-    _VERSION = version("gantry")
-except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
-    _VERSION = "0+unknown"
-
-
 class VersionOut(msgspec.Struct):
     version: str
     protocol: int  # the runner protocol's version
@@ -73,7 +66,7 @@ class VersionOut(msgspec.Struct):
     responses=problems(),
 )
 async def server_version() -> VersionOut:
-    return VersionOut(version=_VERSION, protocol=PROTOCOL_VERSION)
+    return VersionOut(version=__version__, protocol=PROTOCOL_VERSION)
 
 
 class PasswordTokenIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -101,44 +94,31 @@ async def password_token(request: Request[Any, Any, Any], data: PasswordTokenIn)
             "send the body as application/json",
             [SpecIssue("content-type", None, "set Content-Type: application/json")],
         )
-    auth: AuthService = request.app.state.auth
     settings = request.app.state.settings
     if not settings.local_login:
         raise Forbidden("sign-in with a password is turned off here; use single sign-on (--sso)")
     username = data.username.strip()
     note = note_of(request)
     note.principal, note.via = username, "password"
-    throttle = SignInThrottle(
-        request.app.state.db,
-        settings.sign_in_account_limit,
-        settings.sign_in_address_limit,
-        settings.sign_in_window,
-    )
-    address = request.client.host if request.client else "unknown"
-    attempt = await throttle.begin(username, address)
-    if isinstance(attempt, Refused):
-        subject = "this account" if attempt.which == "account" else "your network address"
-        setting = f"GANTRY_SIGN_IN_{attempt.which.upper()}_LIMIT"
-        limit = getattr(settings, f"sign_in_{attempt.which}_limit")
+    principal = await throttled_password_check(request, username, data.password)
+    if isinstance(principal, Refused):
+        which = principal.which
+        subject = "this account" if which == "account" else "your network address"
         raise LimitExceeded(
-            f"too many failed sign-ins for {subject}; try again in {attempt.retry_after} s",
+            f"too many failed sign-ins for {subject}; try again in {principal.retry_after} s",
             limit="failed sign-ins",
-            setting=setting,
-            value=limit,
-            retry_after=attempt.retry_after,
+            setting=f"GANTRY_SIGN_IN_{which.upper()}_LIMIT",
+            value=getattr(settings, f"sign_in_{which}_limit"),
+            retry_after=principal.retry_after,
         )
-    try:
-        principal = await auth.check_password(username, data.password)
-    except SignInBusy:
-        await throttle.abandon(attempt)  # busy is not a wrong password: it must not count
+    if isinstance(principal, Busy):
         raise ServiceUnavailableException(
             "too many sign-ins at once right now; try again in a few seconds",
             headers={"retry-after": "5"},
-        ) from None
+        )
     if principal is None:
         raise NotAuthorizedException("wrong username or password")
-    await throttle.succeeded(attempt, username)
-    created = await issue(auth, settings.token_max_lifetime, principal.name, data.name,
+    created = await issue(request.app.state.auth, settings.token_max_lifetime, principal.name, data.name,
                           data.expires_at, None, caller=principal)  # fmt: skip
     note.target = str(created.id)
     return created

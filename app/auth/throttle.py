@@ -21,7 +21,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ("Refused", "SignInThrottle")
+from app.auth.service import Principal, SignInBusy
+
+__all__ = ("Busy", "Refused", "SignInThrottle", "throttled_password_check")
 
 _CLEANUP_BATCH = 1000
 
@@ -104,3 +106,36 @@ class SignInThrottle:
             await conn.execute(
                 "UPDATE sign_in_attempt SET account = NULL WHERE account = $1", account
             )
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Too many password checks at once: nothing was checked, and the attempt did not count."""
+
+
+async def throttled_password_check(
+    request: Any, username: str, password: str
+) -> Principal | Refused | Busy | None:
+    """The password check of every sign-in with a password (the form, and ``POST
+    /api/v1/auth/token`` for the CLI): counted per account and per address before it runs, so
+    neither is a side door for guessing. The principal, or why not (None: wrong password or
+    unknown user, which look the same)."""
+    settings = request.app.state.settings
+    throttle = SignInThrottle(
+        request.app.state.db,
+        settings.sign_in_account_limit,
+        settings.sign_in_address_limit,
+        settings.sign_in_window,
+    )
+    address = request.client.host if request.client else "unknown"
+    attempt = await throttle.begin(username, address)
+    if isinstance(attempt, Refused):
+        return attempt
+    try:
+        principal = await request.app.state.auth.check_password(username, password)
+    except SignInBusy:
+        await throttle.abandon(attempt)  # busy is not a wrong password: it must not count
+        return Busy()
+    if principal is not None:
+        await throttle.succeeded(attempt, username)
+    return principal

@@ -13,9 +13,9 @@ from litestar.response import Redirect, Template
 from app.audit.middleware import note_of
 from app.auth.middleware import principal_of
 from app.auth.oidc_views import provider_label
-from app.auth.service import AuthService, SignInBusy
+from app.auth.service import AuthService
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
-from app.auth.throttle import Refused, SignInThrottle
+from app.auth.throttle import Busy, Refused, throttled_password_check
 from app.auth.tokens import issue
 from app.bounds import id_path, refuse_nul, text_query
 from app.errors import Invalid
@@ -37,7 +37,6 @@ class AuthViews(Controller):
 
     @post("/login", status_code=303)
     async def login(self, request: Request[Any, Any, Any], data: Form) -> Template | Redirect:
-        auth: AuthService = request.app.state.auth
         settings = request.app.state.settings
         if not settings.local_login:
             # GANTRY_LOCAL_LOGIN=false: people sign in only through the identity provider.
@@ -53,20 +52,10 @@ class AuthViews(Controller):
         # The audit log names whoever the attempt was for, whether or not it succeeds.
         note = note_of(request)
         note.principal, note.via = username, "password"
-        throttle = SignInThrottle(
-            request.app.state.db,
-            settings.sign_in_account_limit,
-            settings.sign_in_address_limit,
-            settings.sign_in_window,
-        )
-        address = request.client.host if request.client else "unknown"
-        attempt = await throttle.begin(username, address)
-        if isinstance(attempt, Refused):
-            return _too_many(request, data, username, attempt)
-        try:
-            principal = await auth.check_password(username, data.get("password") or "")
-        except SignInBusy:
-            await throttle.abandon(attempt)  # busy is not a wrong password: it must not count
+        principal = await throttled_password_check(request, username, data.get("password") or "")
+        if isinstance(principal, Refused):
+            return _too_many(request, data, username, principal)
+        if isinstance(principal, Busy):
             return _login_page(
                 request,
                 status_code=503,
@@ -83,7 +72,6 @@ class AuthViews(Controller):
                 error="Wrong username or password.",
                 username=username,
             )
-        await throttle.succeeded(attempt, username)
         start_session(request, principal.name)
         store = request.app.stores.get(STORE_NAME)
         if isinstance(store, PostgresSessionStore):

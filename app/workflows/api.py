@@ -232,7 +232,7 @@ class WorkflowController(Controller):
         self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
     ) -> ServerSentEvent:
         service: WorkflowService = request.app.state.workflows
-        await service.get(principal_of(request), workflow_id)  # visibility
+        await service.check_visible(principal_of(request), workflow_id)
         return ServerSentEvent(workflow_events(request.app.state.watches, workflow_id))
 
 

@@ -34,7 +34,15 @@ from app.workflows.transitions import (
     record_events,
 )
 
-__all__ = ("Backend", "Loop", "Retention", "Scheduler", "Sweeper", "connected_backends")
+__all__ = (
+    "Backend",
+    "Loop",
+    "Retention",
+    "Scheduler",
+    "Sweeper",
+    "connected_backends",
+    "group_needs",
+)
 
 log = logging.getLogger(__name__)
 _DISPATCHED = list(DISPATCHED)
@@ -117,6 +125,26 @@ class Backend:
             and n["gpu"] <= have[n["platform"]][2]
             for n in needs
         )
+
+
+async def group_needs(
+    conn: asyncpg.Connection, group_ids: list[int]
+) -> dict[int, list[asyncpg.Record]]:
+    """What each group's queued tasks need, per platform (cpu, memory, gpu, n tasks): what
+    ``Backend.fits`` takes."""
+    rows = await conn.fetch(
+        """
+        SELECT task_group, platform, sum(cpu)::float8 AS cpu,
+               sum(memory)::float8 AS memory, sum(gpu)::float8 AS gpu, count(*) AS n
+        FROM task WHERE task_group = ANY($1::bigint[]) AND status = 'PROCESSING'
+        GROUP BY task_group, platform
+        """,
+        group_ids,
+    )
+    need_of: dict[int, list[asyncpg.Record]] = defaultdict(list)
+    for n in rows:
+        need_of[n["task_group"]].append(n)
+    return need_of
 
 
 async def connected_backends(
@@ -205,18 +233,7 @@ class Scheduler(Loop):
             )
             if not groups:
                 return False
-            needs = await conn.fetch(
-                """
-                SELECT task_group, platform, sum(cpu)::float8 AS cpu,
-                       sum(memory)::float8 AS memory, sum(gpu)::float8 AS gpu, count(*) AS n
-                FROM task WHERE task_group = ANY($1::bigint[]) AND status = 'PROCESSING'
-                GROUP BY task_group, platform
-                """,
-                [g["id"] for g in groups],
-            )
-            need_of: dict[int, list[asyncpg.Record]] = defaultdict(list)
-            for n in needs:
-                need_of[n["task_group"]].append(n)
+            need_of = await group_needs(conn, [g["id"] for g in groups])
             assigned: dict[str, list[int]] = defaultdict(list)
             for g in groups:
                 target = _place(need_of[g["id"]], backends)

@@ -300,7 +300,8 @@ class WorkflowService:
             await self._visible(conn, pools, workflow_id)
 
     async def get(self, principal: Principal, workflow_id: str) -> dict[str, Any]:
-        """The workflow without its groups (the list's fields); 404 unless visible."""
+        """The workflow without its groups and without ``waiting`` (the list's fields);
+        404 unless visible."""
         pools = await self.pools.accessible(principal)
         async with self.db.connection() as conn:
             row = await self._visible(conn, pools, workflow_id)
@@ -318,6 +319,7 @@ class WorkflowService:
             if row is None:
                 return None
             head = await self._detail(conn, row)
+            head["waiting"] = await why_waiting(conn, row, self.pools.lease_ttl)
             groups = await conn.fetchval(_GROUPS_JSON, workflow_id)
         encoded = _json.encode(msgspec.convert(head, WorkflowOut))
         return b'%s,"groups":%s}' % (encoded[:-1], groups.encode())
@@ -330,6 +332,7 @@ class WorkflowService:
             if row is None:
                 return None
             out = await self._detail(conn, row)
+            out["waiting"] = await why_waiting(conn, row, self.pools.lease_ttl)
             out["groups"] = await self._groups(conn, workflow_id)
             if timeline:
                 out["timeline"] = await self._timeline(conn, workflow_id)
@@ -508,9 +511,7 @@ class WorkflowService:
             """,
             row["id"],
         )
-        out = _workflow_out(row, counts["total"], counts["completed"])
-        out["waiting"] = await why_waiting(conn, row, self.pools.lease_ttl)
-        return out
+        return _workflow_out(row, counts["total"], counts["completed"])
 
     async def _groups(self, conn: asyncpg.Connection, workflow_id: str) -> list[dict[str, Any]]:
         groups = await conn.fetch(

@@ -464,7 +464,7 @@ class WorkflowViews(Controller):
         one render per change; each render holds only that page of tasks and a bounded graph.
         """
         service: WorkflowService = request.app.state.workflows
-        await service.get(principal_of(request), workflow_id)  # visibility
+        await service.check_visible(principal_of(request), workflow_id)
         watches = request.app.state.watches
         keys, status = _table_view(expand, status)
         view_key = f"{','.join(sorted(keys))}|{status or ''}|{task_page}"

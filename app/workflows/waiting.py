@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from app.workflows.scheduler import Backend, connected_backends
+from app.workflows.scheduler import Backend, connected_backends, group_needs
 
 __all__ = ("why_waiting",)
 
@@ -83,16 +83,7 @@ async def why_waiting(
             f"no runner is connected to pool '{pool}': its {known} backend(s) have no live "
             "runner session (see gantry backend list)"
         )
-    needs = list(
-        await conn.fetch(
-            """
-            SELECT platform, sum(cpu)::float8 AS cpu, sum(memory)::float8 AS memory,
-                   sum(gpu)::float8 AS gpu, count(*) AS n
-            FROM task WHERE task_group = $1 AND status = 'PROCESSING' GROUP BY platform
-            """,
-            group["id"],
-        )
-    )
+    needs = (await group_needs(conn, [group["id"]]))[group["id"]]
     name = f"group '{group['name']}'"
     if not any(b.fits(needs, free=False) for b in backends):
         lacking = "; ".join(_short(n, backends, free=False) for n in needs)

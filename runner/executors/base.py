@@ -95,11 +95,12 @@ class Executor(abc.ABC):
         """Up to ``limit`` bytes of the attempt's ``stream`` from byte ``offset``."""
 
     async def read_logs(
-        self, attempt: int, offsets: dict[Stream, int], limit: int
+        self, attempt: int, offsets: dict[Stream, int], limit: int, max_pieces: int
     ) -> list[LogPiece]:
         """New log bytes of both streams from ``offsets``, in the order the task wrote them
-        where the executor knows it (then each piece carries its time), at most about
-        ``limit`` bytes of each stream. This default reads each stream on its own."""
+        where the executor knows it (then each piece carries its time): at most ``limit``
+        bytes of each stream and ``max_pieces`` pieces. This default reads each stream on
+        its own (one piece each)."""
         pieces = []
         for stream in STREAMS:
             data = await self.read_log(attempt, stream, offsets[stream], limit)

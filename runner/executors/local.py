@@ -77,7 +77,6 @@ class _Span:
 # stream may be and still be shipped as one piece (each piece has one time).
 _TIMELINE_WINDOW = 1 << 20
 _JOIN_NS = 10_000_000
-_MAX_PIECES = 512  # per attempt per call: a batch stays a few thousand chunks at most
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 SANDBOX_ID = 65534  # nobody/nogroup on Debian: owns no file a task could read
 NO_SANDBOX_REASON = (
@@ -565,16 +564,16 @@ class LocalExecutor(Executor):
             await asyncio.to_thread(cg.kill)
 
     async def read_logs(
-        self, attempt: int, offsets: dict[Stream, int], limit: int
+        self, attempt: int, offsets: dict[Stream, int], limit: int, max_pieces: int
     ) -> list[LogPiece]:
         """Both streams in the order the task wrote them, from the supervisor's timeline
-        (runner/supervise.py): each record ``o|e END TIME_NS`` says that a read of the task's
-        stdout (o) or stderr (e) ended at byte END. Reads of one stream close together in
-        time are joined into one piece. Attempts started before the timeline existed fall
-        back to each stream on its own."""
+        (runner/supervise.py): each record ``o|e END TIME_NS`` says that the task's stdout (o)
+        or stderr (e) reached byte END in a window that began at TIME_NS. Records of one
+        stream close together in time are joined into one piece. Attempts started before the
+        timeline existed fall back to each stream on its own."""
         d = self._dir(attempt)
         if not (d / "timeline").exists():
-            return await super().read_logs(attempt, offsets, limit)
+            return await super().read_logs(attempt, offsets, limit, max_pieces)
         spans: list[_Span] = []
         begin = dict(offsets)
         shipped = dict.fromkeys(STREAMS, 0)
@@ -602,7 +601,7 @@ class LocalExecutor(Executor):
                 start_at = begin[stream]
                 if end <= start_at:
                     continue
-                # At most `limit` bytes of each stream and _MAX_PIECES pieces per call; once
+                # At most `limit` bytes of each stream and `max_pieces` pieces per call; once
                 # full the scan stops, so nothing later (of either stream) goes ahead.
                 take = min(end, start_at + limit - shipped[stream])
                 last = spans[-1] if spans else None
@@ -616,7 +615,7 @@ class LocalExecutor(Executor):
                     and ns - last.ns <= _JOIN_NS
                 ):
                     last.end = take
-                elif len(spans) >= _MAX_PIECES:
+                elif len(spans) >= max_pieces:
                     full = True
                 else:
                     spans.append(_Span(stream, start_at, take, ns))
@@ -633,7 +632,7 @@ class LocalExecutor(Executor):
         if not spans and (d / "exit_code").exists():
             # Ended: bytes the supervisor wrote but did not record (it was killed within a
             # window) go too, each stream on its own.
-            return await super().read_logs(attempt, offsets, limit)
+            return await super().read_logs(attempt, offsets, limit, max_pieces)
         for stream in STREAMS:
             mine = [sp for sp in spans if sp.stream == stream]
             if mine:

@@ -95,16 +95,20 @@ async def test_pieces_follow_the_timeline_and_stop_where_a_stream_is_full(tmp_pa
     (d / "timeline").write_bytes(
         b"o 100 %d\ne 5 %d\no 300 %d\no 310 %d\no 999" % (0, ms, 21 * ms, 22 * ms)
     )  # the last record is half written: not read yet
-    pieces = await executor.read_logs(7, {"stdout": 0, "stderr": 0}, 150)
+    pieces = await executor.read_logs(7, {"stdout": 0, "stderr": 0}, 150, 512)
     assert [(p.stream, p.offset, len(p.data)) for p in pieces] == [
         ("stdout", 0, 100), ("stderr", 0, 5), ("stdout", 100, 50),
     ]  # fmt: skip  # stdout is full at 150 bytes: nothing after it goes ahead
     assert pieces[1].at == 0.001
     # Once acknowledged, the rest, joined where reads were close together (300 and 310).
-    pieces = await executor.read_logs(7, {"stdout": 150, "stderr": 5}, 1000)
+    pieces = await executor.read_logs(7, {"stdout": 150, "stderr": 5}, 1000, 512)
     assert [(p.stream, p.offset, len(p.data)) for p in pieces] == [("stdout", 150, 160)]
     assert pieces[0].data == b"o" * 150 + b"O" * 10
-    assert await executor.read_logs(7, {"stdout": 310, "stderr": 5}, 1000) == []
+    assert await executor.read_logs(7, {"stdout": 310, "stderr": 5}, 1000, 512) == []
+    # At most max_pieces pieces, and nothing after the cut goes ahead of it.
+    fresh = LocalExecutor(tmp_path, sandbox="none")  # its own place in the timeline
+    capped = await fresh.read_logs(7, {"stdout": 0, "stderr": 0}, 1000, 1)
+    assert [(p.stream, p.offset, len(p.data)) for p in capped] == [("stdout", 0, 100)]
 
 
 async def test_a_window_of_shipped_records_is_not_read_as_caught_up(
@@ -125,7 +129,7 @@ async def test_a_window_of_shipped_records_is_not_read_as_caught_up(
     got = b""
     offsets = {"stdout": 0, "stderr": 0}
     for _ in range(10):
-        pieces = await executor.read_logs(3, offsets, 1000)
+        pieces = await executor.read_logs(3, offsets, 1000, 512)
         if not pieces:
             break
         for piece in pieces:
@@ -143,11 +147,11 @@ async def test_a_supervisor_killed_before_recording_still_ships_every_byte(tmp_p
     (d / "stdout").write_bytes(b"recorded unrecorded")
     (d / "stderr").write_bytes(b"")
     (d / "timeline").write_bytes(b"o 9 1\n")
-    first = await executor.read_logs(4, {"stdout": 0, "stderr": 0}, 1000)
+    first = await executor.read_logs(4, {"stdout": 0, "stderr": 0}, 1000, 512)
     assert [p.data for p in first] == [b"recorded "]
-    assert await executor.read_logs(4, {"stdout": 9, "stderr": 0}, 1000) == []  # still running
+    assert await executor.read_logs(4, {"stdout": 9, "stderr": 0}, 1000, 512) == []  # still running
     (d / "exit_code").write_text("0")
-    rest = await executor.read_logs(4, {"stdout": 9, "stderr": 0}, 1000)
+    rest = await executor.read_logs(4, {"stdout": 9, "stderr": 0}, 1000, 512)
     assert [p.data for p in rest] == [b"unrecorded"]
 
 
