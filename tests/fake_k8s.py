@@ -46,6 +46,40 @@ HISTORY = 5000
 log = logging.getLogger("fake-kube")
 
 
+async def _write_cri_log(output: asyncio.StreamReader, path: Path) -> None:
+    """What the container runtime does with a container's output: each line, with the time
+    its first byte was read, as a CRI log entry ``TIME stdout F TEXT`` (a last line without a
+    newline ends as a partial entry, ``P``)."""
+    pending, began = b"", b""
+    with path.open("ab") as out:
+        while chunk := await output.read(65536):
+            if not pending:
+                began = _rfc3339_nano(time.time_ns())
+            *lines, rest = (pending + chunk).split(b"\n")
+            for line in lines:
+                out.write(b"%s stdout F %s\n" % (began, line))
+                began = _rfc3339_nano(time.time_ns())
+            pending = rest
+            out.flush()
+        if pending:
+            out.write(b"%s stdout P %s\n" % (began, pending))
+
+
+def _rfc3339_nano(ns: int) -> bytes:
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) +
+            f".{ns % 10**9:09d}Z").encode()  # fmt: skip
+
+
+def _kubelet_text(entries: bytes, timestamps: bool) -> bytes:
+    """CRI log entries as the kubelet serves them: the text of each (a newline after a full
+    one), after its time and a space with ``timestamps=true``."""
+    out = []
+    for entry in entries.split(b"\n")[:-1]:
+        when, _stream, tag, text = entry.split(b" ", 3)
+        out.append((when + b" " if timestamps else b"") + text + (b"\n" if tag == b"F" else b""))
+    return b"".join(out)
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -342,19 +376,20 @@ class FakeKube:
                 400, "BadRequest", f'container "task" in pod "{name}" is waiting to start: {reason}'
             )
         follow = request.query.get("follow", "").lower() in ("true", "1")
+        timestamps = request.query.get("timestamps", "").lower() in ("true", "1")
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
         offset = 0
         while True:
-            data = path.read_bytes()[offset:]
-            if data:
-                await response.write(data)
-                offset += len(data)
-            current = self.get("pods", ns, name)
-            if not follow or current is None or self.kubelet.finished(current):
-                data = path.read_bytes()[offset:]
-                if data:
-                    await response.write(data)
+            finished = (current := self.get("pods", ns, name)) is None or self.kubelet.finished(
+                current
+            )
+            entries = path.read_bytes()[offset:]
+            whole = entries[: entries.rfind(b"\n") + 1]  # entries the runtime finished writing
+            if whole:
+                await response.write(_kubelet_text(whole, timestamps))
+                offset += len(whole)
+            if not follow or finished:
                 return response
             await asyncio.sleep(0.05)
 
@@ -506,11 +541,12 @@ class Kubelet:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = now_iso()
         try:
-            with log_path.open("wb") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    *self._sandbox(binds), *argv, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                    stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-                )  # fmt: skip
+            log_path.write_bytes(b"")
+            proc = await asyncio.create_subprocess_exec(
+                *self._sandbox(binds), *argv, env=env, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
         except OSError as exc:
             log_path.write_text("")
             await self._update(pod, phase="Failed", containerStatuses=[
@@ -518,10 +554,14 @@ class Kubelet:
                  "state": {"terminated": {"exitCode": 128, "reason": "StartError", "message": str(exc)}}}])  # fmt: skip
             return
         self.procs[uid] = proc
+        assert proc.stdout is not None
+        logging_done = asyncio.ensure_future(_write_cri_log(proc.stdout, log_path))
         await self._update(pod, phase="Running", containerStatuses=[
             {"name": "task", "ready": True, "restartCount": 0, "image": image, "imageID": "",
              "state": {"running": {"startedAt": started}}}])  # fmt: skip
         code = await proc.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(logging_done, 5)  # a daemon it left may hold the pipe
         self.procs.pop(uid, None)
         if code < 0:
             code = 128 - code

@@ -42,12 +42,11 @@ import shutil
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
-from runner.executors import cgroups
+from runner.executors import cgroups, timeline
 from runner.executors.base import STREAMS, AttemptState, Executor, Held, LogPiece, expand_vars
 from runner.executors.disk import DiskLimit
 from runner.executors.sandbox import STAGE
@@ -62,21 +61,6 @@ INPUT_ROOT = "/gantry/input"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(slots=True)
-class _Span:
-    """Bytes ``begin``..``end`` of one stream, first written at ``ns``."""
-
-    stream: Stream
-    begin: int
-    end: int
-    ns: int
-    data: bytes = b""
-
-
-# Timeline records read per call (about 30,000), and how far apart in time reads of one
-# stream may be and still be shipped as one piece (each piece has one time).
-_TIMELINE_WINDOW = 1 << 20
-_JOIN_NS = 10_000_000
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 SANDBOX_ID = 65534  # nobody/nogroup on Debian: owns no file a task could read
 NO_SANDBOX_REASON = (
@@ -574,73 +558,15 @@ class LocalExecutor(Executor):
         d = self._dir(attempt)
         if not (d / "timeline").exists():
             return await super().read_logs(attempt, offsets, limit, max_pieces)
-        spans: list[_Span] = []
-        begin = dict(offsets)
-        shipped = dict.fromkeys(STREAMS, 0)
-        full = False
-        # Window after window while every record read was shipped already: an empty answer
-        # means caught up, and the runner then reports the attempt's end (a window of only
-        # acknowledged records once read as "caught up" lost the rest of a log).
-        while not spans and not full:
-            start = self._timeline_at.get(attempt, 0)
-            with open(d / "timeline", "rb") as f:  # noqa: ASYNC230  (a small local read)
-                f.seek(start)
-                raw = f.read(_TIMELINE_WINDOW)
-            records = raw.split(b"\n")[:-1]  # the last one may be half written
-            done = start  # timeline bytes of records already shipped
-            leading = True
-            for line in records:
-                code, end_text, ns_text = line.split(b" ")
-                stream: Stream = "stdout" if code == b"o" else "stderr"
-                end = int(end_text)
-                if end <= offsets[stream]:
-                    if leading:
-                        done += len(line) + 1
-                    continue
-                leading = False
-                start_at = begin[stream]
-                if end <= start_at:
-                    continue
-                # At most `limit` bytes of each stream and `max_pieces` pieces per call; once
-                # full the scan stops, so nothing later (of either stream) goes ahead.
-                take = min(end, start_at + limit - shipped[stream])
-                last = spans[-1] if spans else None
-                ns = int(ns_text)
-                if take <= start_at:
-                    full = True
-                elif (
-                    last is not None
-                    and last.stream == stream
-                    and last.end == start_at
-                    and ns - last.ns <= _JOIN_NS
-                ):
-                    last.end = take
-                elif len(spans) >= max_pieces:
-                    full = True
-                else:
-                    spans.append(_Span(stream, start_at, take, ns))
-                if full:
-                    break
-                begin[stream] = take
-                shipped[stream] += take - start_at
-                if take < end:
-                    full = True
-                    break
-            self._timeline_at[attempt] = done
-            if done == start or not records:
-                break  # nothing more in the timeline than what is shipped
-        if not spans and (d / "exit_code").exists():
+        files: dict[Stream, Path] = {stream: d / stream for stream in STREAMS}
+        pieces, self._timeline_at[attempt] = timeline.read(
+            d / "timeline", files, offsets, limit, max_pieces, self._timeline_at.get(attempt, 0)
+        )
+        if not pieces and (d / "exit_code").exists():
             # Ended: bytes the supervisor wrote but did not record (it was killed within a
             # window) go too, each stream on its own.
             return await super().read_logs(attempt, offsets, limit, max_pieces)
-        for stream in STREAMS:
-            mine = [sp for sp in spans if sp.stream == stream]
-            if mine:
-                with open(d / stream, "rb") as f:  # noqa: ASYNC230
-                    for sp in mine:
-                        f.seek(sp.begin)
-                        sp.data = f.read(sp.end - sp.begin)
-        return [LogPiece(sp.stream, sp.begin, sp.data, sp.ns / 1e9) for sp in spans if sp.data]
+        return pieces
 
     async def read_log(self, attempt: int, stream: str, offset: int, limit: int) -> bytes:
         # A local file read of at most `limit` bytes: cheaper inline than in a thread.

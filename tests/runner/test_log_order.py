@@ -117,8 +117,9 @@ async def test_a_window_of_shipped_records_is_not_read_as_caught_up(
     """Found by attacking it: after a full window, the next read saw only acknowledged
     records, answered nothing, and the runner reported the attempt's end without the rest."""
     import runner.executors.local as local
+    import runner.executors.timeline as timeline
 
-    monkeypatch.setattr(local, "_TIMELINE_WINDOW", 40)  # a window holds about two records
+    monkeypatch.setattr(timeline, "_READ_WINDOW", 40)  # a window holds about two records
     executor = local.LocalExecutor(tmp_path, sandbox="none")
     d = executor._dir(3)
     d.mkdir(parents=True)

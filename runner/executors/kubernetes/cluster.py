@@ -236,11 +236,15 @@ class Cluster:
         finally:
             response.release()
 
-    async def pod_log(self, name: str, follow: bool) -> AsyncIterator[bytes]:
-        """The task container's log (stdout and stderr as the kubelet merged them)."""
+    async def pod_log(
+        self, name: str, follow: bool, timestamps: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The task container's log (stdout and stderr as the kubelet merged them, in the
+        order they were written); with ``timestamps`` each line begins with its time."""
         try:
             response: Any = await self.core.read_namespaced_pod_log(
-                name, self.namespace, container="task", follow=follow, _preload_content=False,
+                name, self.namespace, container="task", follow=follow, timestamps=timestamps,
+                _preload_content=False,
                 _request_timeout=None if follow else self.timeout,
             )  # fmt: skip
             try:

@@ -14,19 +14,22 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from runner.executors.base import AttemptState, Executor, Held
+from runner.executors import timeline
+from runner.executors.base import AttemptState, Executor, Held, LogPiece
 from runner.executors.kubernetes import manifests
 from runner.executors.kubernetes.cluster import Cluster, KubeError
 from runner.executors.kubernetes.config import KubeSettings
 from runner.executors.kubernetes.states import pod_state, task_container
-from runner.protocol import Capacity, Launch, Node
+from runner.protocol import Capacity, Launch, Node, Stream
 
 __all__ = ("KubernetesExecutor", "parse_bytes", "parse_cpu")
 
@@ -91,6 +94,7 @@ class KubernetesExecutor(Executor):
         self.first_seen: dict[int, dict[str, float]] = {}
         self.followers: dict[int, asyncio.Task[None]] = {}
         self.follow_done: set[int] = set()
+        self._timeline_at: dict[int, int] = {}  # where each log's unshipped records begin
         self.synced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -368,10 +372,16 @@ class KubernetesExecutor(Executor):
             )
 
     async def _copy_log(self, attempt: int) -> None:
-        """Copy the container's log into a local file, from its first byte, to its end."""
+        """Copy the container's log into a local file, from its first byte, to its end, and
+        when each line was written (the kubelet's timestamps) into its timeline."""
         path = self.log_dir / f"{attempt}.log"
+        times = self.log_dir / f"{attempt}.timeline"
         path.write_bytes(b"")  # the API gives the whole log from its start: offsets match
+        times.write_bytes(b"")
+        self._timeline_at.pop(attempt, None)
         written = 0
+        consumed = 0  # bytes of the timestamped log read: a reconnect gets it from its start
+        lines = KubeletLines()
         try:
             while True:
                 p = self.pods.get(attempt)
@@ -388,19 +398,26 @@ class KubernetesExecutor(Executor):
                     continue
                 ended = _has_ended(p)
                 assert self.cluster is not None
-                skip = written  # a reconnect gets the log from its start again
+                skip = consumed
                 try:
-                    with path.open("ab") as out:
+                    with path.open("ab") as out, times.open("ab") as timeline_file:
                         async for chunk in self.cluster.pod_log(
-                            p["metadata"]["name"], follow=not ended
+                            p["metadata"]["name"], follow=not ended, timestamps=True
                         ):
                             if skip:
                                 cut = min(skip, len(chunk))
                                 chunk, skip = chunk[cut:], skip - cut
-                            if chunk:
-                                out.write(chunk)
-                                out.flush()
-                                written += len(chunk)
+                            if not chunk:
+                                continue
+                            consumed += len(chunk)
+                            records = []
+                            for text, ns in lines.feed(chunk):
+                                out.write(text)
+                                written += len(text)
+                                records.append((written, ns))
+                            out.flush()  # the bytes before the records that name them
+                            timeline_file.write(_records(records))
+                            timeline_file.flush()
                 except KubeError as exc:
                     if exc.gone:
                         return
@@ -414,6 +431,20 @@ class KubernetesExecutor(Executor):
                 await asyncio.sleep(0.2)
         finally:
             self.follow_done.add(attempt)
+
+    async def read_logs(
+        self, attempt: int, offsets: dict[Stream, int], limit: int, max_pieces: int
+    ) -> list[LogPiece]:
+        """The log with the times the kubelet gave its lines (the timeline ``_copy_log``
+        writes); a log copied by a runner before timelines existed has no times."""
+        times = self.log_dir / f"{attempt}.timeline"
+        if not times.exists():
+            return await super().read_logs(attempt, offsets, limit, max_pieces)
+        files: dict[Stream, Path] = {"stdout": self.log_dir / f"{attempt}.log"}
+        pieces, self._timeline_at[attempt] = timeline.read(
+            times, files, offsets, limit, max_pieces, self._timeline_at.get(attempt, 0)
+        )
+        return pieces
 
     async def read_log(self, attempt: int, stream: str, offset: int, limit: int) -> bytes:
         if stream != "stdout":
@@ -441,6 +472,8 @@ class KubernetesExecutor(Executor):
 
     async def _clean_up(self, attempt: int, p: dict[str, Any] | None) -> None:
         (self.log_dir / f"{attempt}.log").unlink(missing_ok=True)
+        (self.log_dir / f"{attempt}.timeline").unlink(missing_ok=True)
+        self._timeline_at.pop(attempt, None)
         p = self.pods.pop(attempt, None) or p  # popped first: its DELETED event is then ignored
         try:
             if p is not None and self.cluster is not None:
@@ -479,3 +512,88 @@ def _has_ended(p: dict[str, Any]) -> bool:
     return phase in ("Succeeded", "Failed") or "terminated" in (
         task_container(p).get("state") or {}
     )
+
+
+class KubeletLines:
+    """The kubelet's log with ``timestamps=true`` (each line begins with its RFC 3339 time
+    and a space) as what the container wrote, each part with the time of its line.
+
+    The kubelet times the entries the container runtime wrote (a line, or a part of one
+    longer than its 16 KiB buffer); a part after the first comes with its own time in the
+    middle of the line, which is kept as the line's text, as ``kubectl logs --timestamps``
+    shows it. A line that does not begin with a time (a server that ignores ``timestamps``)
+    is kept whole, timed when it arrived."""
+
+    __slots__ = ("head", "ns", "starting")
+
+    def __init__(self) -> None:
+        self.starting = True  # at the start of a line: its time comes first
+        self.head = b""  # the start of a time cut by the end of a chunk
+        self.ns = 0
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, int]]:
+        parts: list[tuple[bytes, int]] = []
+        i = 0
+        while i < len(chunk):
+            if self.starting:
+                cut = _first_of(chunk, i, (b" ", b"\n"), _LONGEST_STAMP + 1 - len(self.head))
+                if cut < 0:  # the time goes on in the next chunk (or is no time)
+                    self.head += chunk[i:]
+                    if len(self.head) > _LONGEST_STAMP:
+                        parts.append(self._not_a_time(self.head))
+                    break
+                stamp, self.head = self.head + chunk[i:cut], b""
+                ns = _parse_stamp(stamp) if chunk[cut : cut + 1] == b" " else None
+                if ns is None:
+                    parts.append(self._not_a_time(stamp))
+                    i = cut
+                    continue
+                self.ns, self.starting, i = ns, False, cut + 1
+            else:
+                end = chunk.find(b"\n", i)
+                if end < 0:
+                    parts.append((chunk[i:], self.ns))
+                    break
+                parts.append((chunk[i : end + 1], self.ns))
+                self.starting, i = True, end + 1
+        return parts
+
+    def _not_a_time(self, text: bytes) -> tuple[bytes, int]:
+        self.starting, self.head, self.ns = False, b"", time.time_ns()
+        return text, self.ns
+
+
+_LONGEST_STAMP = len("2006-01-02T15:04:05.999999999+07:00")
+_STAMP = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+
+def _first_of(data: bytes, start: int, needles: tuple[bytes, ...], within: int) -> int:
+    """Where the first of ``needles`` is in ``data[start:start + within]``, else -1."""
+    found = [data.find(n, start, start + within) for n in needles]
+    hits = [f for f in found if f >= 0]
+    return min(hits) if hits else -1
+
+
+def _parse_stamp(stamp: bytes) -> int | None:
+    """An RFC 3339 time (nanoseconds, as the kubelet writes it) in ns since the epoch."""
+    m = _STAMP.fullmatch(stamp)
+    if m is None:
+        return None
+    zone = "+00:00" if m[3] == b"Z" else m[3].decode()
+    try:
+        base = datetime.fromisoformat(m[1].decode() + zone)
+    except ValueError:
+        return None
+    return int(base.timestamp()) * 1_000_000_000 + int((m[2] or b"").ljust(9, b"0"))
+
+
+def _records(ends: list[tuple[int, int]]) -> bytes:
+    """Timeline records for the parts just written (stdout reached END at NS), at most one
+    per window of ``timeline.WINDOW_NS``: a task printing many short lines makes few."""
+    out: list[tuple[int, int]] = []
+    for end, ns in ends:
+        if out and ns - out[-1][1] < timeline.WINDOW_NS:
+            out[-1] = (end, out[-1][1])
+        else:
+            out.append((end, ns))
+    return b"".join(timeline.record("stdout", end, ns) for end, ns in out)

@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,36 @@ async def test_in_a_pod_the_runner_uses_its_service_account(
         assert wf["status"] == "COMPLETED", wf
         assert task_of(wf, "t")["node"] == "node-a"
         assert "in a pod" in (await api.get(f"/api/v1/workflows/{wid}/tasks/t/logs")).text
+
+
+TIMED = """\
+workflow:
+  name: kube-timed
+  tasks:
+  - name: timed
+    image: ubuntu:24.04
+    command: [sh, -c, "echo early; echo err >&2; sleep 2; echo late"]
+"""
+
+
+async def test_log_lines_carry_the_kubelets_times_not_when_they_were_shipped(
+    server: InProcessServer, api: httpx.AsyncClient, kube: FakeKube, tmp_path: Path
+) -> None:
+    """The runner reads the pod's log with timestamps and ships each line with its time:
+    a log read long after the task wrote it (a runner that was away) keeps the times."""
+    wid = await submit(api, TIMED)
+    async with runner_in_loop(server.base, tmp_path / "r1", executor=executor(tmp_path / "r1")):
+        await wait_for(api, wid, lambda wf: task_of(wf, "timed")["status"] == "RUNNING", 30)
+    await asyncio.sleep(4)  # the task ends meanwhile; nobody reads its log
+    async with runner_in_loop(server.base, tmp_path / "r2", executor=executor(tmp_path / "r2")):
+        wf = await wait_for(api, wid, timeout=60)
+    assert wf["status"] == "COMPLETED", wf
+    plain = (await api.get(f"/api/v1/workflows/{wid}/tasks/timed/logs")).text
+    assert plain == "early\nerr\nlate\n", plain  # the kubelet's order, times stripped
+    stamped = (await api.get(f"/api/v1/workflows/{wid}/tasks/timed/logs?timestamps=true")).text
+    when = {
+        text: datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        for stamp, text in (line.split(" ", 1) for line in stamped.splitlines())
+    }
+    gap = (when["late"] - when["early"]).total_seconds()
+    assert 1.8 <= gap <= 3.0, f"late came {gap:.2f} s after early: not the times it was written"
