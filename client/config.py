@@ -31,7 +31,7 @@ class Server:
     name: str
     url: str
     token: str | None
-    minted_id: int | None = None  # the id of a token `login --password` created
+    minted_id: int | None = None  # the id of a token `login --password|--sso` created
 
 
 def config_path() -> Path:
@@ -70,7 +70,7 @@ def _save(data: dict[str, Any]) -> None:
 
 def remember(name: str, url: str, token: str, minted_id: int | None = None) -> None:
     """Saves a server as the current one; ``minted_id`` marks a token that `gantry login
-    --password` created, which `gantry logout` revokes again."""
+    --password` or `--sso` created, which `gantry logout` revokes again."""
     data = load()
     entry: dict[str, Any] = {"url": url, "token": token}
     if minted_id is not None:

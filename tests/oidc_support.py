@@ -184,6 +184,32 @@ async def sign_in(
     return await client.get(callback)
 
 
+async def _confirmation_page(
+    person: httpx.AsyncClient, verification_uri: str, user_code: str
+) -> httpx.Response:
+    """The person opens the verification page and enters the code; the page that asks them
+    to confirm it."""
+    page = await person.get(verification_uri)
+    return await _submit(person, page, user_code=user_code)
+
+
+async def approve_device_code(verification_uri: str, user_code: str, login: str) -> None:
+    """A person approves a device code in their browser: the code entered, signed in as
+    ``login``, the sign-in confirmed."""
+    async with httpx.AsyncClient(timeout=30) as person:
+        page = await _confirmation_page(person, verification_uri, user_code)
+        end = await act_at_provider(person, page, login, stop_at="never:")
+        assert "/device/" in end, end
+
+
+async def refuse_device_code(verification_uri: str, user_code: str) -> None:
+    """A person who does not recognise the code aborts at the confirmation page."""
+    async with httpx.AsyncClient(timeout=30) as person:
+        page = await _confirmation_page(person, verification_uri, user_code)
+        assert 'name="abort"' in page.text, page.text[:500]
+        await _submit(person, page, abort="yes")
+
+
 async def device_flow(
     provider: TestProvider, login: str, client_id: str = CLI_CLIENT, scope: str | None = None
 ) -> dict[str, Any]:
@@ -199,11 +225,7 @@ async def device_flow(
         poll = {"grant_type": DEVICE_GRANT, "device_code": grant["device_code"], "client_id": client_id}  # fmt: skip
         pending = await cli.post(f"{provider.issuer}/token", data=poll)
         assert pending.json()["error"] == "authorization_pending", pending.text
-        async with httpx.AsyncClient(timeout=30) as person:
-            page = await person.get(grant["verification_uri"])
-            page = await _submit(person, page, user_code=grant["user_code"])
-            end = await act_at_provider(person, page, login, stop_at="never:")
-            assert "/device/" in end, end
+        await approve_device_code(grant["verification_uri"], grant["user_code"], login)
         token = await cli.post(f"{provider.issuer}/token", data=poll)
         assert token.status_code == 200, token.text
         return dict(token.json())

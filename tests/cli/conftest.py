@@ -17,6 +17,17 @@ from tests.fixtures import Databases
 from tests.support import ROOT, Stack
 
 
+def cli_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `gantry` run: nothing of the test's own, its config under ``home``."""
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "COLUMNS": "200",
+    }
+    return {**base, **(extra or {})}
+
+
 @dataclass
 class Cli:
     stack: Stack
@@ -26,18 +37,12 @@ class Cli:
         self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
         timeout: float = 120, cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        base = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.home),
-            "XDG_CONFIG_HOME": str(self.home / "config"),
-            "COLUMNS": "200",
-        }
         return subprocess.run(
             [sys.executable, "-m", "app", *args],
             input=input,
             capture_output=True,
             text=True,
-            env={**base, **(env or {})},
+            env=cli_env(self.home, env),
             cwd=cwd or ROOT,
             timeout=timeout,
         )
