@@ -53,6 +53,7 @@ from app.auth.sessions import COOKIE, STORE_NAME, PostgresSessionStore, WebSessi
 from app.auth.views import AuthViews
 from app.bounds import NO_NUL
 from app.db import Database, Hub
+from app.deps import clashes, dependencies
 from app.errors import DomainError, Invalid
 from app.limits import (
     LimitExceeded,
@@ -155,7 +156,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             hub=hub,
             auth=auth,
             users=UserService(db, auth),
-            roles=RoleService(db),
+            role_service=RoleService(db),
             audit=AuditService(db),
             runner_auth=runner_auth,
             oidc=oidc,
@@ -226,7 +227,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     template_config = TemplateConfig(
         engine=JinjaTemplateEngine.from_environment(templating.environment(HERE / "templates"))
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             WorkflowController,
             PoolController,
@@ -267,6 +268,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DefineMiddleware(BearerExemptCSRFMiddleware, config=csrf_config),
             StreamSlotMiddleware(StreamSlots(settings.max_streams_per_user)),
         ],
+        dependencies=dependencies(),
         lifespan=[lifespan],
         # Litestar's default config takes over the root logger (its own format, level INFO),
         # so GANTRY_LOG_LEVEL did nothing and `gantry dev` printed the server's banner.
@@ -306,6 +308,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         debug=False,
     )
+    if found := clashes(app):
+        raise RuntimeError(f"body fields named like a dependency: {', '.join(found)}")
+    return app
 
 
 def _refuse_nul_in_url(request: Request[Any, Any, Any]) -> None:

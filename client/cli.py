@@ -10,7 +10,6 @@ import getpass
 import os
 import socket
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +24,7 @@ from client.api import Api, newer
 from client.errors import DONE, FAILED, NOT_FOUND, NOT_SIGNED_IN, USAGE, CliError
 from client.inline import Inlined, inline_localpaths
 from client.output import Format, age, clean, duration, emit
+from client.sso import sign_in as device_sign_in
 from client.watch import describe, watch_workflow
 
 __all__ = ("COMMANDS", "main")
@@ -45,9 +45,6 @@ app.add_typer(backend_app, name="backend")
 app.add_typer(token_app, name="token")
 
 TERMINAL_OK = "COMPLETED"
-MAX_FOLLOWED = (
-    32  # tasks `logs -f` follows at once without --task (GANTRY_MAX_STREAMS_PER_USER is 50)
-)
 
 Output = Annotated[
     Format, typer.Option("-o", "--output", help="table, wide, json or yaml", case_sensitive=False)
@@ -87,7 +84,9 @@ def login(
         bool, typer.Option("--password", help="sign in with a username and password")
     ] = False,
     username: Annotated[str | None, typer.Option(help="with --password")] = None,
-    sso: Annotated[bool, typer.Option("--sso", help="the identity provider's device flow")] = False,
+    sso: Annotated[
+        bool, typer.Option("--sso", help="single sign-on: approve a code at the identity provider")
+    ] = False,
     name: Annotated[str | None, typer.Option(help="what to call this server here")] = None,
 ) -> None:
     """Sign in to a server and remember it (several servers, by name)."""
@@ -96,11 +95,6 @@ def login(
     url = url.rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise CliError(f"{url!r} is not a URL: give http://HOST:PORT or https://…", USAGE)
-    if sso:
-        raise CliError(
-            "--sso (the identity provider's device flow) is not supported by this CLI yet; "
-            "sign in to the web page and create a token at /tokens, then use --token"
-        )
     if password and not _loopback_or_tls(url):
         print(f"warning: {url} is not https: the password crosses the network in clear",
               file=sys.stderr)  # fmt: skip
@@ -116,6 +110,8 @@ def login(
                       "name": f"gantry-cli@{socket.gethostname()}"[:100]},
             )  # fmt: skip
             token, minted = created["token"], created["id"]
+        elif sso:
+            token, minted = _sso_token(anonymous)
         elif token is None:
             token = getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline()
             token = token.strip()
@@ -127,10 +123,32 @@ def login(
     before = config.saved(server.name)
     config.remember(server.name, url, token or "", minted)
     if before is not None and before.minted_id is not None and before.url == url:
-        _revoke_minted(before)  # the token an earlier `login --password` made here
+        _revoke_minted(before)  # the token an earlier `login --password|--sso` made here
     print(
         f"signed in to {url} as {me['name']} (saved as {server.name!r} in {config.config_path()})"
     )
+
+
+def _sso_token(anonymous: Api) -> tuple[str, int]:
+    """``login --sso``: the provider's device flow (client/sso.py), its access token traded
+    for a new Gantry personal token (``POST /api/v1/tokens`` with the provider's JWT as Bearer).
+
+    The CLI then holds a Gantry token, as with --password, instead of provider tokens it would
+    have to refresh (and a refresh token to keep); the token's roles follow the user's Gantry
+    account, and `gantry logout` revokes it."""
+    doc = anonymous.get("/api/v1/auth/config", "cannot read how to sign in here")
+    oidc = doc.get("oidc")
+    if not oidc:
+        raise CliError("this server has no single sign-on; use --token or --password")
+    scopes = [str(s) for s in oidc.get("scopes") or []]
+    access = device_sign_in(str(oidc["issuer"]), str(oidc["client_id"]), scopes)
+    with Api(config.Server("new", anonymous.server.url, access)) as signed:
+        created = signed.post(
+            "/api/v1/tokens",
+            "the server refused the provider's token",
+            json={"name": f"gantry-cli@{socket.gethostname()}"[:100]},
+        )
+    return created["token"], created["id"]
 
 
 def _server_name(url: str) -> str:
@@ -141,7 +159,7 @@ def _server_name(url: str) -> str:
 @app.command()
 def logout(server: ServerName = None) -> None:
     """Forget the current server's token (or the one named); a token that `login
-    --password` made is revoked on the server too."""
+    --password` or `login --sso` made is revoked on the server too."""
     entry = config.saved(server)
     if entry is not None and entry.minted_id is not None:
         _revoke_minted(entry)
@@ -457,41 +475,14 @@ def workflow_logs(
     """A task's log (stdout and stderr as printed); -f streams it as kubectl logs -f does."""
     with _api(server) as api:
         if task is not None:
-            printed = _print_log(api, workflow_id, task, retry, follow, timestamps, prefix=None)
+            printed = _print_log(api, workflow_id, task, retry, follow, timestamps)
             if not printed and not follow:
                 _say_why_empty(api, workflow_id, task)
             return
         if retry is not None:
             raise CliError("--retry needs --task", USAGE)
-        wf = api.get(f"/api/v1/workflows/{workflow_id}")
-        names = [t["name"] for g in wf["groups"] for t in g["tasks"]]
-        if not follow:
-            for name in names:
-                _print_log(api, workflow_id, name, None, False, timestamps, prefix=name)
-            return
-        if len(names) > MAX_FOLLOWED:
-            raise CliError(
-                f"{workflow_id} has {len(names)} tasks: follow at most {MAX_FOLLOWED} at once "
-                "(each is a stream the server counts); give --task",
-                USAGE,
-            )
-        # Every task at once, each line prefixed as the page does, in the order they arrive.
-        lock = threading.Lock()
-        errors: list[CliError] = []
-
-        def one(name: str) -> None:
-            try:
-                _print_log(api, workflow_id, name, None, True, timestamps, prefix=name, lock=lock)
-            except CliError as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in names]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        # Every task merged by the server, each line prefixed, as the page's merged view.
+        _print_stream(api, f"/api/v1/workflows/{workflow_id}/logs", follow, timestamps)
 
 
 def _say_why_empty(api: Api, workflow_id: str, task: str) -> None:
@@ -506,35 +497,30 @@ def _say_why_empty(api: Api, workflow_id: str, task: str) -> None:
 
 
 def _print_log(
-    api: Api, workflow_id: str, task: str, retry: int | None, follow: bool, timestamps: bool,
-    prefix: str | None, lock: threading.Lock | None = None,
-) -> int:  # fmt: skip
-    """Prints one task's log (each line prefixed when ``prefix``); returns the bytes printed."""
-    params: dict[str, Any] = {"follow": "true"} if follow else {}
+    api: Api, workflow_id: str, task: str, retry: int | None, follow: bool, timestamps: bool
+) -> int:
+    """Prints one task's log; returns the bytes printed."""
+    extra = {"retry": retry} if retry is not None else {}
+    path = f"/api/v1/workflows/{workflow_id}/tasks/{task}/logs"
+    return _print_stream(api, path, follow, timestamps, extra)
+
+
+def _print_stream(
+    api: Api, path: str, follow: bool, timestamps: bool, extra: dict[str, Any] | None = None
+) -> int:
+    """Copies a log from the server to stdout as it arrives; returns the bytes printed."""
+    params: dict[str, Any] = {**(extra or {})}
+    if follow:
+        params["follow"] = "true"
     if timestamps:
         params["timestamps"] = "true"
-    if retry is not None:
-        params["retry"] = retry
-    path = f"/api/v1/workflows/{workflow_id}/tasks/{task}/logs"
     out = sys.stdout.buffer
     printed = 0
     with api.stream(path, params=params) as response:
-        if prefix is None:
-            for chunk in response.iter_bytes():
-                out.write(chunk)
-                out.flush()
-                printed += len(chunk)
-            return printed
-        head = f"[{prefix}] ".encode()
-        for line in response.iter_lines():
-            data = head + line.encode() + b"\n"
-            if lock is None:
-                out.write(data)
-            else:
-                with lock:
-                    out.write(data)
+        for chunk in response.iter_bytes():
+            out.write(chunk)
             out.flush()
-            printed += len(data)
+            printed += len(chunk)
     return printed
 
 

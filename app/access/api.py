@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post, put
+from litestar import Controller, delete, get, patch, post, put
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from app.access.policy import Policies, Policy
 from app.access.service import RoleService, UserService
-from app.audit.middleware import note_of
-from app.auth.middleware import allowed, principal_of
-from app.auth.tokens import TokenCreated, TokenIn, issue
+from app.audit.middleware import Note
+from app.auth.middleware import allowed
+from app.auth.service import AuthService, Principal
+from app.auth.tokens import TokenCreated, TokenIn, TokenPage, issue, token_page
 from app.bounds import (
     NO_NUL,
     Description,
@@ -24,7 +27,9 @@ from app.bounds import (
 )
 from app.errors import NotFound
 from app.paging import cursor_query, limit_query, page_of
+from app.pools.service import PoolService
 from app.problems import problems
+from app.settings import Settings
 
 __all__ = ("MeController", "RoleController", "UserController")
 
@@ -96,14 +101,6 @@ class RolePage(msgspec.Struct):
     next_cursor: str | None
 
 
-def _users(request: Request[Any, Any, Any]) -> UserService:
-    return request.app.state.users
-
-
-def _roles(request: Request[Any, Any, Any]) -> RoleService:
-    return request.app.state.roles
-
-
 class MeController(Controller):
     path = "/api/v1/me"
     tags = ["identity"]
@@ -111,16 +108,20 @@ class MeController(Controller):
     @get(
         "/", summary="Who you are, your roles and the pools you may submit to", responses=problems()
     )
-    async def me(self, request: Request[Any, Any, Any]) -> Me:
-        principal = principal_of(request)
-        user = await _users(request).get(principal.name)
-        pools = await request.app.state.pools.accessible(principal, "workflow:Create")
+    async def me(
+        self,
+        users: NamedDependency[UserService],
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+    ) -> Me:
+        user = await users.get(principal.name)
+        names = await pools.accessible(principal, "workflow:Create")
         return Me(
             name=user["name"],
             display_name=user["display_name"],
             kind=user["kind"],
             roles=sorted(principal.roles),
-            pools=pools,
+            pools=names,
             via=principal.via,
         )
 
@@ -130,8 +131,13 @@ class MeController(Controller):
         summary="Change your password; every browser session of yours ends",
         responses=problems(422, 503),
     )
-    async def change_password(self, request: Request[Any, Any, Any], data: PasswordChange) -> None:
-        await _users(request).change_password(principal_of(request).name, data.current, data.new)
+    async def change_password(
+        self,
+        users: NamedDependency[UserService],
+        principal: NamedDependency[Principal],
+        data: JSONBody[PasswordChange],
+    ) -> None:
+        await users.change_password(principal.name, data.current, data.new)
 
 
 class UserController(Controller):
@@ -142,11 +148,11 @@ class UserController(Controller):
     @get("/", summary="Users and service accounts (user:Admin)", responses=problems(403))
     async def list_users(
         self,
-        request: Request[Any, Any, Any],
+        users: NamedDependency[UserService],
         limit: int = limit_query(),
         cursor: str | None = cursor_query(),
     ) -> UserPage:
-        items, next_cursor = await _users(request).page(limit, cursor)
+        items, next_cursor = await users.page(limit, cursor)
         return UserPage([msgspec.convert(u, UserOut) for u in items], next_cursor)
 
     @post(
@@ -155,9 +161,14 @@ class UserController(Controller):
         summary="Create a user or a service account (user:Admin)",
         responses=problems(403, 409, 422),
     )
-    async def create_user(self, request: Request[Any, Any, Any], data: UserIn) -> UserOut:
-        note_of(request).target = data.name
-        user = await _users(request).create(
+    async def create_user(
+        self,
+        users: NamedDependency[UserService],
+        note: NamedDependency[Note],
+        data: JSONBody[UserIn],
+    ) -> UserOut:
+        note.target = data.name
+        user = await users.create(
             data.name,
             display_name=data.display_name,
             kind=data.kind,
@@ -167,8 +178,10 @@ class UserController(Controller):
         return msgspec.convert(user, UserOut)
 
     @get("/{name:str}", summary="One user (user:Admin)", responses=problems(403, 404))
-    async def get_user(self, request: Request[Any, Any, Any], name: str = user_path()) -> UserOut:
-        return msgspec.convert(await _users(request).get(name), UserOut)
+    async def get_user(
+        self, users: NamedDependency[UserService], name: str = user_path()
+    ) -> UserOut:
+        return msgspec.convert(await users.get(name), UserOut)
 
     @patch(
         "/{name:str}",
@@ -177,9 +190,12 @@ class UserController(Controller):
         responses=problems(403, 404, 409, 422),
     )
     async def patch_user(
-        self, request: Request[Any, Any, Any], data: UserPatch, name: str = user_path()
+        self,
+        users: NamedDependency[UserService],
+        data: JSONBody[UserPatch],
+        name: str = user_path(),
     ) -> UserOut:
-        user = await _users(request).update(
+        user = await users.update(
             name,
             roles=data.roles,
             display_name=data.display_name,
@@ -195,13 +211,14 @@ class UserController(Controller):
     )
     async def list_tokens(
         self,
-        request: Request[Any, Any, Any],
+        users: NamedDependency[UserService],
+        auth: NamedDependency[AuthService],
         name: str = user_path(),
         limit: int = limit_query(),
         cursor: str | None = cursor_query(),
-    ) -> dict[str, Any]:
-        await _users(request).get(name)
-        return page_of(await request.app.state.auth.list_tokens(name), limit, cursor, "id")
+    ) -> TokenPage:
+        await users.get(name)  # 404 for no such user
+        return token_page(await auth.list_tokens(name), limit, cursor)
 
     @post(
         "/{name:str}/tokens",
@@ -211,13 +228,16 @@ class UserController(Controller):
         responses=problems(403, 404, 422),
     )
     async def create_token(
-        self, request: Request[Any, Any, Any], data: TokenIn, name: str = user_path()
+        self,
+        users: NamedDependency[UserService],
+        auth: NamedDependency[AuthService],
+        settings: NamedDependency[Settings],
+        data: JSONBody[TokenIn],
+        name: str = user_path(),
     ) -> TokenCreated:
-        await _users(request).get(name)
-        lifetime = request.app.state.settings.token_max_lifetime
-        return await issue(
-            request.app.state.auth, lifetime, name, data.name, data.expires_at, data.roles
-        )
+        await users.get(name)  # 404 for no such user
+        lifetime = settings.token_max_lifetime
+        return await issue(auth, lifetime, name, data.name, data.expires_at, data.roles)
 
     @delete(
         "/{name:str}/tokens/{token_id:int}",
@@ -226,9 +246,9 @@ class UserController(Controller):
         responses=problems(403, 404),
     )
     async def revoke_token(
-        self, request: Request[Any, Any, Any], name: str = user_path(), token_id: int = id_path()
+        self, auth: NamedDependency[AuthService], name: str = user_path(), token_id: int = id_path()
     ) -> None:
-        if not await request.app.state.auth.revoke_token(name, token_id):
+        if not await auth.revoke_token(name, token_id):
             raise NotFound(f"user '{name}' has no token {token_id}")
 
     @delete(
@@ -237,8 +257,10 @@ class UserController(Controller):
         summary="Remove a user who owns no workflow (user:Admin); disable one who does",
         responses=problems(403, 404, 409),
     )
-    async def delete_user(self, request: Request[Any, Any, Any], name: str = user_path()) -> None:
-        await _users(request).delete(name)
+    async def delete_user(
+        self, users: NamedDependency[UserService], name: str = user_path()
+    ) -> None:
+        await users.delete(name)
 
 
 class RoleController(Controller):
@@ -249,18 +271,20 @@ class RoleController(Controller):
     @get("/", summary="Roles and their policies (role:Admin)", responses=problems(403))
     async def list_roles(
         self,
-        request: Request[Any, Any, Any],
+        role_service: NamedDependency[RoleService],
         limit: int = limit_query(),
         cursor: str | None = cursor_query(),
     ) -> RolePage:
-        listed = page_of(await _roles(request).all(), limit, cursor)
+        listed = page_of(await role_service.all(), limit, cursor)
         return RolePage(
             [msgspec.convert(r, RoleOut) for r in listed["items"]], listed["next_cursor"]
         )
 
     @get("/{name:str}", summary="One role (role:Admin)", responses=problems(403, 404))
-    async def get_role(self, request: Request[Any, Any, Any], name: str = role_path()) -> RoleOut:
-        return msgspec.convert(await _roles(request).get(name), RoleOut)
+    async def get_role(
+        self, role_service: NamedDependency[RoleService], name: str = role_path()
+    ) -> RoleOut:
+        return msgspec.convert(await role_service.get(name), RoleOut)
 
     @put(
         "/{name:str}",
@@ -270,9 +294,12 @@ class RoleController(Controller):
         responses=problems(403, 409, 422),
     )
     async def put_role(
-        self, request: Request[Any, Any, Any], data: RoleIn, name: str = role_path()
+        self,
+        role_service: NamedDependency[RoleService],
+        data: JSONBody[RoleIn],
+        name: str = role_path(),
     ) -> RoleOut:
-        role = await _roles(request).put(name, data.description, data.policies)
+        role = await role_service.put(name, data.description, data.policies)
         return msgspec.convert(role, RoleOut)
 
     @delete(
@@ -281,5 +308,7 @@ class RoleController(Controller):
         summary="Delete a role and take it from everyone who held it (role:Admin)",
         responses=problems(403, 404, 409),
     )
-    async def delete_role(self, request: Request[Any, Any, Any], name: str = role_path()) -> None:
-        await _roles(request).delete(name)
+    async def delete_role(
+        self, role_service: NamedDependency[RoleService], name: str = role_path()
+    ) -> None:
+        await role_service.delete(name)

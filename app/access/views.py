@@ -8,31 +8,26 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from app.access.policy import Policies
 from app.access.service import RoleService, UserService
-from app.audit.middleware import note_of
-from app.auth.middleware import allowed, principal_of
+from app.audit.middleware import Note
+from app.auth.middleware import allowed
+from app.auth.service import Principal
 from app.auth.sessions import start_session
 from app.bounds import ROLE_NAME, USER_NAME, refuse_nul, role_path, user_path
 from app.errors import Invalid
+from app.pools.service import PoolService
 from app.web import flash, page
 
 __all__ = ("AccessViews",)
 
 Form = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 _policies = msgspec.json.Decoder(Policies)
-
-
-def _users(request: Request[Any, Any, Any]) -> UserService:
-    return request.app.state.users
-
-
-def _roles(request: Request[Any, Any, Any]) -> RoleService:
-    return request.app.state.roles
 
 
 def _text(data: dict[str, Any], name: str) -> str:
@@ -55,40 +50,59 @@ def _role_list(data: dict[str, Any]) -> list[str]:
     return roles
 
 
+async def _account(
+    request: Request[Any, Any, Any],
+    users: UserService,
+    pools: PoolService,
+    principal: Principal,
+    error: str | None,
+) -> Template:
+    """The account page, with ``error`` (a refused password change) when there is one."""
+    user = await users.get(principal.name)
+    usable = await pools.accessible(principal, "workflow:Create")
+    status = 422 if error else 200
+    return page(request, "access/account.html", status_code=status, account=user,
+                roles=sorted(principal.roles), pools=usable, via=principal.via,
+                error=error)  # fmt: skip
+
+
 class AccessViews(Controller):
     include_in_schema = False
 
     # -- the caller -----------------------------------------------------------------------
 
     @get("/account")
-    async def account(self, request: Request[Any, Any, Any]) -> Template:
-        return await self._account(request, None)
-
-    async def _account(self, request: Request[Any, Any, Any], error: str | None) -> Template:
-        principal = principal_of(request)
-        user = await _users(request).get(principal.name)
-        pools = await request.app.state.pools.accessible(principal, "workflow:Create")
-        status = 422 if error else 200
-        return page(request, "access/account.html", status_code=status, account=user,
-                    roles=sorted(principal.roles), pools=pools, via=principal.via,
-                    error=error)  # fmt: skip
+    async def account(
+        self,
+        request: Request[Any, Any, Any],
+        users: NamedDependency[UserService],
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+    ) -> Template:
+        return await _account(request, users, pools, principal, None)
 
     @post("/account/password", status_code=303)
     async def change_password(
-        self, request: Request[Any, Any, Any], data: Form
+        self,
+        request: Request[Any, Any, Any],
+        users: NamedDependency[UserService],
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+        data: Form,
     ) -> Template | Redirect:
         refuse_nul({"current": 1024, "new": 1024, "confirm": 1024}, **{
             k: data.get(k) for k in ("current", "new", "confirm")})  # fmt: skip
-        principal = principal_of(request)
         current, new = str(data.get("current") or ""), str(data.get("new") or "")
         if new != str(data.get("confirm") or ""):
-            return await self._account(request, "The two new passwords differ.")
+            return await _account(request, users, pools, principal, "The two new passwords differ.")
         if not 8 <= len(new) <= 1024:
-            return await self._account(request, "The new password needs at least 8 characters.")
+            return await _account(
+                request, users, pools, principal, "The new password needs at least 8 characters."
+            )
         try:
-            await _users(request).change_password(principal.name, current, new)
+            await users.change_password(principal.name, current, new)
         except Invalid as exc:
-            return await self._account(request, f"Not changed: {exc.detail}.")
+            return await _account(request, users, pools, principal, f"Not changed: {exc.detail}.")
         if principal.via == "password":
             start_session(request, principal.name)  # every other session has ended
         flash(request, "Your password was changed; your other sessions were signed out.", "good")
@@ -97,15 +111,27 @@ class AccessViews(Controller):
     # -- users ------------------------------------------------------------------------------
 
     @get("/admin/users", guards=[allowed("user:Admin")])
-    async def users(self, request: Request[Any, Any, Any]) -> Template:
-        items, _ = await _users(request).page(500, None)
-        roles = await _roles(request).all()
-        return page(request, "access/users.html", users=items, roles=roles, error=None)
+    async def users_page(
+        self,
+        request: Request[Any, Any, Any],
+        users: NamedDependency[UserService],
+        role_service: NamedDependency[RoleService],
+    ) -> Template:
+        items, _ = await users.page(500, None)
+        return page(
+            request, "access/users.html", users=items, roles=await role_service.all(), error=None
+        )
 
     @post("/admin/users", status_code=303, guards=[allowed("user:Admin")])
-    async def create_user(self, request: Request[Any, Any, Any], data: Form) -> Redirect:
+    async def create_user(
+        self,
+        request: Request[Any, Any, Any],
+        users: NamedDependency[UserService],
+        note: NamedDependency[Note],
+        data: Form,
+    ) -> Redirect:
         name = _text(data, "name")
-        note_of(request).target = name
+        note.target = name
         refuse_nul({"name": 64, "display_name": 200, "password": 1024}, name=name,
                    display_name=_text(data, "display_name"), password=_text(data, "password"))  # fmt: skip
         if not re.match(USER_NAME, name):
@@ -116,7 +142,7 @@ class AccessViews(Controller):
         password = _text(data, "password") or None
         if password is not None and len(password) < 8:
             raise Invalid("a password needs at least 8 characters")
-        await _users(request).create(
+        await users.create(
             name,
             display_name=_text(data, "display_name") or None,
             kind=kind,
@@ -128,39 +154,51 @@ class AccessViews(Controller):
 
     @post("/admin/users/{name:str}", status_code=303, guards=[allowed("user:Admin")])
     async def update_user(
-        self, request: Request[Any, Any, Any], data: Form, name: str = user_path()
+        self,
+        request: Request[Any, Any, Any],
+        users: NamedDependency[UserService],
+        data: Form,
+        name: str = user_path(),
     ) -> Redirect:
         action = _text(data, "action")
         if action not in ("disable", "enable", "roles"):
             # An unknown (or missing) action must not be read as "save no roles".
             raise Invalid(f"unknown action {action!r}: use roles, disable or enable")
         if action == "disable":
-            await _users(request).update(name, disabled=True)
+            await users.update(name, disabled=True)
             flash(
                 request, f"Disabled {name}: its sessions ended and its tokens were deleted.", "good"
             )
         elif action == "enable":
-            await _users(request).update(name, disabled=False)
+            await users.update(name, disabled=False)
             flash(request, f"Enabled {name}.", "good")
         elif action == "roles":
             roles = _role_list(data)
-            await _users(request).update(name, roles=roles)
+            await users.update(name, roles=roles)
             flash(request, f"{name} now holds {', '.join(roles) or 'no role'}.", "good")
         return Redirect(path="/admin/users", status_code=303)
 
     # -- roles ------------------------------------------------------------------------------
 
     @get("/admin/roles", guards=[allowed("role:Admin")])
-    async def roles(self, request: Request[Any, Any, Any]) -> Template:
-        items = await _roles(request).all()
+    async def roles_page(
+        self, request: Request[Any, Any, Any], role_service: NamedDependency[RoleService]
+    ) -> Template:
+        items = await role_service.all()
         for role in items:
             role["policies_json"] = json.dumps(role["policies"], indent=2)
         return page(request, "access/roles.html", roles=items)
 
     @post("/admin/roles", status_code=303, guards=[allowed("role:Admin")])
-    async def put_role(self, request: Request[Any, Any, Any], data: Form) -> Redirect:
+    async def put_role(
+        self,
+        request: Request[Any, Any, Any],
+        role_service: NamedDependency[RoleService],
+        note: NamedDependency[Note],
+        data: Form,
+    ) -> Redirect:
         name = _text(data, "name")
-        note_of(request).target = name
+        note.target = name
         refuse_nul({"name": 32, "description": 2000, "policies": 100_000}, name=name,
                    description=_text(data, "description"), policies=_text(data, "policies"))  # fmt: skip
         if not re.match(ROLE_NAME, name):
@@ -169,14 +207,17 @@ class AccessViews(Controller):
             policies = _policies.decode(_text(data, "policies") or "[]")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise Invalid(f"the policies are not a valid JSON list of policies: {exc}") from None
-        await _roles(request).put(name, _text(data, "description"), policies)
+        await role_service.put(name, _text(data, "description"), policies)
         flash(request, f"Saved role {name}.", "good")
         return Redirect(path="/admin/roles", status_code=303)
 
     @post("/admin/roles/{name:str}/delete", status_code=303, guards=[allowed("role:Admin")])
     async def delete_role(
-        self, request: Request[Any, Any, Any], name: str = role_path()
+        self,
+        request: Request[Any, Any, Any],
+        role_service: NamedDependency[RoleService],
+        name: str = role_path(),
     ) -> Redirect:
-        await _roles(request).delete(name)
+        await role_service.delete(name)
         flash(request, f"Deleted role {name}; nobody holds it any more.", "good")
         return Redirect(path="/admin/roles", status_code=303)

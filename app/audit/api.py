@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
+from litestar.params import QueryParameter
 
 from app.audit.service import AuditService, Filters
 from app.auth.middleware import allowed
-from app.bounds import text_query
+from app.bounds import NO_NUL, text_query
 from app.paging import cursor_query, limit_query
 from app.problems import problems
 
-__all__ = ("AuditController", "filters")
+__all__ = ("FILTERS", "AuditController", "provide_filters")
 
 
 class AuditItem(msgspec.Struct):
@@ -55,16 +57,37 @@ def _moment(name: str, value: str | None) -> datetime | None:
     )
 
 
-def filters(
-    principal: str | None,
-    action: str | None,
-    target: str | None,
-    outcome: str | None,
-    since: str | None,
-    until: str | None,
+_Who = Annotated[
+    str | None,
+    QueryParameter(
+        name="principal", max_length=200, pattern=NO_NUL, description="the user (or backend) name"
+    ),
+]
+
+
+def provide_filters(
+    # Not `principal`, which names the caller (app/deps.py); the query parameter keeps it.
+    who: _Who = None,
+    action: str | None = text_query(
+        64, default=None, description="a policy action, like workflow:Cancel"
+    ),
+    target: str | None = text_query(
+        200, default=None, description="a workflow id, user, role or token id"
+    ),
+    outcome: str | None = text_query(
+        16, default=None, description="allowed, denied, failed or error"
+    ),
+    since: str | None = text_query(
+        64, default=None, description="from this time on (ISO 8601 with offset)"
+    ),
+    until: str | None = text_query(
+        64, default=None, description="before this time (ISO 8601 with offset)"
+    ),
 ) -> Filters:
+    """The audit log's filters, from the query parameters the API and the page share (their
+    bounds are the columns')."""
     return Filters(
-        principal=principal or None,
+        principal=who or None,
         action=action or None,
         target=target or None,
         outcome=outcome or None,
@@ -73,21 +96,15 @@ def filters(
     )
 
 
-# The query parameters the API and the page share; their bounds are the columns'.
-PRINCIPAL = text_query(200, default=None, description="the user (or backend) name")
-ACTION = text_query(64, default=None, description="a policy action, like workflow:Cancel")
-TARGET = text_query(200, default=None, description="a workflow id, user, role or token id")
-OUTCOME = text_query(16, default=None, description="allowed, denied, failed or error")
-SINCE = text_query(64, default=None, description="from this time on (ISO 8601 with offset)")
-UNTIL = text_query(64, default=None, description="before this time (ISO 8601 with offset)")
-LIMIT = limit_query()
-CURSOR = cursor_query()
+# `filters: Filters` in a handler's signature (Litestar dependency injection).
+FILTERS = {"filters": Provide(provide_filters, sync_to_thread=False)}
 
 
 class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["audit"]
     guards = [allowed("audit:Read")]
+    dependencies = FILTERS
 
     @get(
         "/",
@@ -98,19 +115,12 @@ class AuditController(Controller):
     )
     async def audit(
         self,
-        request: Request[Any, Any, Any],
-        principal: str | None = PRINCIPAL,
-        action: str | None = ACTION,
-        target: str | None = TARGET,
-        outcome: str | None = OUTCOME,
-        since: str | None = SINCE,
-        until: str | None = UNTIL,
-        limit: int = LIMIT,
-        cursor: str | None = CURSOR,
+        audit: NamedDependency[AuditService],
+        filters: NamedDependency[Filters],
+        limit: int = limit_query(),
+        cursor: str | None = cursor_query(),
     ) -> AuditPage:
-        service: AuditService = request.app.state.audit
-        chosen = filters(principal, action, target, outcome, since, until)
-        items, next_cursor = await service.page(chosen, limit, cursor)
+        items, next_cursor = await audit.page(filters, limit, cursor)
         return AuditPage(
             [
                 AuditItem(

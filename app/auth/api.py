@@ -8,17 +8,21 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
+from litestar.params import JSONBody
 
 from app import __version__
-from app.audit.middleware import note_of
+from app.audit.middleware import Note
 from app.auth.oidc import OidcProvider, OidcRefused
+from app.auth.service import AuthService
 from app.auth.throttle import Busy, Refused, throttled_password_check
 from app.auth.tokens import TokenCreated, issue
 from app.bounds import NO_NUL, TokenName
 from app.errors import Forbidden, Invalid
 from app.limits import LimitExceeded
 from app.problems import problems
+from app.settings import Settings
 from app.spec.errors import SpecIssue
 from runner.protocol import PROTOCOL_VERSION
 
@@ -41,18 +45,19 @@ class AuthConfig(msgspec.Struct):
     summary="How to sign in here: local passwords, and the OpenID Connect provider (public)",
     responses=problems(),
 )
-async def auth_config(request: Request[Any, Any, Any]) -> AuthConfig:
-    settings = request.app.state.settings
-    provider: OidcProvider | None = request.app.state.oidc
-    oidc = None
+async def auth_config(
+    settings: NamedDependency[Settings], oidc: NamedDependency[OidcProvider | None]
+) -> AuthConfig:
+    provider, config = oidc, None
     if provider is not None:
         try:
             scopes = await provider.scopes()
         except OidcRefused:
             scopes = list(settings.oidc_scopes)  # the provider is down: say what is configured
-        client_id = settings.oidc_cli_client_id or settings.oidc_client_id
-        oidc = OidcConfig(issuer=provider.issuer, client_id=client_id, scopes=scopes)
-    return AuthConfig(local_login=settings.local_login, oidc=oidc)
+        # A provider exists only where GANTRY_OIDC_CLIENT_ID is set (app/asgi.py, settings).
+        client_id = settings.oidc_cli_client_id or settings.oidc_client_id or ""
+        config = OidcConfig(issuer=provider.issuer, client_id=client_id, scopes=scopes)
+    return AuthConfig(local_login=settings.local_login, oidc=config)
 
 
 class VersionOut(msgspec.Struct):
@@ -83,7 +88,13 @@ class PasswordTokenIn(msgspec.Struct, forbid_unknown_fields=True):
     "sign-in)",
     responses=problems(401, 403, 422, 429, 503),
 )
-async def password_token(request: Request[Any, Any, Any], data: PasswordTokenIn) -> TokenCreated:
+async def password_token(
+    request: Request[Any, Any, Any],
+    auth: NamedDependency[AuthService],
+    settings: NamedDependency[Settings],
+    note: NamedDependency[Note],
+    data: JSONBody[PasswordTokenIn],
+) -> TokenCreated:
     """What ``gantry login --password`` calls. The same throttle as the sign-in form counts
     each attempt (per account and per address, in PostgreSQL), so the API is no side door
     for guessing; a wrong password and an unknown user answer the same 401."""
@@ -94,11 +105,9 @@ async def password_token(request: Request[Any, Any, Any], data: PasswordTokenIn)
             "send the body as application/json",
             [SpecIssue("content-type", None, "set Content-Type: application/json")],
         )
-    settings = request.app.state.settings
     if not settings.local_login:
         raise Forbidden("sign-in with a password is turned off here; use single sign-on (--sso)")
     username = data.username.strip()
-    note = note_of(request)
     note.principal, note.via = username, "password"
     principal = await throttled_password_check(request, username, data.password)
     if isinstance(principal, Refused):
@@ -118,7 +127,7 @@ async def password_token(request: Request[Any, Any, Any], data: PasswordTokenIn)
         )
     if principal is None:
         raise NotAuthorizedException("wrong username or password")
-    created = await issue(request.app.state.auth, settings.token_max_lifetime, principal.name, data.name,
+    created = await issue(auth, settings.token_max_lifetime, principal.name, data.name,
                           data.expires_at, None, caller=principal)  # fmt: skip
     note.target = str(created.id)
     return created

@@ -19,10 +19,11 @@ import httpx
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 from litestar.response import Redirect, Template
 
-from app.audit.service import Event
+from app.audit.service import AuditService, Event
 from app.auth.oidc import OidcProvider, OidcRefused
 from app.auth.oidc_users import ProviderUsers, SignInRefused
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
@@ -67,9 +68,12 @@ class OidcViews(Controller):
 
     @get("/auth/oidc/login")
     async def start(
-        self, request: Request[Any, Any, Any], next: str | None = text_query(2000, default=None)
+        self,
+        request: Request[Any, Any, Any],
+        oidc: NamedDependency[OidcProvider | None],
+        next: str | None = text_query(2000, default=None),
     ) -> Redirect | Template:
-        provider: OidcProvider | None = request.app.state.oidc
+        provider = oidc
         if provider is None:
             return _refused(request, 404, "Single sign-on is not configured on this server.")
         try:
@@ -106,13 +110,16 @@ class OidcViews(Controller):
     async def callback(
         self,
         request: Request[Any, Any, Any],
+        oidc: NamedDependency[OidcProvider | None],
+        provider_users: NamedDependency[ProviderUsers],
+        audit: NamedDependency[AuditService],
         oauth_state: OAuthState = None,
         code: str | None = text_query(2000, default=None),
         error: str | None = text_query(200, default=None),
         error_description: str | None = text_query(1000, default=None),
         iss: str | None = text_query(1000, default=None),
     ) -> Redirect | Template:  # fmt: skip
-        provider: OidcProvider | None = request.app.state.oidc
+        provider = oidc
         if provider is None:
             return _refused(request, 404, "Single sign-on is not configured on this server.")
         session = dict(request.session or {})
@@ -144,13 +151,12 @@ class OidcViews(Controller):
             if not code:
                 raise OidcRefused("the identity provider's answer has no code")
             claims = await _exchange(request, provider, code, pending)
-            users: ProviderUsers = request.app.state.provider_users
-            name = await users.sign_in(metadata.issuer, claims, sync_roles=True)
+            name = await provider_users.sign_in(metadata.issuer, claims, sync_roles=True)
         except (OidcRefused, SignInRefused) as exc:
             log.warning("single sign-on refused: %s", exc)
-            await _audit(request, "", "denied", 403)
+            await _audit(request, audit, "", "denied", 403)
             return _refused(request, 403, f"Sign-in refused: {exc}.")
-        await _audit(request, name, "allowed", 303)
+        await _audit(request, audit, name, "allowed", 303)
         start_session(request, name, via="oidc")
         store = request.app.stores.get(STORE_NAME)
         if isinstance(store, PostgresSessionStore):
@@ -158,13 +164,15 @@ class OidcViews(Controller):
         return Redirect(path=safe_next(pending.get("next")), status_code=303)
 
 
-async def _audit(request: Request[Any, Any, Any], name: str, outcome: str, status: int) -> None:
+async def _audit(
+    request: Request[Any, Any, Any], audit: AuditService, name: str, outcome: str, status: int
+) -> None:
     """A sign-in through the provider, in the audit log (the callback is a GET, which the
     audit middleware does not record)."""
     address = request.client.host if request.client else ""
     event = Event(name or "(unknown)", "oidc", "auth:SignIn", name, address, outcome, status,
                   "GET /auth/oidc/callback")  # fmt: skip
-    await request.app.state.audit.record(event)
+    await audit.record(event)
 
 
 async def _exchange(

@@ -363,7 +363,7 @@ class AuthService:
         async with self.db.connection() as conn:
             rows = await conn.fetch(
                 """
-                SELECT id, name, scopes AS roles, created_at, last_used_at, expires_at
+                SELECT id, name, coalesce(scopes, '{}') AS roles, created_at, last_used_at, expires_at
                 FROM api_token
                 WHERE "user" = $1 ORDER BY created_at DESC, id DESC
                 """,

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
 from app.auth.service import AuthService, Principal
 from app.bounds import RoleName, TokenName
 from app.errors import Invalid
+from app.paging import page_of
 from app.spec.errors import SpecIssue
 
-__all__ = ("TokenCreated", "TokenIn", "issue", "token_expiry", "token_roles_for")
+__all__ = (
+    "TokenCreated",
+    "TokenIn",
+    "TokenOut",
+    "TokenPage",
+    "issue",
+    "token_expiry",
+    "token_page",
+    "token_roles_for",
+)
 
 
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -29,6 +39,27 @@ class TokenCreated(msgspec.Struct):
     name: str
     token: str
     expires_at: datetime
+
+
+class TokenOut(msgspec.Struct):
+    """A token as lists show it: never its value."""
+
+    id: int
+    name: str
+    roles: list[str]  # the roles it carries; empty: every role of its owner
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+
+
+class TokenPage(msgspec.Struct):
+    items: list[TokenOut]
+    next_cursor: str | None
+
+
+def token_page(tokens: list[dict[str, Any]], limit: int, cursor: str | None) -> TokenPage:
+    """A page of ``AuthService.list_tokens``, newest first, by id."""
+    return msgspec.convert(page_of(tokens, limit, cursor, "id"), TokenPage)
 
 
 def token_expiry(

@@ -6,19 +6,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 
-from app.audit.middleware import note_of
-from app.auth.middleware import principal_of
+from app.audit.middleware import Note
 from app.auth.oidc_views import provider_label
-from app.auth.service import AuthService
+from app.auth.service import AuthService, Principal
 from app.auth.sessions import STORE_NAME, PostgresSessionStore, start_session
 from app.auth.throttle import Busy, Refused, throttled_password_check
 from app.auth.tokens import issue
 from app.bounds import id_path, refuse_nul, text_query
 from app.errors import Invalid
+from app.settings import Settings
 from app.web import flash, page, safe_next
 
 __all__ = ("AuthViews",)
@@ -31,17 +32,26 @@ class AuthViews(Controller):
 
     @get("/login")
     async def login_form(
-        self, request: Request[Any, Any, Any], next: str | None = text_query(2000, default=None)
+        self,
+        request: Request[Any, Any, Any],
+        settings: NamedDependency[Settings],
+        next: str | None = text_query(2000, default=None),
     ) -> Template:
-        return _login_page(request, next=safe_next(next), error=None)
+        return _login_page(request, settings, next=safe_next(next), error=None)
 
     @post("/login", status_code=303)
-    async def login(self, request: Request[Any, Any, Any], data: Form) -> Template | Redirect:
-        settings = request.app.state.settings
+    async def login(
+        self,
+        request: Request[Any, Any, Any],
+        settings: NamedDependency[Settings],
+        note: NamedDependency[Note],
+        data: Form,
+    ) -> Template | Redirect:
         if not settings.local_login:
             # GANTRY_LOCAL_LOGIN=false: people sign in only through the identity provider.
             return _login_page(
                 request,
+                settings,
                 status_code=403,
                 next=safe_next(data.get("next")),
                 error="Sign-in with a password is turned off here; use single sign-on.",
@@ -50,14 +60,14 @@ class AuthViews(Controller):
                    next=data.get("next"))  # fmt: skip
         username = (data.get("username") or "").strip()
         # The audit log names whoever the attempt was for, whether or not it succeeds.
-        note = note_of(request)
         note.principal, note.via = username, "password"
         principal = await throttled_password_check(request, username, data.get("password") or "")
         if isinstance(principal, Refused):
-            return _too_many(request, data, username, principal)
+            return _too_many(request, settings, data, username, principal)
         if isinstance(principal, Busy):
             return _login_page(
                 request,
+                settings,
                 status_code=503,
                 headers={"retry-after": "5"},
                 next=safe_next(data.get("next")),
@@ -67,6 +77,7 @@ class AuthViews(Controller):
         if principal is None:
             return _login_page(
                 request,
+                settings,
                 status_code=401,
                 next=safe_next(data.get("next")),
                 error="Wrong username or password.",
@@ -84,15 +95,25 @@ class AuthViews(Controller):
         return Redirect(path="/login", status_code=303)
 
     @get("/tokens")
-    async def tokens(self, request: Request[Any, Any, Any]) -> Template:
-        auth: AuthService = request.app.state.auth
-        items = await auth.list_tokens(principal_of(request).name)
+    async def tokens(
+        self,
+        request: Request[Any, Any, Any],
+        auth: NamedDependency[AuthService],
+        principal: NamedDependency[Principal],
+    ) -> Template:
+        items = await auth.list_tokens(principal.name)
         return page(request, "auth/tokens.html", tokens=items, created=None)
 
     @post("/tokens", status_code=200)
-    async def create_token(self, request: Request[Any, Any, Any], data: Form) -> Template:
-        auth: AuthService = request.app.state.auth
-        principal = principal_of(request)
+    async def create_token(
+        self,
+        request: Request[Any, Any, Any],
+        auth: NamedDependency[AuthService],
+        settings: NamedDependency[Settings],
+        principal: NamedDependency[Principal],
+        note: NamedDependency[Note],
+        data: Form,
+    ) -> Template:
         refuse_nul({"name": 100, "days": 5}, name=data.get("name"), days=data.get("days"))
         name = (data.get("name") or "").strip() or "token"
         days = (data.get("days") or "").strip()
@@ -100,37 +121,45 @@ class AuthViews(Controller):
             raise Invalid(f"expires in {days!r} days is not a number of days")
         # A life past GANTRY_TOKEN_MAX_LIFETIME is refused by token_expiry, naming the setting.
         asked = datetime.now(UTC) + timedelta(days=int(days)) if days else None
-        lifetime = request.app.state.settings.token_max_lifetime
-        created = await issue(auth, lifetime, principal.name, name[:100], asked, None,
+        created = await issue(auth, settings.token_max_lifetime, principal.name, name[:100], asked, None,
                               caller=principal)  # fmt: skip
-        note_of(request).target = str(created.id)
+        note.target = str(created.id)
         items = await auth.list_tokens(principal.name)
         return page(request, "auth/tokens.html", tokens=items, created=created.token)
 
     @post("/tokens/{token_id:int}/revoke", status_code=303)
-    async def revoke(self, request: Request[Any, Any, Any], token_id: int = id_path()) -> Redirect:
-        auth: AuthService = request.app.state.auth
-        if await auth.revoke_token(principal_of(request).name, token_id):
+    async def revoke(
+        self,
+        request: Request[Any, Any, Any],
+        auth: NamedDependency[AuthService],
+        principal: NamedDependency[Principal],
+        token_id: int = id_path(),
+    ) -> Redirect:
+        if await auth.revoke_token(principal.name, token_id):
             flash(request, "The token was revoked.", "good")
         return Redirect(path="/tokens", status_code=303)
 
 
 def _login_page(
     request: Request[Any, Any, Any],
+    settings: Settings,
     status_code: int = 200,
     headers: dict[str, str] | None = None,
     **context: Any,
 ) -> Template:
     """The sign-in page: the password form unless GANTRY_LOCAL_LOGIN=false, and "Sign in with
     <provider>" where single sign-on is configured."""
-    settings = request.app.state.settings
     sso = provider_label(settings.oidc_issuer) if settings.oidc_issuer else None
     return page(request, "auth/login.html", status_code, headers, sso=sso,
                 local_login=settings.local_login, **context)  # fmt: skip
 
 
 def _too_many(
-    request: Request[Any, Any, Any], data: dict[str, str], username: str, refused: Refused
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    data: dict[str, str],
+    username: str,
+    refused: Refused,
 ) -> Template:
     """429 with Retry-After, and a page that says when to try again."""
     when = datetime.now(UTC) + timedelta(seconds=refused.retry_after)
@@ -142,6 +171,7 @@ def _too_many(
     )
     return _login_page(
         request,
+        settings,
         status_code=429,
         headers={"retry-after": str(refused.retry_after)},
         next=safe_next(data.get("next")),

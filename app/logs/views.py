@@ -14,14 +14,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Controller, MediaType, Request, Response, get
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream, Template
 
 from app.auth.middleware import principal_of
+from app.auth.service import Principal
 from app.bounds import count_query, int8_query, text_query
+from app.limits import StreamSlots
 from app.logs.lines import render_lines
 from app.logs.service import LogService
-from app.logs.windows import Resume, Window, compile_filter
+from app.logs.windows import Resume, Window, Windows, compile_filter
 from app.templating import render_block
 from app.web import page
 
@@ -56,14 +59,34 @@ def _one_line(fragment: str) -> str:
     return fragment.replace("\r", "").replace("\n", " ")
 
 
+class _Viewer:
+    """What reading a log takes: the attempts' rows, their windows of lines, search slots."""
+
+    __slots__ = ("logs", "searches", "windows")
+
+    def __init__(self, logs: LogService, windows: Windows, searches: StreamSlots) -> None:
+        self.logs = logs
+        self.windows = windows
+        self.searches = searches
+
+
+def _viewer(
+    logs: NamedDependency[LogService],
+    log_windows: NamedDependency[Windows],
+    searches: NamedDependency[StreamSlots],
+) -> _Viewer:
+    return _Viewer(logs, log_windows, searches)
+
+
 async def _task_target(
-    logs: LogService,
-    request: Request[Any, Any, Any],
-    workflow_id: str,
-    task: str,
-    retry: int | None,
+    logs: NamedDependency[LogService],
+    principal: NamedDependency[Principal],
+    workflow_id: str = WORKFLOW_ID,
+    task: str = TASK,
+    retry: int | None = RETRY,
 ) -> _Target:
-    attempt = await logs.attempt(principal_of(request), workflow_id, task, retry)
+    """One attempt of a task (404 where the caller may not see the workflow)."""
+    attempt = await logs.attempt(principal, workflow_id, task, retry)
     base = f"/workflows/{workflow_id}/tasks/{task}/logs"
     return _Target(
         workflow_id,
@@ -77,23 +100,26 @@ async def _task_target(
 
 
 async def _workflow_target(
-    logs: LogService, request: Request[Any, Any, Any], workflow_id: str
+    logs: NamedDependency[LogService],
+    principal: NamedDependency[Principal],
+    workflow_id: str = WORKFLOW_ID,
 ) -> _Target:
-    attempts, names = await logs.workflow_attempts(principal_of(request), workflow_id)
+    """Every task's latest attempt, merged."""
+    attempts, names = await logs.workflow_attempts(principal, workflow_id)
     base = f"/workflows/{workflow_id}/logs"
     return _Target(workflow_id, attempts, names, base, "all tasks", f"{base}/download")
 
 
 async def _render_page(
     request: Request[Any, Any, Any],
+    viewer: _Viewer,
     target: _Target,
     before: int | None,
     line: int | None,
     q: str | None,
     regex: bool,
 ) -> Template:
-    logs: LogService = request.app.state.logs
-    windows = request.app.state.log_windows
+    logs, windows = viewer.logs, viewer.windows
     removed = await logs.removed_notice(target.workflow_id)  # by retention: say so
     complete = await logs.all_complete(target.attempts) if target.attempts else True
     try:
@@ -104,7 +130,7 @@ async def _render_page(
     if keep is not None:
         try:
             # Each search may take its whole time budget: a user runs only a few at once.
-            with request.app.state.searches.slot(principal_of(request).name):
+            with viewer.searches.slot(principal_of(request).name):
                 window = await windows.search(target.attempts, keep, complete)
         except ValueError as exc:  # the search ran out of time
             raise HTTPException(status_code=400, detail=str(exc)) from None
@@ -140,98 +166,91 @@ async def _render_page(
     )
 
 
+# A route under /tasks/{task}/ reads one attempt; the others every task of the workflow.
+_TASK = {"target": Provide(_task_target), "viewer": Provide(_viewer, sync_to_thread=False)}
+_WORKFLOW = {"target": Provide(_workflow_target), "viewer": Provide(_viewer, sync_to_thread=False)}
+
+
 class LogViews(Controller):
     include_in_schema = False
 
-    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs")
+    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs", dependencies=_TASK)
     async def task_log(
         self,
         request: Request[Any, Any, Any],
-        workflow_id: str = WORKFLOW_ID,
-        task: str = TASK,
-        retry: int | None = RETRY,
+        viewer: NamedDependency[_Viewer],
+        target: NamedDependency[_Target],
         before: int | None = BEFORE,
         line: int | None = LINE,
         q: str | None = FILTER,
         re: str | None = REGEX,
     ) -> Template:
-        target = await _task_target(request.app.state.logs, request, workflow_id, task, retry)
-        return await _render_page(request, target, before, line, q, re == "1")
+        return await _render_page(request, viewer, target, before, line, q, re == "1")
 
-    @get("/workflows/{workflow_id:str}/logs")
+    @get("/workflows/{workflow_id:str}/logs", dependencies=_WORKFLOW)
     async def workflow_log(
         self,
         request: Request[Any, Any, Any],
-        workflow_id: str = WORKFLOW_ID,
+        viewer: NamedDependency[_Viewer],
+        target: NamedDependency[_Target],
         before: int | None = BEFORE,
         line: int | None = LINE,
         q: str | None = FILTER,
         re: str | None = REGEX,
     ) -> Template:
-        target = await _workflow_target(request.app.state.logs, request, workflow_id)
-        return await _render_page(request, target, before, line, q, re == "1")
+        return await _render_page(request, viewer, target, before, line, q, re == "1")
 
-    @get("/workflows/{workflow_id:str}/logs/download")
+    @get("/workflows/{workflow_id:str}/logs/download", dependencies=_WORKFLOW)
     async def workflow_download(
-        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
+        self, log_windows: NamedDependency[Windows], target: NamedDependency[_Target]
     ) -> Stream:
-        target = await _workflow_target(request.app.state.logs, request, workflow_id)
         assert target.names is not None
         return Stream(
-            request.app.state.log_windows.text(target.attempts, target.names),
+            log_windows.text(target.attempts, target.names),
             media_type="text/plain; charset=utf-8",
-            headers={"content-disposition": f'attachment; filename="{workflow_id}.log"'},
+            headers={"content-disposition": f'attachment; filename="{target.workflow_id}.log"'},
         )
 
-    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs/earlier")
+    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs/earlier", dependencies=_TASK)
     async def task_earlier(
         self,
         request: Request[Any, Any, Any],
-        workflow_id: str = WORKFLOW_ID,
-        task: str = TASK,
+        viewer: NamedDependency[_Viewer],
+        target: NamedDependency[_Target],
         before: int = int8_query(),
-        retry: int | None = RETRY,
     ) -> Template | Response[str]:
-        target = await _task_target(request.app.state.logs, request, workflow_id, task, retry)
-        return await _earlier(request, target, before)
+        return await _earlier(request, viewer, target, before)
 
-    @get("/workflows/{workflow_id:str}/logs/earlier")
+    @get("/workflows/{workflow_id:str}/logs/earlier", dependencies=_WORKFLOW)
     async def workflow_earlier(
         self,
         request: Request[Any, Any, Any],
-        workflow_id: str = WORKFLOW_ID,
+        viewer: NamedDependency[_Viewer],
+        target: NamedDependency[_Target],
         before: int = int8_query(),
     ) -> Template | Response[str]:
-        target = await _workflow_target(request.app.state.logs, request, workflow_id)
-        return await _earlier(request, target, before)
+        return await _earlier(request, viewer, target, before)
 
-    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs/live")
+    @get("/workflows/{workflow_id:str}/tasks/{task:str}/logs/live", dependencies=_TASK)
     async def task_live(
-        self,
-        request: Request[Any, Any, Any],
-        workflow_id: str = WORKFLOW_ID,
-        task: str = TASK,
-        at: str = AT,
-        retry: int | None = RETRY,
+        self, viewer: NamedDependency[_Viewer], target: NamedDependency[_Target], at: str = AT
     ) -> ServerSentEvent:
-        target = await _task_target(request.app.state.logs, request, workflow_id, task, retry)
-        return _live(request, target, at)
+        return _live(viewer, target, at)
 
-    @get("/workflows/{workflow_id:str}/logs/live")
+    @get("/workflows/{workflow_id:str}/logs/live", dependencies=_WORKFLOW)
     async def workflow_live(
-        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID, at: str = AT
+        self, viewer: NamedDependency[_Viewer], target: NamedDependency[_Target], at: str = AT
     ) -> ServerSentEvent:
-        target = await _workflow_target(request.app.state.logs, request, workflow_id)
-        return _live(request, target, at)
+        return _live(viewer, target, at)
 
 
 async def _earlier(
-    request: Request[Any, Any, Any], target: _Target, before: int
+    request: Request[Any, Any, Any], viewer: _Viewer, target: _Target, before: int
 ) -> Template | Response[str]:
     """The part before chunk ``before``: a fragment for htmx, a whole page otherwise."""
     if "hx-request" not in request.headers:
-        return await _render_page(request, target, before, None, None, False)
-    window = await request.app.state.log_windows.earlier(target.attempts, before)
+        return await _render_page(request, viewer, target, before, None, None, False)
+    window = await viewer.windows.earlier(target.attempts, before)
     context = {
         "target": target,
         "html": render_lines(window.lines, target.names),
@@ -243,8 +262,8 @@ async def _earlier(
     return Response(render_block("logs/view.html", "earlier", context), media_type=MediaType.HTML)
 
 
-def _live(request: Request[Any, Any, Any], target: _Target, at: str) -> ServerSentEvent:
-    logs: LogService = request.app.state.logs
+def _live(viewer: _Viewer, target: _Target, at: str) -> ServerSentEvent:
+    logs = viewer.logs
     try:
         resume = Resume.decode(at)
     except ValueError as exc:
@@ -255,9 +274,7 @@ def _live(request: Request[Any, Any, Any], target: _Target, at: str) -> ServerSe
         return await logs.all_complete(target.attempts)
 
     async def lines() -> AsyncIterator[ServerSentEventMessage]:
-        async for batch in request.app.state.log_windows.follow(
-            target.attempts, resume, complete, topics
-        ):
+        async for batch in viewer.windows.follow(target.attempts, resume, complete, topics):
             if batch:
                 yield ServerSentEventMessage(
                     event="lines", data=_one_line(render_lines(batch, target.names))

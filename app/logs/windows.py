@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,7 @@ import regex
 from app.db import Database, Hub
 from app.logs.lines import Key, Line, LineAssembler
 
-__all__ = ("BUDGET", "Resume", "Window", "Windows")
+__all__ = ("BUDGET", "Resume", "Window", "Windows", "merged_text")
 
 BUDGET = 512 * 1024  # bytes of log per window
 MAX_MATCHES = 5000
@@ -324,7 +325,9 @@ class Windows:
             matches += await asyncio.to_thread(assembler.flush, keep)
         return Window(matches[:MAX_MATCHES], last_id=cursor)
 
-    async def text(self, attempts: list[int], names: dict[int, str]) -> AsyncIterator[bytes]:
+    async def text(
+        self, attempts: list[int], names: dict[int, str], timestamps: bool = False
+    ) -> AsyncIterator[bytes]:
         """The whole log as text, every line prefixed with its task (the merged download);
         each page of chunks is cut into lines in a thread."""
         assembler = LineAssembler()
@@ -334,11 +337,24 @@ class Windows:
                 page = await _chunks_after(conn, attempts, cursor)
             if not page:
                 break
-            yield await asyncio.to_thread(_text_page, assembler, page, names)
+            lines = await asyncio.to_thread(_lines, assembler, page)
+            yield merged_text(lines, names, timestamps)
             cursor = page[-1]["id"]
-        last = assembler.flush()
-        if last:
-            yield "".join(f"[{names.get(x.key[0], '?')}] {x.text}\n" for x in last).encode()
+        yield merged_text(assembler.flush(), names, timestamps)
+
+    async def follow_text(
+        self,
+        attempts: list[int],
+        names: dict[int, str],
+        is_complete: Callable[[], object],
+        topics: list[str],
+        timestamps: bool = False,
+    ) -> AsyncIterator[bytes]:
+        """The merged log as text from its start, then new lines as they come, until every
+        attempt has ended (``GET /api/v1/workflows/{id}/logs?follow=true``)."""
+        async for batch in self.follow(attempts, Resume(0, 0), is_complete, topics):
+            if batch:
+                yield merged_text(batch, names, timestamps)
 
     async def follow(
         self,
@@ -452,8 +468,13 @@ def _match_page(
     return out
 
 
-def _text_page(
-    assembler: LineAssembler, page: list[asyncpg.Record], names: dict[int, str]
-) -> bytes:
-    lines = _lines(assembler, page)
-    return "".join(f"[{names.get(x.key[0], '?')}] {x.text}\n" for x in lines).encode()
+def merged_text(lines: list[Line], names: dict[int, str], timestamps: bool) -> bytes:
+    """Lines of several tasks as text: ``[task] text``, as ``kubectl logs --prefix``; with
+    ``timestamps`` the time each was written follows the prefix (RFC 3339, UTC)."""
+    out = []
+    for x in lines:
+        stamp = ""
+        if timestamps and x.at is not None:
+            stamp = x.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
+        out.append(f"[{names.get(x.key[0], '?')}] {stamp}{x.text}\n")
+    return "".join(out).encode()

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Request, get
+import msgspec
+from litestar import get
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
 
+from app.db import Database, Hub
 from app.problems import problems
+from app.settings import Settings
+from app.workflows.scheduler import Loop
 
 __all__ = ("healthz", "metrics", "readyz")
 
 
+class Health(msgspec.Struct):
+    status: str  # "ok"
+
+
+class Readiness(msgspec.Struct):
+    ready: bool
+    checks: dict[str, bool]  # "database", "hub", and each background loop by name
+
+
 @get("/healthz", summary="The process is up", tags=["operations"], responses=problems())
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Health:
+    return Health("ok")
 
 
 @get(
@@ -23,19 +35,20 @@ async def healthz() -> dict[str, str]:
     summary="The database, the hub and the loops work",
     tags=["operations"],
     responses={
-        503: ResponseSpec(dict[str, Any], description="Not ready: `checks` says what failed"),
+        503: ResponseSpec(Readiness, description="Not ready: `checks` says what failed"),
         **problems(),
     },
 )
-async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    state = request.app.state
+async def readyz(
+    db: NamedDependency[Database], hub: NamedDependency[Hub], loops: NamedDependency[list[Loop]]
+) -> Response[Readiness]:
     checks = {
-        "database": await state.db.ping(),
-        "hub": state.hub.connected.is_set(),
-        **{loop.name: loop.alive for loop in state.loops},
+        "database": await db.ping(),
+        "hub": hub.connected.is_set(),
+        **{loop.name: loop.alive for loop in loops},
     }
     ok = all(checks.values())
-    return Response({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+    return Response(Readiness(ok, checks), status_code=200 if ok else 503)
 
 
 @get(
@@ -45,8 +58,9 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     media_type="text/plain",
     responses=problems(),
 )
-async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    db = request.app.state.db
+async def metrics(
+    db: NamedDependency[Database], settings: NamedDependency[Settings]
+) -> Response[bytes]:
     async with db.connection() as conn:
         workflows = await conn.fetch("SELECT status, count(*) AS n FROM workflow GROUP BY status")
         tasks = await conn.fetch(
@@ -59,7 +73,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
                    AS connected
             FROM backend b LEFT JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
             """,
-            request.app.state.settings.lease_ttl,
+            settings.lease_ttl,
         )
     lines = [
         "# HELP gantry_workflows Workflows by status.",

@@ -2,60 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
-
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from app.access.policy import pool_resource
-from app.audit.middleware import note_of
-from app.auth.middleware import principal_of, require
-from app.auth.service import AuthService
-from app.auth.tokens import TokenCreated, TokenIn, issue
-from app.bounds import Description, Name, id_path, text_query
+from app.audit.middleware import Note
+from app.auth.middleware import require
+from app.auth.service import AuthService, Principal
+from app.auth.tokens import TokenCreated, TokenIn, TokenPage, issue, token_page
+from app.bounds import id_path, text_query
 from app.errors import NotFound
 from app.paging import cursor_query, limit_query, page_of
+from app.pools.schemas import (
+    BackendCreated,
+    BackendIn,
+    BackendOut,
+    BackendPage,
+    PoolIn,
+    PoolOut,
+    PoolPage,
+)
 from app.pools.service import PoolService
 from app.problems import problems
+from app.settings import Settings
 
 __all__ = ("BackendController", "PoolController", "TokenController")
-
-
-class PoolIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    description: Description = ""
-    platforms: Annotated[list[Name], msgspec.Meta(max_length=100)] = msgspec.field(
-        default_factory=list
-    )
-
-
-class BackendIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    pool: Name
-
-
-class BackendPage(msgspec.Struct):
-    items: list[BackendOut]
-    next_cursor: str | None
-
-
-class BackendCreated(msgspec.Struct):
-    name: str
-    pool: str
-    token: str
-
-
-class BackendOut(msgspec.Struct):
-    name: str
-    pool: str
-    connected: bool
-    last_heartbeat: datetime | None
-    capacity: dict[str, Any]
-
-
-def _pools(request: Request[Any, Any, Any]) -> PoolService:
-    return request.app.state.pools
 
 
 class PoolController(Controller):
@@ -65,11 +38,13 @@ class PoolController(Controller):
     @get("/", summary="Pools you may use", responses=problems())
     async def list_pools(
         self,
-        request: Request[Any, Any, Any],
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
         limit: int = limit_query(),
         cursor: str | None = cursor_query(),
-    ) -> dict[str, Any]:
-        return page_of(await _pools(request).summaries(principal_of(request)), limit, cursor)
+    ) -> PoolPage:
+        listed = page_of(await pools.summaries(principal), limit, cursor)
+        return msgspec.convert(listed, PoolPage)
 
     @post(
         "/",
@@ -77,12 +52,17 @@ class PoolController(Controller):
         summary="Create a pool (pool:Admin on it)",
         responses=problems(403, 409, 422),
     )
-    async def create_pool(self, request: Request[Any, Any, Any], data: PoolIn) -> dict[str, Any]:
-        note_of(request).target = data.name
-        require(principal_of(request), "pool:Admin", pool_resource(data.name))
-        return await _pools(request).create_pool(
-            data.name, data.description, platforms=data.platforms
-        )
+    async def create_pool(
+        self,
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+        note: NamedDependency[Note],
+        data: JSONBody[PoolIn],
+    ) -> PoolOut:
+        note.target = data.name
+        require(principal, "pool:Admin", pool_resource(data.name))
+        await pools.create_pool(data.name, data.description, platforms=data.platforms)
+        return PoolOut(data.name, data.description, data.platforms, backends=[], queued_groups=0)
 
 
 class BackendController(Controller):
@@ -96,12 +76,13 @@ class BackendController(Controller):
     )
     async def list_backends(
         self,
-        request: Request[Any, Any, Any],
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
         limit: int = limit_query(),
         cursor: str | None = cursor_query(),
     ) -> BackendPage:
-        pools = await _pools(request).accessible(principal_of(request), "pool:List")
-        listed = page_of(await _pools(request).backends(pools), limit, cursor)
+        names = await pools.accessible(principal, "pool:List")
+        listed = page_of(await pools.backends(names), limit, cursor)
         items = [msgspec.convert(r, BackendOut, strict=False) for r in listed["items"]]
         return BackendPage(items, listed["next_cursor"])
 
@@ -112,11 +93,15 @@ class BackendController(Controller):
         responses=problems(403, 404, 409, 422),
     )
     async def create_backend(
-        self, request: Request[Any, Any, Any], data: BackendIn
+        self,
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+        note: NamedDependency[Note],
+        data: JSONBody[BackendIn],
     ) -> BackendCreated:
-        note_of(request).target = data.name
-        require(principal_of(request), "backend:Admin", pool_resource(data.pool))
-        token = await _pools(request).create_backend(data.name, data.pool)
+        note.target = data.name
+        require(principal, "backend:Admin", pool_resource(data.pool))
+        token = await pools.create_backend(data.name, data.pool)
         return BackendCreated(name=data.name, pool=data.pool, token=token)
 
     @post(
@@ -129,16 +114,17 @@ class BackendController(Controller):
         responses=problems(403, 404),
     )
     async def rotate_token(
-        self, request: Request[Any, Any, Any], name: str = text_query(64)
+        self,
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+        settings: NamedDependency[Settings],
+        name: str = text_query(64),
     ) -> BackendCreated:
-        pools = _pools(request)
         pool = await pools.pool_of_backend(name)
-        principal = principal_of(request)
         if pool is None or not principal.can("pool:List", pool_resource(pool)):
             raise NotFound(f"backend '{name}' does not exist")
         require(principal, "backend:Admin", pool_resource(pool))
-        grace = request.app.state.settings.token_rotation_grace
-        pool, token = await pools.rotate_backend_token(name, grace)
+        pool, token = await pools.rotate_backend_token(name, settings.token_rotation_grace)
         return BackendCreated(name=name, pool=pool, token=token)
 
 
@@ -153,12 +139,12 @@ class TokenController(Controller):
     )
     async def list_tokens(
         self,
-        request: Request[Any, Any, Any],
+        auth: NamedDependency[AuthService],
+        principal: NamedDependency[Principal],
         limit: int = limit_query(),
         cursor: str | None = cursor_query(),
-    ) -> dict[str, Any]:
-        auth: AuthService = request.app.state.auth
-        return page_of(await auth.list_tokens(principal_of(request).name), limit, cursor, "id")
+    ) -> TokenPage:
+        return token_page(await auth.list_tokens(principal.name), limit, cursor)
 
     @post(
         "/",
@@ -166,12 +152,17 @@ class TokenController(Controller):
         summary="Create a personal API token; it is shown once",
         responses=problems(422),
     )
-    async def create_token(self, request: Request[Any, Any, Any], data: TokenIn) -> TokenCreated:
-        principal = principal_of(request)
-        lifetime = request.app.state.settings.token_max_lifetime
-        created = await issue(request.app.state.auth, lifetime, principal.name, data.name,
+    async def create_token(
+        self,
+        auth: NamedDependency[AuthService],
+        principal: NamedDependency[Principal],
+        settings: NamedDependency[Settings],
+        note: NamedDependency[Note],
+        data: JSONBody[TokenIn],
+    ) -> TokenCreated:
+        created = await issue(auth, settings.token_max_lifetime, principal.name, data.name,
                               data.expires_at, data.roles, caller=principal)  # fmt: skip
-        note_of(request).target = str(created.id)
+        note.target = str(created.id)
         return created
 
     @delete(
@@ -180,7 +171,11 @@ class TokenController(Controller):
         summary="Revoke one of your tokens",
         responses=problems(404),
     )
-    async def revoke(self, request: Request[Any, Any, Any], token_id: int = id_path()) -> None:
-        auth: AuthService = request.app.state.auth
-        if not await auth.revoke_token(principal_of(request).name, token_id):
+    async def revoke(
+        self,
+        auth: NamedDependency[AuthService],
+        principal: NamedDependency[Principal],
+        token_id: int = id_path(),
+    ) -> None:
+        if not await auth.revoke_token(principal.name, token_id):
             raise NotFound(f"you have no token {token_id}")

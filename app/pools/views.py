@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 
-from app.auth.middleware import principal_of
 from app.auth.service import Principal
+from app.db import Hub
 from app.pools.service import PoolService
 from app.templating import render_block
 from app.web import page
@@ -30,22 +31,29 @@ class PoolViews(Controller):
     include_in_schema = False
 
     @get("/pools")
-    async def pools(self, request: Request[Any, Any, Any]) -> Template:
-        context = await _context(request.app.state.pools, principal_of(request))
+    async def pools_page(
+        self,
+        request: Request[Any, Any, Any],
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+    ) -> Template:
+        context = await _context(pools, principal)
         return page(request, "pools/list.html", **context)
 
     @get("/pools/live")
-    async def pools_live(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
-        service: PoolService = request.app.state.pools
-        principal = principal_of(request)
-        hub = request.app.state.hub
+    async def pools_live(
+        self,
+        pools: NamedDependency[PoolService],
+        hub: NamedDependency[Hub],
+        principal: NamedDependency[Principal],
+    ) -> ServerSentEvent:
 
         async def updates() -> AsyncIterator[ServerSentEventMessage]:
             last = ""
             with hub.subscribe("backends", "sched", "wfs") as sub:
                 while True:
                     html = render_block(
-                        "pools/list.html", "pools", await _context(service, principal)
+                        "pools/list.html", "pools", await _context(pools, principal)
                     )
                     html = html.replace("\r", "").replace("\n", " ")
                     if html != last:

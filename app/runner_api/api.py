@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
 from litestar.response import Stream
 
-from app.audit.middleware import note_of
-from app.auth.middleware import principal_of
+from app.audit.middleware import Note
+from app.auth.service import Principal
 from app.bounds import text_query
 from app.problems import problems
 from app.runner_api.service import RunnerService
@@ -17,10 +18,6 @@ from runner import protocol as p
 __all__ = ("RunnerController",)
 
 SESSION_ID = text_query(64, description="The session id Welcome gave")
-
-
-def _service(request: Request[Any, Any, Any]) -> RunnerService:
-    return request.app.state.runners
 
 
 class RunnerController(Controller):
@@ -33,22 +30,41 @@ class RunnerController(Controller):
         summary="Open a runner session (hello)",
         responses=problems(403, 422),
     )
-    async def open_session(self, request: Request[Any, Any, Any], data: p.Hello) -> p.Welcome:
-        welcome = await _service(request).open_session(principal_of(request).name, data)
-        note_of(request).target = welcome.session_id
+    async def open_session(
+        self,
+        runners: NamedDependency[RunnerService],
+        principal: NamedDependency[Principal],
+        note: NamedDependency[Note],
+        data: JSONBody[p.Hello],
+    ) -> p.Welcome:
+        welcome = await runners.open_session(principal.name, data)
+        note.target = welcome.session_id
         return welcome
 
     @get(
         "/sessions/{session_id:str}/stream",
         summary="Launches and cancels as NDJSON",
         media_type="application/x-ndjson",
-        responses=problems(403, 404, 409),
+        responses={
+            200: ResponseSpec(
+                str,
+                description="One runner/protocol.py message per line (Launch, Cancel, Ping, Goodbye), "
+                "until the server ends the stream",
+                media_type="application/x-ndjson",
+                generate_examples=False,
+            ),
+            **problems(403, 404, 409),
+        },
     )
-    async def stream(self, request: Request[Any, Any, Any], session_id: str = SESSION_ID) -> Stream:
-        service = _service(request)
-        session = await service.session(principal_of(request).name, session_id)
+    async def stream(
+        self,
+        runners: NamedDependency[RunnerService],
+        principal: NamedDependency[Principal],
+        session_id: str = SESSION_ID,
+    ) -> Stream:
+        session = await runners.session(principal.name, session_id)
         return Stream(
-            service.stream(session),
+            runners.stream(session),
             media_type="application/x-ndjson",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -60,11 +76,14 @@ class RunnerController(Controller):
         responses=problems(403, 404, 409, 422),
     )
     async def events(
-        self, request: Request[Any, Any, Any], data: p.EventBatch, session_id: str = SESSION_ID
+        self,
+        runners: NamedDependency[RunnerService],
+        principal: NamedDependency[Principal],
+        data: JSONBody[p.EventBatch],
+        session_id: str = SESSION_ID,
     ) -> p.EventReply:
-        service = _service(request)
-        session = await service.session(principal_of(request).name, session_id)
-        return await service.events(session, data)
+        session = await runners.session(principal.name, session_id)
+        return await runners.events(session, data)
 
     @post(
         "/sessions/{session_id:str}/logs",
@@ -73,11 +92,14 @@ class RunnerController(Controller):
         responses=problems(403, 404, 409, 422),
     )
     async def logs(
-        self, request: Request[Any, Any, Any], data: p.LogBatch, session_id: str = SESSION_ID
+        self,
+        runners: NamedDependency[RunnerService],
+        principal: NamedDependency[Principal],
+        data: JSONBody[p.LogBatch],
+        session_id: str = SESSION_ID,
     ) -> p.LogReply:
-        service = _service(request)
-        session = await service.session(principal_of(request).name, session_id)
-        return await service.logs(session, data)
+        session = await runners.session(principal.name, session_id)
+        return await runners.logs(session, data)
 
     @post(
         "/sessions/{session_id:str}/heartbeat",
@@ -86,8 +108,11 @@ class RunnerController(Controller):
         responses=problems(403, 404, 409, 422),
     )
     async def heartbeat(
-        self, request: Request[Any, Any, Any], data: p.Heartbeat, session_id: str = SESSION_ID
+        self,
+        runners: NamedDependency[RunnerService],
+        principal: NamedDependency[Principal],
+        data: JSONBody[p.Heartbeat],
+        session_id: str = SESSION_ID,
     ) -> p.HeartbeatReply:
-        service = _service(request)
-        session = await service.session(principal_of(request).name, session_id)
-        return await service.heartbeat(session, data)
+        session = await runners.session(principal.name, session_id)
+        return await runners.heartbeat(session, data)

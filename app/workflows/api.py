@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
-from litestar import Controller, MediaType, Request, get, post
+from litestar import Controller, MediaType, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromQuery, JSONBody, Parameter
 from litestar.response import Response, ServerSentEvent, Stream
 
-from app.audit.middleware import note_of
-from app.auth.middleware import principal_of
+from app.audit.middleware import Note
+from app.auth.service import Principal
 from app.bounds import count_query, text_query
 from app.errors import NotFound
 from app.live.events import workflow_events
+from app.live.watch import WatchRegistry
 from app.logs.service import LogService
+from app.logs.windows import Windows
 from app.problems import problems
+from app.workflows.filters import FILTER, WorkflowFilter
 from app.workflows.schemas import (
     CancelRequest,
     DryRunPlan,
@@ -36,12 +39,6 @@ __all__ = ("WorkflowController",)
 # A workflow id (workflow.id is varchar(80)) and a task name (varchar(64)) in a path.
 WORKFLOW_ID = text_query(80, description="A workflow id")
 TASK = text_query(64, description="A task name")
-SUBMITTED_AFTER = Parameter(
-    default=None, description="only those submitted at or after this time (ISO 8601)"
-)
-SUBMITTED_BEFORE = Parameter(
-    default=None, description="only those submitted before this time (ISO 8601)"
-)
 
 
 class SharedReads:
@@ -90,11 +87,14 @@ class WorkflowController(Controller):
         },
     )
     async def submit(
-        self, request: Request[Any, Any, Any], data: SubmitRequest
+        self,
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
+        note: NamedDependency[Note],
+        data: JSONBody[SubmitRequest],
     ) -> Response[WorkflowOut]:
-        service: WorkflowService = request.app.state.workflows
-        result = await service.submit(
-            principal_of(request),
+        result = await workflows.submit(
+            principal,
             data.spec,
             pool=data.pool,
             set_values=data.set_values,
@@ -107,45 +107,30 @@ class WorkflowController(Controller):
             # by the service, a group at a time, and the envelope here.
             body = await asyncio.to_thread(_encode_dry_run, result)
             return Response(body, status_code=200, media_type=MediaType.JSON)  # type: ignore[arg-type]
-        note_of(request).target = result["id"]
+        note.target = result["id"]
         return Response(
             msgspec.convert(result, WorkflowOut, from_attributes=False), status_code=201
         )
 
     @get(
         "/",
+        dependencies=FILTER,
         summary="List workflows, newest first (keyset pagination)",
         responses=problems(422),
     )
     async def list_workflows(
         self,
-        request: Request[Any, Any, Any],
-        status: str | None = text_query(32, default=None),
-        pool: str | None = text_query(64, default=None),
-        name: str | None = text_query(200, default=None),
-        user: str | None = text_query(64, default=None),
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
+        filters: NamedDependency[WorkflowFilter],
         # Checked by the service (422 naming `sort`), as the pages share it.
         sort: str = text_query(
             16, default="submitted", description="submitted, started or duration"
         ),
         limit: int = Parameter(default=50, ge=1, le=500),
         cursor: str | None = text_query(500, default=None),
-        submitted_after: datetime | None = SUBMITTED_AFTER,
-        submitted_before: datetime | None = SUBMITTED_BEFORE,
     ) -> WorkflowPage:
-        service: WorkflowService = request.app.state.workflows
-        page = await service.search(
-            principal_of(request),
-            status=status,
-            pool=pool,
-            name=name,
-            user=user,
-            sort=sort,
-            limit=limit,
-            cursor=cursor,
-            submitted_after=submitted_after,
-            submitted_before=submitted_before,
-        )
+        page = await workflows.search(principal, filters, sort=sort, limit=limit, cursor=cursor)
         return msgspec.convert(page, WorkflowPage)
 
     @get(
@@ -154,14 +139,16 @@ class WorkflowController(Controller):
         responses=problems(404),
     )
     async def get_workflow(
-        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
+        self,
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
+        workflow_id: str = WORKFLOW_ID,
     ) -> Response[WorkflowDetail]:
-        service: WorkflowService = request.app.state.workflows
-        await service.check_visible(principal_of(request), workflow_id)
+        await workflows.check_visible(principal, workflow_id)
         # Readers of one workflow at the same moment share one read, layout and encoding: 16
         # clients reading a 10,000-task workflow in a loop built it 16 times over, and held
         # /healthz for seconds (a hostile test). Visibility was checked above, per reader.
-        body = await _shared_reads.get(workflow_id, lambda: _detail_json(service, workflow_id))
+        body = await _shared_reads.get(workflow_id, lambda: _detail_json(workflows, workflow_id))
         return Response(body, media_type=MediaType.JSON)  # type: ignore[arg-type]  # encoded above
 
     @get(
@@ -170,11 +157,12 @@ class WorkflowController(Controller):
         responses=problems(404),
     )
     async def get_spec(
-        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
+        self,
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
+        workflow_id: str = WORKFLOW_ID,
     ) -> WorkflowSpecOut:
-        service: WorkflowService = request.app.state.workflows
-        return msgspec.convert(await service.spec_of(principal_of(request), workflow_id),
-                               WorkflowSpecOut)  # fmt: skip
+        return msgspec.convert(await workflows.spec_of(principal, workflow_id), WorkflowSpecOut)
 
     @post(
         "/{workflow_id:str}/cancel",
@@ -184,35 +172,44 @@ class WorkflowController(Controller):
     )
     async def cancel(
         self,
-        request: Request[Any, Any, Any],
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
         workflow_id: str = WORKFLOW_ID,
-        data: CancelRequest | None = None,
+        data: JSONBody[CancelRequest | None] = None,
     ) -> WorkflowOut:
-        service: WorkflowService = request.app.state.workflows
         body = data or CancelRequest()
-        result = await service.cancel(principal_of(request), workflow_id, body.reason, body.force)
+        result = await workflows.cancel(principal, workflow_id, body.reason, body.force)
         return msgspec.convert(result, WorkflowOut)
 
     @get(
         "/{workflow_id:str}/tasks/{task:str}/logs",
         summary="A task attempt's log as text (follow=true streams until the attempt ends)",
         media_type="text/plain",
-        responses=problems(404),
+        responses={
+            200: ResponseSpec(
+                str,
+                description="The attempt's output, stdout and stderr in the order they were "
+                "printed (empty before it starts)",
+                media_type="text/plain",
+                generate_examples=False,
+            ),
+            **problems(404),
+        },
     )
     async def task_logs(
         self,
-        request: Request[Any, Any, Any],
+        logs: NamedDependency[LogService],
+        principal: NamedDependency[Principal],
         workflow_id: str = WORKFLOW_ID,
         task: str = TASK,
         retry: int | None = count_query(default=None),
-        follow: bool = False,
-        download: bool = False,
+        follow: FromQuery[bool] = False,
+        download: FromQuery[bool] = False,
         timestamps: bool = Parameter(
             default=False, description="start each line with the time it was written"
         ),
     ) -> Stream:
-        logs: LogService = request.app.state.logs
-        attempt = await logs.attempt(principal_of(request), workflow_id, task, retry)
+        attempt = await logs.attempt(principal, workflow_id, task, retry)
         if follow:
             body = logs.follow_bytes(attempt, timestamps)
         else:
@@ -224,19 +221,77 @@ class WorkflowController(Controller):
         return Stream(body, media_type="text/plain; charset=utf-8", headers=headers)
 
     @get(
+        "/{workflow_id:str}/logs",
+        summary="Every task's log merged, each line prefixed with its task (follow=true streams "
+        "until every task has ended)",
+        media_type="text/plain",
+        responses={
+            200: ResponseSpec(
+                str,
+                description="`[task] line` for the latest attempt of every task, in the order "
+                "the lines arrived (as the log page's merged view)",
+                media_type="text/plain",
+                generate_examples=False,
+            ),
+            **problems(404),
+        },
+    )
+    async def workflow_logs(
+        self,
+        logs: NamedDependency[LogService],
+        log_windows: NamedDependency[Windows],
+        principal: NamedDependency[Principal],
+        workflow_id: str = WORKFLOW_ID,
+        follow: FromQuery[bool] = False,
+        timestamps: bool = Parameter(
+            default=False, description="put the time each line was written after its prefix"
+        ),
+    ) -> Stream:
+        attempts, names = await logs.workflow_attempts(principal, workflow_id)
+        removed = await logs.removed_notice(workflow_id)
+        body: AsyncIterator[bytes]
+        if removed is not None:
+            body = _one(removed.encode())
+        elif follow:
+            topics = [f"log:{a}" for a in attempts] + [f"wf:{workflow_id}"]
+            body = log_windows.follow_text(
+                attempts, names, lambda: logs.all_complete(attempts), topics, timestamps
+            )
+        else:
+            body = log_windows.text(attempts, names, timestamps)
+        headers = {"x-accel-buffering": "no", "cache-control": "no-cache"}
+        return Stream(body, media_type="text/plain; charset=utf-8", headers=headers)
+
+    @get(
         "/{workflow_id:str}/events",
         summary="Server-sent events: a snapshot, then workflow and task changes, then end",
-        responses=problems(404),
+        responses={
+            200: ResponseSpec(
+                str,
+                description="`snapshot` (the workflow as GET gives it), then `workflow` and "
+                "`task` events with JSON bodies, and `end` once the workflow is over",
+                media_type="text/event-stream",
+                generate_examples=False,
+            ),
+            **problems(404),
+        },
     )
     async def events(
-        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
+        self,
+        workflows: NamedDependency[WorkflowService],
+        watches: NamedDependency[WatchRegistry],
+        principal: NamedDependency[Principal],
+        workflow_id: str = WORKFLOW_ID,
     ) -> ServerSentEvent:
-        service: WorkflowService = request.app.state.workflows
-        await service.check_visible(principal_of(request), workflow_id)
-        return ServerSentEvent(workflow_events(request.app.state.watches, workflow_id))
+        await workflows.check_visible(principal, workflow_id)
+        return ServerSentEvent(workflow_events(watches, workflow_id))
 
 
 _json = msgspec.json.Encoder()
+
+
+async def _one(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 def _encode_dry_run(plan: dict[str, Any]) -> bytes:

@@ -18,6 +18,7 @@ __all__ = (
     "SubmitRequest",
     "TaskOut",
     "WorkflowDetail",
+    "WorkflowHead",
     "WorkflowOut",
     "WorkflowPage",
 )
@@ -114,11 +115,17 @@ class WorkflowOut(msgspec.Struct):
     labels: dict[str, str]
     tasks_total: int
     tasks_completed: int
-    # Why it has not started every group yet, in words (GET /workflows/{id} only; null in lists)
+
+
+class WorkflowHead(WorkflowOut):
+    """The workflow as GET gives it, without its groups."""
+
+    # Why it has not started every group yet, in words; null once nothing waits. Not in
+    # lists: a list would have to ask it of every workflow it shows.
     waiting: str | None = None
 
 
-class WorkflowDetail(WorkflowOut):
+class WorkflowDetail(WorkflowHead):
     groups: list[GroupOut] = msgspec.field(default_factory=list)
 
 

@@ -27,7 +27,8 @@ from app.spec.parse import ParsedSpec
 from app.spec.plan import Plan, PlannedGroup, PlannedTask, substitute_tokens
 from app.spec.quantities import format_bytes
 from app.spec.template import TemplateRenderer
-from app.workflows.schemas import WorkflowOut
+from app.workflows.filters import NO_FILTER, WorkflowFilter
+from app.workflows.schemas import WorkflowHead, WorkflowOut
 from app.workflows.states import PRIORITIES, TERMINAL, WORKFLOW_ALIVE, Status, WorkflowStatus
 from app.workflows.transitions import end_groups, lock_workflow
 from app.workflows.waiting import why_waiting
@@ -321,7 +322,7 @@ class WorkflowService:
             head = await self._detail(conn, row)
             head["waiting"] = await why_waiting(conn, row, self.pools.lease_ttl)
             groups = await conn.fetchval(_GROUPS_JSON, workflow_id)
-        encoded = _json.encode(msgspec.convert(head, WorkflowOut))
+        encoded = _json.encode(msgspec.convert(head, WorkflowHead))
         return b'%s,"groups":%s}' % (encoded[:-1], groups.encode())
 
     async def detail(self, workflow_id: str, *, timeline: bool = False) -> dict[str, Any] | None:
@@ -550,16 +551,11 @@ class WorkflowService:
     async def search(
         self,
         principal: Principal,
+        filters: WorkflowFilter = NO_FILTER,
         *,
-        status: str | None = None,
-        pool: str | None = None,
-        name: str | None = None,
-        user: str | None = None,
         sort: str = "submitted",
         limit: int = 50,
         cursor: str | None = None,
-        submitted_after: datetime | None = None,
-        submitted_before: datetime | None = None,
     ) -> dict[str, Any]:
         """Workflows newest first (or by start time, or longest first), keyset-paginated.
 
@@ -573,11 +569,7 @@ class WorkflowService:
         after = None
         if cursor:
             after, now = _decode_cursor(cursor, sort)
-        where, args = await self._filters(principal, status, pool, name, user)
-        for bound, op in ((submitted_after, ">="), (submitted_before, "<")):
-            if bound is not None:
-                args.append(bound if bound.tzinfo else bound.replace(tzinfo=UTC))
-                where.append(f"submitted_at {op} ${len(args)}")
+        where, args = await self._filters(principal, filters)
         key = _SORTS[sort]
         if "{now}" in key:
             args.append(now)
@@ -604,33 +596,24 @@ class WorkflowService:
         return {"items": items, "next_cursor": next_cursor}
 
     async def status_counts(
-        self,
-        principal: Principal,
-        *,
-        pool: str | None = None,
-        name: str | None = None,
-        user: str | None = None,
+        self, principal: Principal, filters: WorkflowFilter = NO_FILTER
     ) -> dict[str, int]:
         """How many workflows are in each status, under the other filters."""
-        where, args = await self._filters(principal, None, pool, name, user)
+        where, args = await self._filters(principal, filters.any_status())
         sql = f"SELECT status, count(*) AS n FROM workflow WHERE {' AND '.join(where)} GROUP BY status"  # noqa: S608
         async with self.db.connection() as conn:
             rows = await conn.fetch(sql, *args)
         return {r["status"]: r["n"] for r in rows}
 
     async def _filters(
-        self,
-        principal: Principal,
-        status: str | None,
-        pool: str | None,
-        name: str | None,
-        user: str | None,
+        self, principal: Principal, filters: WorkflowFilter
     ) -> tuple[list[str], list[Any]]:
+        """The SQL conditions (and their arguments) of ``filters`` within the caller's pools."""
         pools = await self.pools.accessible(principal, "workflow:List")
         where = ["pool = ANY($1::text[])"]
         args: list[Any] = [pools]
-        if status:
-            statuses = [s.strip().upper() for s in status.split(",") if s.strip()]
+        if filters.status:
+            statuses = [s.strip().upper() for s in filters.status.split(",") if s.strip()]
             unknown = [s for s in statuses if s not in _STATUSES]
             if unknown:
                 raise Invalid(
@@ -639,15 +622,19 @@ class WorkflowService:
                 )
             args.append(statuses)
             where.append(f"status = ANY(${len(args)}::text[])")
-        if pool:
-            args.append(pool)
+        if filters.pool:
+            args.append(filters.pool)
             where.append(f"pool = ${len(args)}")
-        if name:
-            args.append(f"%{_escape_like(name)}%")
+        if filters.name:
+            args.append(f"%{_escape_like(filters.name)}%")
             where.append(f"id ILIKE ${len(args)}")
-        if user:
-            args.append(user)
+        if filters.user:
+            args.append(filters.user)
             where.append(f"owner = ${len(args)}")
+        for bound, op in ((filters.submitted_after, ">="), (filters.submitted_before, "<")):
+            if bound is not None:
+                args.append(bound)
+                where.append(f"submitted_at {op} ${len(args)}")
         return where, args
 
     # -- cancel ---------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter, QueryParameter
+from litestar.params import Body, FromQuery, Parameter, QueryParameter
 from litestar.response import (
     Redirect,
     Response,
@@ -29,15 +30,19 @@ from litestar.response import (
 
 from app.access.policy import pool_resource
 from app.audit.middleware import note_of
-from app.auth.middleware import principal_of
+from app.auth.service import Principal
 from app.bounds import refuse_nul, text_query
+from app.db import Hub
 from app.errors import Forbidden, Invalid, NotFound
 from app.live.events import PING_SECONDS, SharedMessage
+from app.live.watch import WatchRegistry
+from app.pools.service import PoolService
 from app.spec.errors import SpecIssue
 from app.templating import render_block
 from app.templating import template_environment as templating_env
 from app.web import flash, page
 from app.workflows.dag import MAX_EXPAND, render_dag
+from app.workflows.filters import FILTER, WorkflowFilter
 from app.workflows.service import WorkflowService, check_sort
 from app.workflows.states import PRIORITIES, Status, WorkflowStatus
 
@@ -89,13 +94,6 @@ def _update(current: dict[str, Any], before: dict[str, Any] | None) -> SharedMes
 def _one_line(fragment: str) -> str:
     # SSE splits data on newlines and the browser rejoins them with "\n": keep it one line.
     return fragment.replace("\r", "").replace("\n", " ")
-
-
-def _filters(
-    status: str | None, pool: str | None, name: str | None, user: str | None
-) -> dict[str, str]:
-    pairs = (("status", status), ("pool", pool), ("name", name), ("user", user))
-    return {k: v for k, v in pairs if v}
 
 
 def _banner(count: int, query: str) -> str:
@@ -225,25 +223,21 @@ class WorkflowViews(Controller):
     async def home(self) -> Redirect:
         return Redirect(path="/workflows")
 
-    @get("/workflows")
+    @get("/workflows", dependencies=FILTER)
     async def list_page(
         self,
         request: Request[Any, Any, Any],
-        status: str | None = text_query(32, default=None),
-        pool: str | None = text_query(64, default=None),
-        name: str | None = text_query(200, default=None),
-        user: str | None = text_query(64, default=None),
+        workflows: NamedDependency[WorkflowService],
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+        filters: NamedDependency[WorkflowFilter],
         sort: str = text_query(16, default="submitted"),
         cursor: str | None = text_query(500, default=None),
     ) -> Template:
-        service: WorkflowService = request.app.state.workflows
-        principal = principal_of(request)
-        filters = _filters(status, pool, name, user)
-        listing = await service.search(
-            principal, status=status, pool=pool, name=name, user=user, sort=sort, cursor=cursor
-        )
-        counts = await service.status_counts(principal, pool=pool, name=name, user=user)
-        query = urlencode({**filters, "sort": sort})
+        listing = await workflows.search(principal, filters, sort=sort, cursor=cursor)
+        counts = await workflows.status_counts(principal, filters)
+        shown = filters.query()
+        query = urlencode({**shown, "sort": sort})
         newest = max((w["submitted_at"] for w in listing["items"]), default=None)
         since = newest.isoformat() if newest else ""
         return page(
@@ -252,37 +246,33 @@ class WorkflowViews(Controller):
             items=listing["items"],
             next_cursor=listing["next_cursor"],
             counts=counts,
-            filters=filters,
+            filters=shown,
             sort=sort,
             sorts=_SORT_LABELS,
             query=query,
-            live_query=urlencode({**filters, "sort": sort, "since": since}),
+            live_query=urlencode({**shown, "sort": sort, "since": since}),
             statuses=[s.value for s in WorkflowStatus],
-            pools=await request.app.state.pools.accessible(principal, "workflow:List"),
+            pools=await pools.accessible(principal, "workflow:List"),
             live=cursor is None,
         )
 
-    @get("/workflows/live")
+    @get("/workflows/live", dependencies=FILTER)
     async def list_live(
         self,
-        request: Request[Any, Any, Any],
-        status: str | None = text_query(32, default=None),
-        pool: str | None = text_query(64, default=None),
-        name: str | None = text_query(200, default=None),
-        user: str | None = text_query(64, default=None),
+        workflows: NamedDependency[WorkflowService],
+        hub: NamedDependency[Hub],
+        principal: NamedDependency[Principal],
+        filters: NamedDependency[WorkflowFilter],
         sort: str = text_query(16, default="submitted"),
         since: str | None = text_query(64, default=None),
     ) -> ServerSentEvent:
-        service: WorkflowService = request.app.state.workflows
-        principal = principal_of(request)
         check_sort(sort)  # a refusal once the stream has started could only break it
-        filters = _filters(status, pool, name, user)
-        hub = request.app.state.hub
+        shown = filters.query()
         try:
             newest = datetime.fromisoformat(since) if since else None
         except ValueError:
             newest = None
-        query = urlencode({**filters, "sort": sort})
+        query = urlencode({**shown, "sort": sort})
         env = templating_env()
         cells: Any = env.globals["wf_cells"]
         submitted: Any = env.globals["wf_submitted"]
@@ -293,10 +283,8 @@ class WorkflowViews(Controller):
         counts_of: Any = env.globals["status_counts"]
 
         async def updates() -> AsyncIterator[ServerSentEventMessage]:
-            first = await service.search(
-                principal, status=status, pool=pool, name=name, user=user, sort=sort
-            )
-            shown = {w["id"] for w in first["items"]}
+            first = await workflows.search(principal, filters, sort=sort)
+            listed = {w["id"] for w in first["items"]}
             sent = {w["id"]: str(cells_of(w, oob=True)) for w in first["items"]}
             sent_counts = ""
             sent_banner = ""
@@ -309,26 +297,24 @@ class WorkflowViews(Controller):
                         continue
                     await asyncio.sleep(_LIST_COALESCE)
                     sub.drain()
-                    first = await service.search(
-                        principal, status=status, pool=pool, name=name, user=user, sort=sort
-                    )
+                    first = await workflows.search(principal, filters, sort=sort)
                     parts = []
                     for w in first["items"]:
-                        if w["id"] in shown:
+                        if w["id"] in listed:
                             html_ = str(cells_of(w, oob=True))
                             if sent.get(w["id"]) != html_:
                                 sent[w["id"]] = html_
                                 parts.append(html_)
                     fresh = [
                         w for w in first["items"]
-                        if w["id"] not in shown and (newest is None or w["submitted_at"] > newest)
+                        if w["id"] not in listed and (newest is None or w["submitted_at"] > newest)
                     ]  # fmt: skip
                     banner = _banner(len(fresh), query)
                     if banner != sent_banner:
                         sent_banner = banner
                         parts.append(banner)
-                    counts = await service.status_counts(principal, pool=pool, name=name, user=user)
-                    counts_html = str(counts_of(counts, filters, oob=True))
+                    counts = await workflows.status_counts(principal, filters)
+                    counts_html = str(counts_of(counts, shown, oob=True))
                     if counts_html != sent_counts:
                         sent_counts = counts_html
                         parts.append(counts_html)
@@ -338,10 +324,14 @@ class WorkflowViews(Controller):
         return ServerSentEvent(updates())
 
     @post("/workflows/cancel", status_code=303)
-    async def bulk_cancel(self, request: Request[Any, Any, Any], data: MultiForm) -> Redirect:
+    async def bulk_cancel(
+        self,
+        request: Request[Any, Any, Any],
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
+        data: MultiForm,
+    ) -> Redirect:
         """Cancel the selected workflows: the ones you may cancel are, the others are named."""
-        service: WorkflowService = request.app.state.workflows
-        principal = principal_of(request)
         ids = data.get("ids") or []
         ids = [ids] if isinstance(ids, str) else list(ids)
         refuse_nul({"ids": 80 * 1000, "reason": MAX_REASON}, ids=" ".join(map(str, ids)),
@@ -356,7 +346,7 @@ class WorkflowViews(Controller):
         done, refused = [], []
         for workflow_id in dict.fromkeys(ids):
             try:
-                await service.cancel(principal, workflow_id, reason, force=False)
+                await workflows.cancel(principal, workflow_id, reason, force=False)
                 done.append(workflow_id)
             except (Forbidden, NotFound) as exc:
                 refused.append(f"{workflow_id} ({exc.detail})")
@@ -375,27 +365,27 @@ class WorkflowViews(Controller):
     async def detail_page(
         self,
         request: Request[Any, Any, Any],
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
         workflow_id: str = WORKFLOW_ID,
         expand: list[str] | None = EXPAND,
         task_page: TaskPage = 1,
-        status: str | None = None,
+        status: FromQuery[str | None] = None,
     ) -> Template:
-        service: WorkflowService = request.app.state.workflows
-        principal = principal_of(request)
         keys, status = _table_view(expand, status)
         # Narrow reads, not the full snapshot: a 10,000-task workflow's page reads the graph
         # as names and statuses (which also give the totals), one page of task rows, the
         # latest events and the start of the spec.
-        wf, spec = await service.page_header(principal, workflow_id, SPEC_SHOWN)
-        graph = await service.graph(workflow_id)
+        wf, spec = await workflows.page_header(principal, workflow_id, SPEC_SHOWN)
+        graph = await workflows.graph(workflow_id)
         counts = dict(Counter(t["status"] for g in graph["groups"] for t in g["tasks"]))
         wf["tasks_total"] = sum(counts.values())
         wf["tasks_completed"] = counts.get("COMPLETED", 0)
         task_page = min(task_page, _pages(counts, status))  # past the end: the last page
         offset = (task_page - 1) * TASK_PAGE_SIZE
-        rows = await service.task_rows(workflow_id, status, offset, TASK_PAGE_SIZE)
+        rows = await workflows.task_rows(workflow_id, status, offset, TASK_PAGE_SIZE)
         tp = _task_page(workflow_id, rows, counts, task_page, status, keys)
-        timeline = await service.events_page(workflow_id, None, TIMELINE_SIZE + 1)
+        timeline = await workflows.events_page(workflow_id, None, TIMELINE_SIZE + 1)
         return page(
             request,
             "workflows/detail.html",
@@ -418,13 +408,14 @@ class WorkflowViews(Controller):
     async def events_page(
         self,
         request: Request[Any, Any, Any],
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
         workflow_id: str = WORKFLOW_ID,
         before: Annotated[int | None, QueryParameter(ge=1, le=2**63 - 1)] = None,
     ) -> Template:
         """The workflow's events, newest first, ``TIMELINE_SIZE`` at a time."""
-        service: WorkflowService = request.app.state.workflows
-        wf = await service.get(principal_of(request), workflow_id)
-        events = await service.events_page(workflow_id, before, TIMELINE_SIZE + 1)
+        wf = await workflows.get(principal, workflow_id)
+        events = await workflows.events_page(workflow_id, before, TIMELINE_SIZE + 1)
         earlier = None
         if len(events) > TIMELINE_SIZE:
             events = events[:TIMELINE_SIZE]
@@ -437,6 +428,8 @@ class WorkflowViews(Controller):
     async def spec_text(
         self,
         request: Request[Any, Any, Any],
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
         workflow_id: str = WORKFLOW_ID,
         which: str = Parameter(default="spec", max_length=20),
     ) -> Response[str]:
@@ -446,26 +439,27 @@ class WorkflowViews(Controller):
                 "which must be spec or rendered_spec",
                 [SpecIssue("which", None, "use spec or rendered_spec")],
             )
-        spec = await request.app.state.workflows.spec_of(principal_of(request), workflow_id)
+        spec = await workflows.spec_of(principal, workflow_id)
         return Response(spec[which], media_type="text/plain; charset=utf-8")
 
     @get("/workflows/{workflow_id:str}/live")
     async def detail_live(
         self,
         request: Request[Any, Any, Any],
+        workflows: NamedDependency[WorkflowService],
+        watches: NamedDependency[WatchRegistry],
+        principal: NamedDependency[Principal],
         workflow_id: str = WORKFLOW_ID,
         expand: list[str] | None = EXPAND,
         task_page: TaskPage = 1,
-        status: str | None = None,
+        status: FromQuery[str | None] = None,
     ) -> ServerSentEvent:
         """One shared message per change: out-of-band swaps of the blocks that changed.
 
         Viewers of the same view (graph nodes open, page and filter of the task table) share
         one render per change; each render holds only that page of tasks and a bounded graph.
         """
-        service: WorkflowService = request.app.state.workflows
-        await service.check_visible(principal_of(request), workflow_id)
-        watches = request.app.state.watches
+        await workflows.check_visible(principal, workflow_id)
         keys, status = _table_view(expand, status)
         view_key = f"{','.join(sorted(keys))}|{status or ''}|{task_page}"
         base = f"/workflows/{workflow_id}"
@@ -522,12 +516,16 @@ class WorkflowViews(Controller):
 
     @post("/workflows/{workflow_id:str}/cancel", status_code=303)
     async def cancel(
-        self, request: Request[Any, Any, Any], data: Form, workflow_id: str = WORKFLOW_ID
+        self,
+        request: Request[Any, Any, Any],
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
+        data: Form,
+        workflow_id: str = WORKFLOW_ID,
     ) -> Redirect:
-        service: WorkflowService = request.app.state.workflows
         refuse_nul({"reason": MAX_REASON}, reason=data.get("reason"))
-        await service.cancel(
-            principal_of(request),
+        await workflows.cancel(
+            principal,
             workflow_id,
             (data.get("reason") or "").strip(),
             data.get("mode") == "force" or data.get("force") == "on",
@@ -537,35 +535,46 @@ class WorkflowViews(Controller):
 
     @post("/workflows/{workflow_id:str}/resubmit", status_code=303)
     async def resubmit(
-        self, request: Request[Any, Any, Any], workflow_id: str = WORKFLOW_ID
+        self,
+        request: Request[Any, Any, Any],
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
+        workflow_id: str = WORKFLOW_ID,
     ) -> Redirect:
-        service: WorkflowService = request.app.state.workflows
-        result = await service.resubmit(principal_of(request), workflow_id)
+        result = await workflows.resubmit(principal, workflow_id)
         flash(request, f"Resubmitted {workflow_id} as {result['id']}.", "good")
         return Redirect(path=f"/workflows/{result['id']}", status_code=303)
 
     @get("/submit")
-    async def submit_page(self, request: Request[Any, Any, Any]) -> Template:
-        pools = await request.app.state.pools.accessible(principal_of(request), "workflow:Create")
+    async def submit_page(
+        self,
+        request: Request[Any, Any, Any],
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+    ) -> Template:
+        usable = await pools.accessible(principal, "workflow:Create")
         # "": the spec's own `pool:` (else default), as the API does; a pool chosen here wins.
         form = {"pool": "",
                 "priority": "NORMAL", "spec": "", "set": ""}  # fmt: skip
-        return _submit_page(request, pools, form, [], [], None)
+        return _submit_page(request, usable, form, [], [], None)
 
     @post("/submit", status_code=303)
     async def submit(
-        self, request: Request[Any, Any, Any], data: UploadForm
+        self,
+        request: Request[Any, Any, Any],
+        workflows: NamedDependency[WorkflowService],
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+        data: UploadForm,
     ) -> Template | Redirect:
-        service: WorkflowService = request.app.state.workflows
-        principal = principal_of(request)
-        pools = await request.app.state.pools.accessible(principal, "workflow:Create")
+        usable = await pools.accessible(principal, "workflow:Create")
         spec = str(data.get("spec") or "")
         upload = data.get("file")
         if isinstance(upload, UploadFile):
             content = await upload.read()
             if content.strip():
                 spec = content.decode("utf-8", errors="replace")
-        variables = await _default_values(service, spec)
+        variables = await _default_values(workflows, spec)
         set_values: dict[str, Any] = {}
         for name, default in variables:
             value = data.get(f"var.{name}")
@@ -586,7 +595,7 @@ class WorkflowViews(Controller):
         try:
             refuse_nul({"pool": 64, "priority": 8, "set": 1024 * 1024}, pool=form["pool"],
                        priority=form["priority"], set=form["set"], spec=spec)  # fmt: skip
-            result = await service.submit(
+            result = await workflows.submit(
                 principal,
                 spec,
                 pool=form["pool"] or None,
@@ -595,9 +604,9 @@ class WorkflowViews(Controller):
                 dry_run=dry_run,
             )
         except Invalid as exc:
-            return _submit_page(request, pools, form, shown, exc.issues, None, exc.title, 422)
+            return _submit_page(request, usable, form, shown, exc.issues, None, exc.title, 422)
         if dry_run:
-            return _submit_page(request, pools, form, shown, [], result)
+            return _submit_page(request, usable, form, shown, [], result)
         note_of(request).target = result["id"]
         flash(request, f"Submitted {result['id']}.", "good")
         return Redirect(path=f"/workflows/{result['id']}", status_code=303)

@@ -8,6 +8,7 @@ import json
 import re
 import stat
 import time
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -298,3 +299,31 @@ def test_completion_scripts_and_workflow_ids(cli: Cli, tmp_path: Path) -> None:
     assert wid in words, words
     env["COMP_WORDS"], env["COMP_CWORD"] = "gantry work", "1"
     assert "plain,workflow" in cli.ok(env=env).splitlines()
+
+
+MANY = "workflow:\n  name: many\n  tasks:\n" + "".join(
+    f"  - {{name: t{i:02d}, image: x, command: [sh, -c, 'echo first {i}; sleep 1; "
+    f"echo second {i}']}}\n"
+    for i in range(40)
+)
+
+
+def test_logs_of_every_task_merge_on_the_server_past_any_stream_limit(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Without --task the server merges every task (one stream, however many tasks): -f
+    ends when the last task ends, and --timestamps puts each line's time after its prefix."""
+    _login(cli)
+    wid = cli.ok("workflow", "submit", str(_write(tmp_path, "many.yaml", MANY))).strip()
+    followed = cli.ok("workflow", "logs", wid, "-f", timeout=300).splitlines()
+    for i in range(40):
+        mine = [line for line in followed if line.startswith(f"[t{i:02d}] ")]
+        assert mine == [f"[t{i:02d}] first {i}", f"[t{i:02d}] second {i}"], mine
+    assert len(followed) == 80, followed
+    assert cli.json("workflow", "get", wid)["status"] == "COMPLETED", "-f ended before the end"
+    stamped = cli.ok("workflow", "logs", wid, "--timestamps").splitlines()
+    prefix, when, text = stamped[0].split(" ", 2)
+    assert prefix.startswith("[t") and when.endswith("Z") and text.startswith("first"), stamped[0]
+    assert datetime.fromisoformat(when.replace("Z", "+00:00")).tzinfo is not None
+    missing = cli.run("workflow", "logs", "nope-1")
+    assert missing.returncode == 4, (missing.stdout, missing.stderr)

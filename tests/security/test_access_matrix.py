@@ -235,7 +235,7 @@ async def _put_role(ctx: Ctx) -> Request:
 
 async def _delete_role(ctx: Ctx) -> Request:
     name = f"r{_n()}"
-    await ctx.server.app.state.roles.put(name, "matrix", [])
+    await ctx.server.app.state.role_service.put(name, "matrix", [])
     return "DELETE", f"/api/v1/roles/{name}", {}
 
 
@@ -259,7 +259,7 @@ async def _put_role_page(ctx: Ctx) -> Request:
 
 async def _delete_role_page(ctx: Ctx) -> Request:
     name = f"r{_n()}"
-    await ctx.server.app.state.roles.put(name, "matrix", [])
+    await ctx.server.app.state.role_service.put(name, "matrix", [])
     return "POST", f"/admin/roles/{name}/delete", {}
 
 
@@ -345,6 +345,9 @@ MATRIX: dict[str, Row] = {
     ),
     "GET /api/v1/workflows/{workflow_id:str}/tasks/{task:str}/logs": Row(
         "pool", get(_wf("/api/v1/workflows/{id}/tasks/t/logs"))
+    ),
+    "GET /api/v1/workflows/{workflow_id:str}/logs": Row(
+        "pool", get(_wf("/api/v1/workflows/{id}/logs"))
     ),
     "POST /api/v1/workflows/{workflow_id:str}/cancel": Row("owner", _cancel_api),
     "GET /api/v1/pools": Row("person", get("/api/v1/pools")),
@@ -543,11 +546,13 @@ async def _callers(server: InProcessServer) -> dict[str, str]:
     await auth.ensure_user("alice", ["user"], "alice-password")
     await auth.ensure_user("bob", ["user"], None)
     await state.pools.create_pool("pool-b")
-    await state.roles.put(
+    await state.role_service.put(
         "team-b", "", [Policy("Allow", ["workflow:*", "pool:List"], ["pool/pool-b"])]
     )
     await state.users.create("carol", roles=["team-b"])
-    await state.roles.put("no-cancel", "", [Policy("Deny", ["workflow:Cancel"], ["pool/default"])])
+    await state.role_service.put(
+        "no-cancel", "", [Policy("Deny", ["workflow:Cancel"], ["pool/default"])]
+    )
     await state.users.create("dave", roles=["user", "no-cancel"])
     await state.users.create("ci-bot", kind="service", roles=["user"])
     tokens = {

@@ -255,7 +255,7 @@ async def test_only_audit_read_may_read_it(teams: Teams) -> None:
     # A role that grants only audit:Read is enough.
     from app.access.policy import Policy
 
-    await teams.state.roles.put("auditor", "", [Policy("Allow", ["audit:Read"], ["*"])])
+    await teams.state.role_service.put("auditor", "", [Policy("Allow", ["audit:Read"], ["*"])])
     await teams.user("au", ["auditor"])
     async with teams.client("au") as auditor:
         assert (await auditor.get("/api/v1/audit")).status_code == 200

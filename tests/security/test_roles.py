@@ -39,7 +39,7 @@ class Teams:
         for team in ("a", "b"):
             await self.state.pools.create_pool(f"pool-{team}")
             await self.state.pools.set_backend_token(f"be-{team}", f"pool-{team}", f"gbk_{team}")
-            await self.state.roles.put(f"team-{team}", "", team_policies(f"pool-{team}"))
+            await self.state.role_service.put(f"team-{team}", "", team_policies(f"pool-{team}"))
             await self.user(f"u{team}", [f"team-{team}"])
         return self
 
@@ -103,7 +103,7 @@ async def test_deny_wins_over_allow(teams: Teams) -> None:
         Policy("Allow", ["workflow:*", "pool:List"], ["pool/*"]),
         Policy("Deny", ["workflow:Cancel"], ["pool/pool-a"]),
     ]
-    await teams.state.roles.put("careful", "", policies)
+    await teams.state.role_service.put("careful", "", policies)
     await teams.user("uc", ["careful"])
     wf_a, wf_b = await teams.submit("uc", "pool-a"), await teams.submit("uc", "pool-b")
     async with teams.client("uc") as c:
@@ -117,7 +117,7 @@ async def test_scope_any_lets_an_operator_cancel_anothers_workflow(
     teams: Teams, scope: str, status: int
 ) -> None:
     ops = [Policy("Allow", ["workflow:Read", "workflow:Cancel"], ["pool/pool-a"], scope)]  # type: ignore[arg-type]
-    await teams.state.roles.put("ops", "", ops)
+    await teams.state.role_service.put("ops", "", ops)
     await teams.user("op", ["ops"])
     wf = await teams.submit("ua", "pool-a")
     async with teams.client("op") as c:

@@ -183,3 +183,34 @@ async def test_the_schema_names_problems_refused_fields_and_the_plan(
             if "{" in path and method != "put":  # PUT creates what is not there
                 assert "404" in answers, (method, path)
     assert "422" in submit_answers
+
+
+async def test_every_answer_of_the_api_has_an_exact_schema(server: InProcessServer) -> None:
+    """Handlers return Structs, so the schema says what each answer holds: no success answer
+    is an untyped object (a dict) or has no schema at all (the CLI is built on it)."""
+    async with server.client(ADMIN_TOKEN) as api:
+        doc = (await api.get("/schema/openapi.json")).json()
+    components = doc["components"]["schemas"]
+
+    def resolved(schema: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in schema:
+            schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+        return schema
+
+    untyped = []
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            for status, answer in operation["responses"].items():
+                if not status.startswith("2"):
+                    continue
+                for media_type, content in answer.get("content", {}).items():
+                    schema = resolved(content.get("schema") or {})
+                    if not schema or (
+                        schema.get("type") == "object" and not schema.get("properties")
+                    ):
+                        untyped.append(f"{method.upper()} {path} {status} {media_type}")
+    assert not untyped, f"answers without an exact schema: {untyped}"
+    listing = doc["paths"]["/api/v1/workflows"]["get"]["parameters"]
+    assert {p["name"] for p in listing} >= {
+        "status", "pool", "name", "user", "submitted_after", "submitted_before", "limit", "cursor"
+    }, "the workflow list's filters (WorkflowFilter) must be documented"  # fmt: skip
