@@ -7,9 +7,8 @@ no handler reaches into ``request.app.state``.
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Any
 
-import msgspec
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -17,6 +16,7 @@ from litestar.di import Provide
 from app.audit.middleware import Note, note_of
 from app.auth.middleware import principal_of
 from app.auth.service import Principal
+from app.problems import request_bodies
 
 __all__ = ("SERVICES", "clashes", "dependencies")
 
@@ -63,23 +63,11 @@ def clashes(app: Litestar) -> list[str]:
     """Body fields that share a dependency's name (see "role_service" above): each would
     turn a client's mistake in that field into a 500."""
     names = set(app.dependencies)
-    found = []
-    for route in app.routes:
-        for handler in getattr(route, "route_handlers", ()):
-            data = handler.parsed_fn_signature.parameters.get("data")
-            for struct in _structs(data.annotation if data else None):
-                for field in set(struct.__struct_fields__) & names:
-                    found.append(f"{handler} {struct.__name__}.{field}")
-    return found
-
-
-def _structs(annotation: Any) -> list[type[msgspec.Struct]]:
-    """The Struct types in an annotation such as ``TokenIn`` or ``CancelRequest | None``."""
-    found = []
-    for candidate in (annotation, *get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, msgspec.Struct):
-            found.append(candidate)
-    return found
+    return [
+        f"{handler} {struct.__name__}.{field}"
+        for handler, struct in request_bodies(app)
+        for field in sorted(set(struct.__struct_fields__) & names)
+    ]
 
 
 def dependencies() -> dict[str, Provide]:

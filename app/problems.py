@@ -15,7 +15,15 @@ from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.datastructures import ResponseSpec
 
-__all__ = ("PROBLEM_JSON", "Problem", "ProblemIssue", "describe_request_bodies", "problems")
+__all__ = (
+    "PROBLEM_JSON",
+    "Problem",
+    "ProblemIssue",
+    "describe_request_bodies",
+    "problems",
+    "request_bodies",
+    "text_answer",
+)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -67,6 +75,28 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
+def text_answer(description: str, media_type: str = "text/plain") -> dict[int, ResponseSpec]:
+    """The OpenAPI 200 of a handler that streams text (a log, server-sent events, NDJSON)."""
+    return {
+        200: ResponseSpec(
+            str, description=description, media_type=media_type, generate_examples=False
+        )
+    }
+
+
+def request_bodies(app: Litestar, documented_only: bool = False) -> list[tuple[Any, type[Any]]]:
+    """Every handler that takes a JSON body, with the Struct types of its ``data``."""
+    found = []
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if documented_only and not handler.resolve_include_in_schema():
+                continue
+            data = handler.parsed_fn_signature.parameters.get("data")
+            if data is not None:
+                found += [(handler, struct) for struct in _structs(data.annotation)]
+    return found
+
+
 def _structs(annotation: Any) -> list[type[msgspec.Struct]]:
     if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
         return [annotation]
@@ -83,14 +113,7 @@ def describe_request_bodies(app: Litestar) -> None:
     bounds of map keys and sizes, and the patterns; Litestar's generator drops some of these.
     The served document is patched in place once, at startup.
     """
-    bodies: set[type[msgspec.Struct]] = set()
-    for route in app.routes:
-        for handler in getattr(route, "route_handlers", []):
-            if not handler.resolve_include_in_schema():
-                continue
-            data = handler.parsed_fn_signature.parameters.get("data")
-            if data is not None:
-                bodies.update(_structs(data.annotation))
+    bodies = {struct for _, struct in request_bodies(app, documented_only=True)}
     if not bodies:
         return
     _, components = msgspec.json.schema_components(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import Stream
 
 from app.audit.middleware import Note
 from app.auth.service import Principal
 from app.bounds import text_query
-from app.problems import problems
+from app.problems import problems, text_answer
 from app.runner_api.service import RunnerService
 from runner import protocol as p
 
@@ -46,12 +45,10 @@ class RunnerController(Controller):
         summary="Launches and cancels as NDJSON",
         media_type="application/x-ndjson",
         responses={
-            200: ResponseSpec(
-                str,
-                description="One runner/protocol.py message per line (Launch, Cancel, Ping, Goodbye), "
+            **text_answer(
+                "One runner/protocol.py message per line (Launch, Cancel, Ping, Goodbye), "
                 "until the server ends the stream",
-                media_type="application/x-ndjson",
-                generate_examples=False,
+                "application/x-ndjson",
             ),
             **problems(403, 404, 409),
         },

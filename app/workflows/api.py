@@ -21,7 +21,7 @@ from app.live.events import workflow_events
 from app.live.watch import WatchRegistry
 from app.logs.service import LogService
 from app.logs.windows import Windows
-from app.problems import problems
+from app.problems import problems, text_answer
 from app.workflows.filters import FILTER, WorkflowFilter
 from app.workflows.schemas import (
     CancelRequest,
@@ -186,12 +186,9 @@ class WorkflowController(Controller):
         summary="A task attempt's log as text (follow=true streams until the attempt ends)",
         media_type="text/plain",
         responses={
-            200: ResponseSpec(
-                str,
-                description="The attempt's output, stdout and stderr in the order they were "
-                "printed (empty before it starts)",
-                media_type="text/plain",
-                generate_examples=False,
+            **text_answer(
+                "The attempt's output, stdout and stderr in the order they were printed "
+                "(empty before it starts)"
             ),
             **problems(404),
         },
@@ -226,12 +223,9 @@ class WorkflowController(Controller):
         "until every task has ended)",
         media_type="text/plain",
         responses={
-            200: ResponseSpec(
-                str,
-                description="`[task] line` for the latest attempt of every task, in the order "
-                "the lines arrived (as the log page's merged view)",
-                media_type="text/plain",
-                generate_examples=False,
+            **text_answer(
+                "`[task] line` for the latest attempt of every task, in the order the lines "
+                "arrived (as the log page's merged view)"
             ),
             **problems(404),
         },
@@ -266,12 +260,10 @@ class WorkflowController(Controller):
         "/{workflow_id:str}/events",
         summary="Server-sent events: a snapshot, then workflow and task changes, then end",
         responses={
-            200: ResponseSpec(
-                str,
-                description="`snapshot` (the workflow as GET gives it), then `workflow` and "
-                "`task` events with JSON bodies, and `end` once the workflow is over",
-                media_type="text/event-stream",
-                generate_examples=False,
+            **text_answer(
+                "`snapshot` (the workflow as GET gives it), then `workflow` and `task` events "
+                "with JSON bodies, and `end` once the workflow is over",
+                "text/event-stream",
             ),
             **problems(404),
         },

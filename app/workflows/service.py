@@ -28,7 +28,7 @@ from app.spec.plan import Plan, PlannedGroup, PlannedTask, substitute_tokens
 from app.spec.quantities import format_bytes
 from app.spec.template import TemplateRenderer
 from app.workflows.filters import NO_FILTER, WorkflowFilter
-from app.workflows.schemas import WorkflowHead, WorkflowOut
+from app.workflows.schemas import WorkflowHead
 from app.workflows.states import PRIORITIES, TERMINAL, WORKFLOW_ALIVE, Status, WorkflowStatus
 from app.workflows.transitions import end_groups, lock_workflow
 from app.workflows.waiting import why_waiting
