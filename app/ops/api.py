@@ -9,6 +9,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
 
 from app.db import Database, Hub
+from app.pools.capacity import CONNECTED
 from app.problems import problems
 from app.settings import Settings
 from app.workflows.scheduler import Loop
@@ -68,11 +69,10 @@ async def metrics(
             "'INITIALIZING', 'RUNNING', 'WAITING') GROUP BY status"
         )
         backends = await conn.fetch(
-            """
-            SELECT b.name, (s.id IS NOT NULL AND b.last_heartbeat > now() - make_interval(secs => $1))
-                   AS connected
+            f"""
+            SELECT b.name, {CONNECTED.format(ttl="$1")} AS connected
             FROM backend b LEFT JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
-            """,
+            """,  # noqa: S608  (a constant)
             settings.lease_ttl,
         )
     lines = [

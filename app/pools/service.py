@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -11,37 +10,10 @@ from app.access.topics import AUTH_TOPIC
 from app.auth.service import BACKEND_TOKEN_PREFIX, Principal, hash_token, new_token
 from app.db import Database, notify
 from app.errors import Conflict, Invalid, NotFound
+from app.pools.capacity import CONNECTED, Amount, read_capacity
 from app.spec.validate import NAME_RE
-from runner import protocol as p
 
-__all__ = ("PoolService", "read_capacity")
-
-
-def read_capacity(stored: str | bytes | None) -> dict[str, Any]:
-    """A backend's stored capacity with only the nodes whose numbers can be true.
-
-    The runner API refuses bad nodes before storing them (app/runner_api/service.py); this
-    reads defensively anyway, so a row written by an older version (or by hand) can never make
-    a page or a sum overflow: a node that does not decode or is out of bounds is left out.
-    """
-    try:
-        raw = msgspec.json.decode(stored or "{}")
-    except msgspec.DecodeError:
-        return {"nodes": [], "slots": 0}
-    if not isinstance(raw, dict):
-        return {"nodes": [], "slots": 0}
-    nodes = []
-    for item in raw.get("nodes") or []:
-        try:
-            node = msgspec.convert(item, p.Node)
-        except msgspec.ValidationError:
-            continue
-        if p.node_problem(node) is None:
-            nodes.append(msgspec.to_builtins(node))
-    slots = raw.get("slots", 0)
-    if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= 100_000:
-        slots = 0
-    return {**raw, "nodes": nodes, "slots": slots}
+__all__ = ("PoolService",)
 
 
 class PoolService:
@@ -187,9 +159,10 @@ class PoolService:
     async def backends(self, pools: list[str] | None = None) -> list[dict[str, Any]]:
         async with self.db.connection() as conn:
             rows = await conn.fetch(
-                """
+                f"""
                 SELECT b.name, b.pool, b.last_heartbeat, b.capacity, b.cluster_id,
                        s.id AS session_id, s.runner_version, s.connected_at, s.epoch,
+                       {CONNECTED.format(ttl="$2")} AS connected,
                        u.running, u.cpu_used, u.memory_used, u.gpu_used
                 FROM backend b
                 LEFT JOIN LATERAL (
@@ -203,20 +176,15 @@ class PoolService:
                 LEFT JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
                 WHERE $1::text[] IS NULL OR b.pool = ANY($1::text[])
                 ORDER BY b.name
-                """,
+                """,  # noqa: S608  (a constant)
                 pools,
+                self.lease_ttl,
             )
-        now = datetime.now(UTC)
-        ttl = timedelta(seconds=self.lease_ttl)
         out = []
         for r in rows:
             capacity = read_capacity(r["capacity"])
-            nodes = capacity["nodes"]
-            connected = (
-                r["session_id"] is not None
-                and r["last_heartbeat"] is not None
-                and now - r["last_heartbeat"] < ttl
-            )
+            total = sum((Amount.of(n) for n in capacity["nodes"]), Amount())
+            connected = bool(r["connected"])
             out.append(
                 {
                     "name": r["name"],
@@ -232,9 +200,9 @@ class PoolService:
                     "cpu_used": float(r["cpu_used"] or 0),
                     "memory_used": int(r["memory_used"] or 0),
                     "gpu_used": int(r["gpu_used"] or 0),
-                    "cpu_total": sum(n.get("cpu", 0) for n in nodes),
-                    "memory_total": sum(n.get("memory", 0) for n in nodes),
-                    "gpu_total": sum(n.get("gpu", 0) for n in nodes),
+                    "cpu_total": total.cpu,
+                    "memory_total": int(total.memory),
+                    "gpu_total": int(total.gpu),
                     "slots": capacity.get("slots", 0),
                 }
             )

@@ -16,14 +16,13 @@ import logging
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from app.db import Database, Hub, notify
-from app.pools.service import read_capacity
+from app.pools.capacity import CONNECTED, Amount, BackendRoom, Need, read_capacity, room_of
 from app.settings import Settings
 from app.workflows.states import DISPATCHED, Status
 from app.workflows.transitions import (
@@ -35,7 +34,6 @@ from app.workflows.transitions import (
 )
 
 __all__ = (
-    "Backend",
     "Loop",
     "Retention",
     "Scheduler",
@@ -102,36 +100,8 @@ class Loop:
                 sub.drain()
 
 
-@dataclass(slots=True)
-class Backend:
-    """A connected backend as the scheduler sees it: what its nodes have, and what is free."""
-
-    name: str
-    epoch: int
-    slots: int  # attempts it may still start
-    total_slots: int = 0
-    free: dict[str | None, list[float]] = field(default_factory=dict)  # platform -> [cpu, mem, gpu]
-    total: dict[str | None, list[float]] = field(default_factory=dict)
-
-    def fits(self, needs: list[asyncpg.Record], free: bool = True) -> bool:
-        """Whether a group's needs (per platform: cpu, memory, gpu, n) fit what is free now
-        (or, with ``free=False``, what the backend has at all)."""
-        have = self.free if free else self.total
-        slots = self.slots if free else self.total_slots
-        return slots >= sum(n["n"] for n in needs) and all(
-            n["platform"] in have
-            and n["cpu"] <= have[n["platform"]][0] + 1e-9
-            and n["memory"] <= have[n["platform"]][1]
-            and n["gpu"] <= have[n["platform"]][2]
-            for n in needs
-        )
-
-
-async def group_needs(
-    conn: asyncpg.Connection, group_ids: list[int]
-) -> dict[int, list[asyncpg.Record]]:
-    """What each group's queued tasks need, per platform (cpu, memory, gpu, n tasks): what
-    ``Backend.fits`` takes."""
+async def group_needs(conn: asyncpg.Connection, group_ids: list[int]) -> dict[int, list[Need]]:
+    """What each group's queued tasks need, per platform: what ``BackendRoom.fits`` takes."""
     rows = await conn.fetch(
         """
         SELECT task_group, platform, sum(cpu)::float8 AS cpu,
@@ -141,22 +111,22 @@ async def group_needs(
         """,
         group_ids,
     )
-    need_of: dict[int, list[asyncpg.Record]] = defaultdict(list)
+    need_of: dict[int, list[Need]] = defaultdict(list)
     for n in rows:
-        need_of[n["task_group"]].append(n)
+        need_of[n["task_group"]].append(Need(n["platform"], Amount.of(n), n["n"]))
     return need_of
 
 
 async def connected_backends(
     conn: asyncpg.Connection, pool: str, lease_ttl: float
-) -> list[Backend]:
+) -> list[BackendRoom]:
     """The pool's backends with a live runner session, and their free capacity."""
     rows = await conn.fetch(
-        """
+        f"""
         SELECT b.name, b.epoch, b.capacity::text AS capacity FROM backend b
         JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
-        WHERE b.pool = $1 AND b.last_heartbeat > now() - make_interval(secs => $2)
-        """,
+        WHERE b.pool = $1 AND {CONNECTED.format(ttl="$2")}
+        """,  # noqa: S608  (a constant)
         pool,
         lease_ttl,
     )
@@ -176,22 +146,11 @@ async def connected_backends(
     for r in rows:
         capacity: dict[str, Any] = read_capacity(r["capacity"])  # only plausible nodes
         slots = int(capacity.get("slots", 0))
-        b = Backend(r["name"], r["epoch"], slots, slots)
-        for node in capacity.get("nodes", []):
-            for have in (b.free, b.total):
-                sums = have.setdefault(node.get("platform"), [0.0, 0.0, 0.0])
-                sums[0] += node.get("cpu", 0)
-                sums[1] += node.get("memory", 0)
-                sums[2] += node.get("gpu", 0)
-        out.append(b)
+        room = room_of(capacity.get("nodes", []))
+        out.append(BackendRoom(r["name"], r["epoch"], slots, slots, dict(room), room))
     by_name = {b.name: b for b in out}
     for u in used:
-        b = by_name[u["backend"]]
-        b.slots -= u["n"]
-        free = b.free.setdefault(u["platform"], [0.0, 0.0, 0.0])
-        free[0] -= u["cpu"]
-        free[1] -= u["memory"]
-        free[2] -= u["gpu"]
+        by_name[u["backend"]].reserve([Need(u["platform"], Amount.of(u), u["n"])])
     return out
 
 
@@ -245,7 +204,7 @@ class Scheduler(Loop):
         return len(groups) == _BATCH and bool(assigned)
 
     async def _dispatch(
-        self, conn: asyncpg.Connection, backend: Backend, group_ids: list[int]
+        self, conn: asyncpg.Connection, backend: BackendRoom, group_ids: list[int]
     ) -> None:
         rows = await conn.fetch(
             """
@@ -275,21 +234,15 @@ class Scheduler(Loop):
         await notify(conn, f"dispatch:{backend.name}", "wfs", *(f"wf:{w}" for w in workflows))
 
 
-def _place(needs: list[asyncpg.Record], backends: list[Backend]) -> Backend | None:
+def _place(needs: list[Need], backends: list[BackendRoom]) -> BackendRoom | None:
     """The backend with the most free slots that fits the whole group; reserves it there."""
-    count = sum(n["n"] for n in needs)
-    if count == 0:
+    if sum(n.tasks for n in needs) == 0:
         return None
     fitting = [b for b in backends if b.fits(needs)]
     if not fitting:
         return None
     best = max(fitting, key=lambda b: b.slots)
-    best.slots -= count
-    for n in needs:
-        free = best.free[n["platform"]]
-        free[0] -= n["cpu"]
-        free[1] -= n["memory"]
-        free[2] -= n["gpu"]
+    best.reserve(needs)
     return best
 
 

@@ -20,6 +20,7 @@ from app.auth.service import Principal
 from app.db import Database, notify
 from app.errors import Forbidden, Invalid, NotFound
 from app.limits import SubmissionLimits
+from app.pools.capacity import Amount, room_of
 from app.pools.service import PoolService
 from app.spec.errors import Path, SpecError, SpecIssue, format_path
 from app.spec.model import Resources, TaskSpec
@@ -790,14 +791,13 @@ def _iter_plan_groups(plan: Plan, default: Resources) -> Iterator[dict[str, Any]
         }
 
 
+def _amount(r: Resources) -> Amount:
+    return Amount(r.cpu or 0, r.memory or 0, r.gpu or 0)
+
+
 def _shortfalls(r: Resources, nodes: list[dict[str, Any]]) -> list[str]:
     """Why no single node can hold ``r``; empty when one can."""
-    if any(
-        (r.cpu or 0) <= n.get("cpu", 0)
-        and (r.memory or 0) <= n.get("memory", 0)
-        and (r.gpu or 0) <= n.get("gpu", 0)
-        for n in nodes
-    ):
+    if any(_amount(r).fits(Amount.of(n)) for n in nodes):
         return []
     if not nodes:
         return [f"no node has platform '{r.platform or 'default'}'"]
@@ -830,7 +830,7 @@ def _fit_issues(
     for b in reported:
         for n in b["capacity"]["nodes"]:
             nodes_of.setdefault(n.get("platform"), []).append(n)
-    totals = [_backend_totals(b) for b in reported]
+    totals = [room_of(b["capacity"].get("nodes", [])) for b in reported]
     short_of: dict[Resources, list[str]] = {}
     for group in parsed.plan.groups:
         for task in group.tasks:
@@ -887,51 +887,39 @@ def _resource_path(task: TaskSpec) -> Path:
     return task.source
 
 
-def _backend_totals(backend: dict[str, Any]) -> dict[str | None, list[float]]:
-    """A backend's cpu, memory and gpu summed over its nodes, per platform."""
-    have: dict[str | None, list[float]] = {}
-    for n in backend["capacity"].get("nodes", []):
-        h = have.setdefault(n.get("platform"), [0.0, 0.0, 0.0])
-        h[0] += n.get("cpu", 0)
-        h[1] += n.get("memory", 0)
-        h[2] += n.get("gpu", 0)
-    return have
-
-
 def _group_shortfalls(
     group: PlannedGroup,
     default: Resources,
     backends: list[dict[str, Any]],
-    totals: list[dict[str | None, list[float]]],
+    totals: list[dict[str | None, Amount]],
 ) -> list[str]:
     """Why no backend can hold the whole group at once; empty when one can.
 
-    ``totals`` are ``_backend_totals`` of ``backends``, summed once for all groups.
+    ``totals`` are what ``backends`` have per platform (``room_of``), summed once for all
+    groups.
     """
-    need: dict[str | None, list[float]] = {}
+    need: dict[str | None, Amount] = {}
     for task in group.tasks:
         r = task.resources or default
-        total = need.setdefault(r.platform, [0.0, 0.0, 0.0])
-        total[0] += r.cpu or 0
-        total[1] += r.memory or 0
-        total[2] += r.gpu or 0
+        need[r.platform] = need.get(r.platform, Amount()) + _amount(r)
     best: list[str] | None = None
     for b, have in zip(backends, totals, strict=True):
         short = []
         slots = b["capacity"].get("slots", 0)
         if len(group.tasks) > slots:
             short.append(f"{len(group.tasks)} tasks, backend '{b['name']}' runs at most {slots}")
-        for platform, (cpu, memory, gpu) in need.items():
-            h = have.get(platform, [0.0, 0.0, 0.0])
-            if cpu > h[0] + 1e-9:
-                short.append(f"cpu: {cpu:g} in total, backend '{b['name']}' has {h[0]:g}")
-            if memory > h[1]:
+        for platform, amount in need.items():
+            h = have.get(platform, Amount())
+            lacking = amount.short_of(h)
+            if "cpu" in lacking:
+                short.append(f"cpu: {amount.cpu:g} in total, backend '{b['name']}' has {h.cpu:g}")
+            if "memory" in lacking:
                 short.append(
-                    f"memory: {format_bytes(int(memory))} in total, backend '{b['name']}' "
-                    f"has {format_bytes(int(h[1]))}"
+                    f"memory: {format_bytes(int(amount.memory))} in total, backend "
+                    f"'{b['name']}' has {format_bytes(int(h.memory))}"
                 )
-            if gpu > h[2]:
-                short.append(f"gpu: {gpu:g} in total, backend '{b['name']}' has {h[2]:g}")
+            if "gpu" in lacking:
+                short.append(f"gpu: {amount.gpu:g} in total, backend '{b['name']}' has {h.gpu:g}")
         if not short:
             return []
         if best is None or len(short) < len(best):

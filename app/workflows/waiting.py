@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from app.workflows.scheduler import Backend, connected_backends, group_needs
+from app.pools.capacity import Amount, BackendRoom, Need
+from app.workflows.scheduler import connected_backends, group_needs
 
 __all__ = ("why_waiting",)
 
@@ -22,26 +23,26 @@ def _gib(n: float) -> str:
     return f"{max(n, 0) / 2**30:.1f} GiB of memory"
 
 
-# What a group may need, where it sits in a backend's [cpu, memory, gpu], and how to say it.
+# What a group may need, and how to say an amount of it.
 _RESOURCES = (
-    ("gpu", 2, lambda v: f"{v:g} GPU"),
-    ("cpu", 0, lambda v: f"{v:g} CPU"),
-    ("memory", 1, _gib),
+    ("gpu", lambda v: f"{v:g} GPU"),
+    ("cpu", lambda v: f"{v:g} CPU"),
+    ("memory", _gib),
 )
 
 
-def _short(need: asyncpg.Record, backends: list[Backend], free: bool) -> str:
+def _short(need: Need, backends: list[BackendRoom], free: bool) -> str:
     """What a group needs on one platform, against the most a backend has (free, or at all):
     ``2 CPU (free: 0 CPU)``."""
-    have = [(b.free if free else b.total).get(need["platform"], [0.0, 0.0, 0.0]) for b in backends]
+    have = [(b.free if free else b.total).get(need.platform, Amount()) for b in backends]
     than = "free" if free else "the largest backend has"
     parts = [
-        f"{say(need[field])} ({than}: {say(max(h[index] for h in have))})"
-        for field, index, say in _RESOURCES
-        if need[field]
+        f"{say(getattr(need.amount, name))} ({than}: {say(max(getattr(h, name) for h in have))})"
+        for name, say in _RESOURCES
+        if getattr(need.amount, name)
     ]
-    where = f" on platform '{need['platform']}'" if need["platform"] else ""
-    return (", ".join(parts) or f"{need['n']} free slot(s)") + where
+    where = f" on platform '{need.platform}'" if need.platform else ""
+    return (", ".join(parts) or f"{need.tasks} free slot(s)") + where
 
 
 async def why_waiting(
@@ -113,7 +114,7 @@ async def why_waiting(
     )
     if any(b.fits(needs) for b in backends):
         return f"{name} fits and is next to be dispatched in pool '{pool}'{queue}"
-    slots = sum(n["n"] for n in needs)
+    slots = sum(n.tasks for n in needs)
     if all(b.slots < slots for b in backends):
         running = ", ".join(
             f"'{b.name}' {b.total_slots - b.slots}/{b.total_slots}" for b in backends
