@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             settings.template_memory,
             max_tasks=settings.max_tasks_per_workflow,
         )
-        pools = PoolService(db, settings.lease_ttl)
+        pools = PoolService(db, settings.lease_ttl, settings.max_tasks_per_workflow)
         workflows = WorkflowService(
             db, pools, renderer, settings.default_exec_timeout, settings.default_queue_timeout
         )

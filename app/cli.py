@@ -12,6 +12,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from app import __version__
 from app.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -462,8 +463,10 @@ def admin(args: argparse.Namespace) -> None:
     async def create_backend(auth: Any, pools: Any, _: Any) -> None:
         await pools.create_pool(args.pool, exist_ok=True)
         token = await pools.create_backend(args.name, args.pool)
-        print(f"backend {args.name} created in pool {args.pool}")
-        print(f"runner token (shown once): {token}")
+        # Only the token on stdout, as create-token: TOKEN=$(gantry admin create-backend ...).
+        print(f"backend {args.name} created in pool {args.pool}; its runner token, shown once:",
+              file=sys.stderr)  # fmt: skip
+        print(token)
 
     async def create_user(auth: Any, pools: Any, _: Any) -> None:
         password = None
@@ -559,11 +562,13 @@ def admin(args: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gantry",
-        description="Gantry workflow platform",
-        epilog="Users' commands: gantry login, logout, whoami, version, completion, "
-        "workflow, pool, backend, token (each takes --help).",
+        description="Gantry workflow platform. Using it: gantry login URL, then gantry "
+        "workflow submit|validate|list|get|logs|events|cancel|spec|resubmit, gantry pool list, "
+        "backend list, token create|list|revoke, whoami, version, logout, completion (each "
+        "takes --help). Running it: the commands below.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"gantry {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, title="running Gantry")
     sub.add_parser("dev", help="embedded Postgres, migrations, admin, control plane and a runner")
     serve_p = sub.add_parser("serve", help="run the control plane (needs GANTRY_DATABASE_URL)")
     serve_p.add_argument("--host")

@@ -174,13 +174,18 @@ async def _prepare(url: str, admin_url: str | None, creds: dict[str, str]) -> No
     if applied:
         print(f"database: {applied} migration(s) applied", flush=True)
     from app.db import Database
+    from app.pools.config import PlatformConfig, PoolConfig
     from app.pools.service import PoolService
 
     db = Database(url, pool_size=2)
     await db.start()
     try:
         pools = PoolService(db, 30.0)
-        await pools.create_pool("default", "The local machine (gantry dev)", exist_ok=True)
+        # One platform, `default`, which the local runner's node (reporting none) is on.
+        local = PoolConfig(platforms={"default": PlatformConfig()}, default_platform="default")
+        await pools.create_pool(
+            "default", "The local machine (gantry dev)", config=local, exist_ok=True
+        )
         await pools.set_backend_token("local", "default", creds["runner_token"])
     finally:
         await db.close()

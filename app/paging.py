@@ -22,24 +22,27 @@ def cursor_query() -> Any:
     return text_query(200, default=None, description="the next_cursor of the previous page")
 
 
-def page_of(
-    items: list[dict[str, Any]], limit: int, cursor: str | None, key: str = "name"
-) -> dict[str, Any]:
-    """``items`` (already in their order) after the one whose ``key`` is ``cursor``."""
+def page_of(items: list[Any], limit: int, cursor: str | None, key: str = "name") -> dict[str, Any]:
+    """``items`` (already in their order; dicts or Structs) after the one whose ``key`` is
+    ``cursor``."""
     if cursor is not None:
-        keys = [str(item[key]) for item in items]
+        keys = [str(_key(item, key)) for item in items]
         start = keys.index(cursor) + 1 if cursor in keys else _after(items, key, cursor)
         items = items[start:]
     page = items[:limit]
-    next_cursor = str(page[-1][key]) if len(items) > limit else None
+    next_cursor = str(_key(page[-1], key)) if len(items) > limit else None
     return {"items": page, "next_cursor": next_cursor}
 
 
-def _after(items: list[dict[str, Any]], key: str, cursor: str) -> int:
+def _key(item: Any, key: str) -> Any:
+    return item[key] if isinstance(item, dict) else getattr(item, key)
+
+
+def _after(items: list[Any], key: str, cursor: str) -> int:
     """Where a cursor whose item is gone (deleted meanwhile) would have been: for numeric keys
     (ids, newest first) past every larger one, else by name order. Any text is a cursor."""
-    if items and isinstance(items[0][key], int):
+    if items and isinstance(_key(items[0], key), int):
         if not cursor.isdigit() or len(cursor) > 19:
             return len(items)  # no such id: nothing after it
-        return sum(1 for item in items if int(item[key]) > int(cursor))
-    return sum(1 for item in items if str(item[key]) <= cursor)
+        return sum(1 for item in items if int(_key(item, key)) > int(cursor))
+    return sum(1 for item in items if str(_key(item, key)) <= cursor)

@@ -101,8 +101,19 @@ def login(
     minted: int | None = None
     with Api(config.Server("new", url, None), require_token=False) as anonymous:
         if password:
-            user = username or input("username: ").strip()
-            secret = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+            if sys.stdin.isatty():
+                user = username or input("username: ").strip()
+                secret = getpass.getpass("password: ")
+            elif username:
+                user, secret = username, sys.stdin.readline()  # as docker's --password-stdin
+            else:
+                # Read as the username, a piped password was refused and kept in the audit
+                # log as the name that tried (a new user's review found).
+                raise CliError(
+                    "with the password on stdin, give --username too (stdin holds only the "
+                    "password)",
+                    USAGE,
+                )
             created = anonymous.post(
                 "/api/v1/auth/token",
                 "sign-in refused",
@@ -474,26 +485,38 @@ def workflow_logs(
 ) -> None:
     """A task's log (stdout and stderr as printed); -f streams it as kubectl logs -f does."""
     with _api(server) as api:
+        if retry is not None and task is None:
+            raise CliError("--retry needs --task", USAGE)
+        if follow:  # a follow that waits says why before it waits, as kubectl does
+            _say_why_empty(api, workflow_id, task, follow)
         if task is not None:
             printed = _print_log(api, workflow_id, task, retry, follow, timestamps)
-            if not printed and not follow:
-                _say_why_empty(api, workflow_id, task)
-            return
-        if retry is not None:
-            raise CliError("--retry needs --task", USAGE)
-        # Every task merged by the server, each line prefixed, as the page's merged view.
-        _print_stream(api, f"/api/v1/workflows/{workflow_id}/logs", follow, timestamps)
+        else:
+            # Every task merged by the server, each line prefixed, as the page's merged view.
+            path = f"/api/v1/workflows/{workflow_id}/logs"
+            printed = _print_stream(api, path, follow, timestamps)
+        if not printed and not follow:
+            _say_why_empty(api, workflow_id, task, follow)
 
 
-def _say_why_empty(api: Api, workflow_id: str, task: str) -> None:
-    """An empty log of a task that has not started says so (on stderr), as kubectl does."""
+def _say_why_empty(api: Api, workflow_id: str, task: str | None, follow: bool) -> None:
+    """A log of a task (or workflow) that has not started says so on stderr, with why it
+    waits, as kubectl does."""
     wf = api.get(f"/api/v1/workflows/{workflow_id}")
+    why = f"; waiting: {clean(wf['waiting'])}" if wf.get("waiting") else ""
+    then = "following until it ends" if follow else "`-f` waits for it"
+    if task is None:
+        if wf["status"] == "PENDING":
+            print(f"{clean(workflow_id)} has not started yet{why}; {then}", file=sys.stderr)
+        return
     for group in wf["groups"]:
         for t in group["tasks"]:
-            if t["name"] == task and t["status"] in ("WAITING", "PROCESSING", "SCHEDULING",
-                                                      "INITIALIZING"):  # fmt: skip
-                print(f"task {clean(task)} has not started yet ({clean(t['status'])}); "
-                      "`-f` waits for it", file=sys.stderr)  # fmt: skip
+            if t["name"] == task and t["status"] in _NOT_STARTED:
+                print(f"task {clean(task)} has not started yet ({clean(t['status'])}){why}; "
+                      f"{then}", file=sys.stderr)  # fmt: skip
+
+
+_NOT_STARTED = ("WAITING", "PROCESSING", "SCHEDULING", "INITIALIZING")
 
 
 def _print_log(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
@@ -15,6 +15,7 @@ from app.auth.tokens import TokenCreated, TokenIn, TokenPage, issue, token_page
 from app.bounds import id_path, text_query
 from app.errors import NotFound
 from app.paging import cursor_query, limit_query, page_of
+from app.pools.config import PoolConfigIn, PoolPatch
 from app.pools.schemas import (
     BackendCreated,
     BackendIn,
@@ -35,7 +36,7 @@ class PoolController(Controller):
     path = "/api/v1/pools"
     tags = ["pools"]
 
-    @get("/", summary="Pools you may use", responses=problems())
+    @get("/", summary="Pools you may use, with their configuration", responses=problems())
     async def list_pools(
         self,
         pools: NamedDependency[PoolService],
@@ -44,12 +45,12 @@ class PoolController(Controller):
         cursor: str | None = cursor_query(),
     ) -> PoolPage:
         listed = page_of(await pools.summaries(principal), limit, cursor)
-        return msgspec.convert(listed, PoolPage)
+        return PoolPage(listed["items"], listed["next_cursor"])
 
     @post(
         "/",
         status_code=201,
-        summary="Create a pool (pool:Admin on it)",
+        summary="Create a pool (pool:Admin on it), optionally with its configuration",
         responses=problems(403, 409, 422),
     )
     async def create_pool(
@@ -61,8 +62,71 @@ class PoolController(Controller):
     ) -> PoolOut:
         note.target = data.name
         require(principal, "pool:Admin", pool_resource(data.name))
-        await pools.create_pool(data.name, data.description, platforms=data.platforms)
-        return PoolOut(data.name, data.description, data.platforms, backends=[], queued_groups=0)
+        await pools.create_pool(data.name, data.description, config=data.config())
+        return await _pool(pools, principal, data.name)
+
+    @get("/{name:str}", summary="One pool and its configuration", responses=problems(404))
+    async def get_pool(
+        self,
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+        name: str = text_query(64),
+    ) -> PoolOut:
+        return await _pool(pools, principal, name)
+
+    @put(
+        "/{name:str}",
+        summary="Replace a pool's configuration (pool:Admin on it)",
+        description="What GET gives can be sent back unchanged: its read-only fields (name, "
+        "backends, queued_groups) are ignored. A field left out takes its default.",
+        responses=problems(403, 404, 422),
+    )
+    async def put_pool(
+        self,
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+        note: NamedDependency[Note],
+        data: JSONBody[PoolConfigIn],
+        name: str = text_query(64),
+    ) -> PoolOut:
+        note.target = name
+        await _may_administer(pools, principal, name)
+        config = data.config()
+        await pools.configure(name, lambda _: config)
+        return await _pool(pools, principal, name)
+
+    @patch(
+        "/{name:str}",
+        summary="Change only the named top-level fields of a pool's configuration (pool:Admin)",
+        responses=problems(403, 404, 422),
+    )
+    async def patch_pool(
+        self,
+        pools: NamedDependency[PoolService],
+        principal: NamedDependency[Principal],
+        note: NamedDependency[Note],
+        data: JSONBody[PoolPatch],
+        name: str = text_query(64),
+    ) -> PoolOut:
+        note.target = name
+        await _may_administer(pools, principal, name)
+        await pools.configure(name, data.applied_to)
+        return await _pool(pools, principal, name)
+
+
+async def _pool(pools: PoolService, principal: Principal, name: str) -> PoolOut:
+    """The pool as the caller may see it: 404 where it may not list it (or there is none)."""
+    found = await pools.summaries(principal, only=name)
+    if not found:
+        raise NotFound(f"pool '{name}' does not exist")
+    return found[0]
+
+
+async def _may_administer(pools: PoolService, principal: Principal, name: str) -> None:
+    """404 for a pool the caller may not list (its existence is not told), 403 without
+    pool:Admin on it."""
+    await _pool(pools, principal, name)
+    require(principal, "pool:Admin", pool_resource(name))
 
 
 class BackendController(Controller):

@@ -100,11 +100,14 @@ class Amount:
         return short
 
 
-def room_of(nodes: Iterable[Mapping[str, Any]]) -> dict[str | None, Amount]:
-    """Nodes' amounts summed per platform (None: nodes that report none)."""
+def room_of(
+    nodes: Iterable[Mapping[str, Any]], default_platform: str | None = None
+) -> dict[str | None, Amount]:
+    """Nodes' amounts summed per platform; a node that reports none is on the pool's default
+    platform (None where the pool has none)."""
     room: dict[str | None, Amount] = {}
     for node in nodes:
-        platform = node.get("platform")
+        platform = node.get("platform") or default_platform
         room[platform] = room.get(platform, Amount()) + Amount.of(node)
     return room
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 import msgspec
 
-from app.bounds import Description, Name
+from app.bounds import Name
+from app.pools.config import PoolConfig, PoolConfigIn
 from runner.protocol import Capacity
 
 __all__ = (
@@ -21,20 +21,18 @@ __all__ = (
 )
 
 
-class PoolIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    description: Description = ""
-    platforms: Annotated[list[Name], msgspec.Meta(max_length=100)] = msgspec.field(
-        default_factory=list
-    )
+class PoolIn(PoolConfigIn, forbid_unknown_fields=True):
+    """A new pool: its name and, optionally, its configuration."""
+
+    name: Name = ""
 
 
-class PoolOut(msgspec.Struct):
-    name: str
-    description: str
-    platforms: list[str]
-    backends: list[str]  # the names of the pool's backends
-    queued_groups: int  # groups waiting for a place in the pool
+class PoolOut(PoolConfig):
+    """A pool: its configuration, and (read-only) its backends and queue."""
+
+    name: str = ""
+    backends: list[str] = msgspec.field(default_factory=list)  # the names of its backends
+    queued_groups: int = 0  # groups waiting for a place in the pool
 
 
 class PoolPage(msgspec.Struct):

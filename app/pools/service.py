@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -11,15 +12,18 @@ from app.auth.service import BACKEND_TOKEN_PREFIX, Principal, hash_token, new_to
 from app.db import Database, notify
 from app.errors import Conflict, Invalid, NotFound
 from app.pools.capacity import CONNECTED, Amount, read_capacity
+from app.pools.config import PoolConfig, check_config, read_config
+from app.pools.schemas import PoolOut
 from app.spec.validate import NAME_RE
 
 __all__ = ("PoolService",)
 
 
 class PoolService:
-    def __init__(self, db: Database, lease_ttl: float) -> None:
+    def __init__(self, db: Database, lease_ttl: float, max_tasks: int = 10_000) -> None:
         self.db = db
         self.lease_ttl = lease_ttl
+        self.max_tasks = max_tasks  # GANTRY_MAX_TASKS_PER_WORKFLOW: a pool's own may not pass it
 
     async def accessible(self, principal: Principal, action: str = "workflow:Read") -> list[str]:
         """Names of the pools on which ``principal``'s roles allow ``action`` (app/access)."""
@@ -29,24 +33,26 @@ class PoolService:
             rows = await conn.fetch("SELECT name FROM pool ORDER BY name")
         return principal.access.pools(action, [r["name"] for r in rows])
 
-    async def get(self, name: str) -> dict[str, Any] | None:
+    async def get(self, name: str) -> PoolConfig | None:
+        """The pool's configuration (its description included), or None if there is none."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT name, description, platforms, defaults FROM pool WHERE name = $1",
-                name,
+                "SELECT description, config::text AS config FROM pool WHERE name = $1", name
             )
         if row is None:
             return None
-        out = dict(row)
-        out["defaults"] = msgspec.json.decode(row["defaults"] or "{}")
-        return out
+        return _with_description(read_config(row["config"]), row["description"])
 
-    async def summaries(self, principal: Principal) -> list[dict[str, Any]]:
+    async def summaries(self, principal: Principal, only: str | None = None) -> list[PoolOut]:
+        """The pools ``principal`` may list (or only the one named), with their
+        configuration, backends and how many groups wait in each."""
         names = await self.accessible(principal, "pool:List")
+        if only is not None:
+            names = [n for n in names if n == only]
         async with self.db.connection() as conn:
             rows = await conn.fetch(
                 """
-                SELECT p.name, p.description, p.platforms,
+                SELECT p.name, p.description, p.config::text AS config,
                        (SELECT array_agg(b.name ORDER BY b.name) FROM backend b
                         WHERE b.pool = p.name) AS backends,
                        (SELECT count(*) FROM task_group g JOIN workflow w ON w.id = g.workflow
@@ -55,43 +61,66 @@ class PoolService:
                 """,
                 names,
             )
-        return [
-            {
-                "name": r["name"],
-                "description": r["description"],
-                "platforms": list(r["platforms"] or []),
-                "backends": list(r["backends"] or []),
-                "queued_groups": r["queued_groups"],
-            }
-            for r in rows
-        ]
+        out = []
+        for r in rows:
+            config = _with_description(read_config(r["config"]), r["description"])
+            fields = msgspec.structs.asdict(config)
+            out.append(
+                PoolOut(
+                    **fields,
+                    name=r["name"],
+                    backends=list(r["backends"] or []),
+                    queued_groups=r["queued_groups"],
+                )
+            )
+        return out
 
     async def create_pool(
         self,
         name: str,
         description: str = "",
         *,
-        platforms: list[str] | None = None,
-        defaults: dict[str, Any] | None = None,
+        config: PoolConfig | None = None,
         exist_ok: bool = False,
-    ) -> dict[str, Any]:
+    ) -> None:
         if not NAME_RE.match(name):
             raise Invalid(f"pool name {name!r} is not valid: use letters, digits, '-' or '_'")
+        config = config or PoolConfig()
+        check_config(config, self.max_tasks)
         async with self.db.transaction() as conn:
             created = await conn.fetchval(
                 """
-                INSERT INTO pool (name, description, platforms, defaults, created_at)
-                VALUES ($1, $2, $3, $4::jsonb, now())
+                INSERT INTO pool (name, description, config, created_at)
+                VALUES ($1, $2, $3::jsonb, now())
                 ON CONFLICT (name) DO NOTHING RETURNING name
                 """,
                 name,
-                description,
-                platforms or [],
-                msgspec.json.encode(defaults or {}).decode(),
+                description or config.description,
+                _stored(config),
             )
             if created is None and not exist_ok:
                 raise Conflict(f"pool '{name}' already exists")
-        return {"name": name, "description": description, "platforms": platforms or []}
+
+    async def configure(self, name: str, change: Callable[[PoolConfig], PoolConfig]) -> None:
+        """Replace the pool's configuration with ``change`` of it (PUT: a new one; PATCH: the
+        fields named), checked, in one transaction; 404 for no such pool."""
+        async with self.db.transaction() as conn:
+            row = await conn.fetchrow(
+                "SELECT description, config::text AS config FROM pool WHERE name = $1 FOR UPDATE",
+                name,
+            )
+            if row is None:
+                raise NotFound(f"pool '{name}' does not exist")
+            current = _with_description(read_config(row["config"]), row["description"])
+            config = change(current)
+            check_config(config, self.max_tasks)
+            await conn.execute(
+                "UPDATE pool SET description = $2, config = $3::jsonb WHERE name = $1",
+                name,
+                config.description,
+                _stored(config),
+            )
+            await notify(conn, "sched")  # maintenance and limits change what may be dispatched
 
     async def create_backend(self, name: str, pool: str, token: str | None = None) -> str:
         """Create a backend and return its runner token (shown once)."""
@@ -207,3 +236,12 @@ class PoolService:
                 }
             )
         return out
+
+
+def _with_description(config: PoolConfig, description: str) -> PoolConfig:
+    return msgspec.structs.replace(config, description=description)
+
+
+def _stored(config: PoolConfig) -> str:
+    """The configuration as stored: the description lives in its own column."""
+    return msgspec.json.encode(msgspec.structs.replace(config, description="")).decode()

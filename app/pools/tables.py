@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piccolo.columns import JSONB, Array, Text, Timestamptz, Varchar
+from piccolo.columns import JSONB, Text, Timestamptz, Varchar
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
@@ -10,13 +10,13 @@ __all__ = ("Pool",)
 
 
 class Pool(Table, tablename="pool"):
-    """A pool; ``defaults`` holds default resources and timeouts, ``platforms`` its platforms.
+    """A pool; ``config`` is its configuration (app/pools/config.py: platforms, defaults,
+    timeouts, limits, maintenance).
 
     Who may use it is decided by roles' policies on ``pool/<name>`` (app/access/policy.py).
     """
 
     name = Varchar(length=64, primary_key=True)
     description = Text(default="")
-    platforms = Array(Varchar(length=64), default=list)
-    defaults = JSONB(default="{}")
+    config = JSONB(default="{}")
     created_at = Timestamptz(default=TimestamptzNow())

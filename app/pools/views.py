@@ -23,7 +23,7 @@ _REFRESH = 5.0  # heartbeat ages and "connected for" move even without changes
 
 async def _context(service: PoolService, principal: Principal) -> dict[str, Any]:
     pools = await service.summaries(principal)
-    backends = await service.backends([p["name"] for p in pools])
+    backends = await service.backends([p.name for p in pools])
     return {"pools": pools, "backends": backends}
 
 

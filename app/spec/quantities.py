@@ -14,6 +14,7 @@ __all__ = (
     "MAX_STORAGE",
     "QuantityError",
     "format_bytes",
+    "format_duration",
     "parse_bytes",
     "parse_cpu",
     "parse_duration",
@@ -130,6 +131,14 @@ def parse_duration(value: object, what: str) -> int:
     if seconds > MAX_DURATION:
         raise QuantityError(f"{what} {value!r} is longer than a workflow may take (at most 365d)")
     return seconds
+
+
+def format_duration(seconds: int) -> str:
+    """600 → ``10m``: the largest unit that says it exactly, as specs write durations."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def format_bytes(n: int) -> str:

@@ -23,14 +23,17 @@ import asyncpg
 
 from app.db import Database, Hub, notify
 from app.pools.capacity import CONNECTED, Amount, BackendRoom, Need, read_capacity, room_of
+from app.pools.config import DEFAULT_START_TIMEOUT
 from app.settings import Settings
-from app.workflows.states import DISPATCHED, Status
+from app.spec.quantities import format_duration
+from app.workflows.states import DISPATCHED, START_TIMEOUT_EXIT, Status
 from app.workflows.transitions import (
     end_groups,
     finish_task,
     lock_group,
     lock_workflow,
     record_events,
+    stop_attempt,
 )
 
 __all__ = (
@@ -123,7 +126,9 @@ async def connected_backends(
     """The pool's backends with a live runner session, and their free capacity."""
     rows = await conn.fetch(
         f"""
-        SELECT b.name, b.epoch, b.capacity::text AS capacity FROM backend b
+        SELECT b.name, b.epoch, b.capacity::text AS capacity,
+               p.config ->> 'default_platform' AS default_platform
+        FROM backend b JOIN pool p ON p.name = b.pool
         JOIN runner_session s ON s.id = b.session_id AND s.ended_at IS NULL
         WHERE b.pool = $1 AND {CONNECTED.format(ttl="$2")}
         """,  # noqa: S608  (a constant)
@@ -146,7 +151,7 @@ async def connected_backends(
     for r in rows:
         capacity: dict[str, Any] = read_capacity(r["capacity"])  # only plausible nodes
         slots = int(capacity.get("slots", 0))
-        room = room_of(capacity.get("nodes", []))
+        room = room_of(capacity.get("nodes", []), r["default_platform"])
         out.append(BackendRoom(r["name"], r["epoch"], slots, slots, dict(room), room))
     by_name = {b.name: b for b in out}
     for u in used:
@@ -160,10 +165,13 @@ class Scheduler(Loop):
 
     async def pass_once(self) -> bool:
         async with self.db.connection() as conn:
+            # A pool in maintenance dispatches nothing new; what runs there goes on.
             pools = await conn.fetch(
                 """
                 SELECT DISTINCT w.pool FROM task_group g JOIN workflow w ON w.id = g.workflow
+                JOIN pool p ON p.name = w.pool
                 WHERE g.status = 'PROCESSING'
+                  AND NOT coalesce((p.config ->> 'maintenance')::boolean, false)
                 """
             )
         more = False
@@ -270,6 +278,7 @@ class Sweeper(Loop):
             ):
                 return False
             expired = await self._expire_leases(conn) if self.leases_judgeable else 0
+            slow = await self._start_timeouts(conn)
             timed_out = await conn.fetch(
                 """
                 SELECT id, workflow, 'exec' AS kind, exec_timeout AS limit_s FROM task_group
@@ -291,15 +300,46 @@ class Sweeper(Loop):
                 await lock_workflow(conn, workflow_id)
                 if kind == "exec":
                     status = Status.FAILED_EXEC_TIMEOUT
-                    reason = f"the group ran longer than its exec_timeout ({_seconds(limit_s)})"
+                    reason = (
+                        f"the group ran longer than its exec_timeout ({format_duration(limit_s)})"
+                    )
                 else:
                     status = Status.FAILED_QUEUE_TIMEOUT
                     reason = (
-                        f"the group waited longer than its queue_timeout ({_seconds(limit_s)}) "
+                        f"the group waited longer than its queue_timeout ({format_duration(limit_s)}) "
                         "to start"
                     )
                 await end_groups(conn, workflow_id, group_ids, status, reason, "sweeper")
-        return expired == 500 or len(timed_out) == 500
+        return expired == 500 or slow == 500 or len(timed_out) == 500
+
+    async def _start_timeouts(self, conn: asyncpg.Connection) -> int:
+        """End attempts placed longer ago than their pool's start_timeout that are still not
+        running (an image that never pulls, a container that never starts)."""
+        slow = await conn.fetch(
+            """
+            SELECT t.id, t.workflow, t.task_group, s.limit_s FROM task t
+            JOIN workflow w ON w.id = t.workflow JOIN pool p ON p.name = w.pool
+            CROSS JOIN LATERAL (
+                SELECT coalesce((p.config ->> 'start_timeout')::int, $1) AS limit_s) s
+            WHERE t.status = 'INITIALIZING'
+              AND t.initializing_at + make_interval(secs => s.limit_s) < now()
+            LIMIT 500
+            """,
+            DEFAULT_START_TIMEOUT,
+        )
+        for t in slow:
+            await lock_group(conn, t["workflow"], t["task_group"])
+            await stop_attempt(
+                conn,
+                t["id"],
+                t["task_group"],
+                Status.FAILED_START_TIMEOUT,
+                f"the attempt did not start running within its pool's start_timeout "
+                f"({format_duration(t['limit_s'])})",
+                "sweeper",
+                exit_code=START_TIMEOUT_EXIT,
+            )
+        return len(slow)
 
     async def _expire_leases(self, conn: asyncpg.Connection) -> int:
         expired = await conn.fetch(
@@ -336,13 +376,6 @@ class Sweeper(Loop):
             self.settings.lease_grace,
         )
         return len(expired)
-
-
-def _seconds(n: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if n % size == 0:
-            return f"{n // size}{unit}"
-    return f"{n}s"
 
 
 class Retention(Loop):

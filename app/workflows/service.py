@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,12 +22,13 @@ from app.db import Database, notify
 from app.errors import Forbidden, Invalid, NotFound
 from app.limits import SubmissionLimits
 from app.pools.capacity import Amount, room_of
+from app.pools.config import PoolConfig
 from app.pools.service import PoolService
 from app.spec.errors import Path, SpecError, SpecIssue, format_path
 from app.spec.model import Resources, TaskSpec
 from app.spec.parse import ParsedSpec
 from app.spec.plan import Plan, PlannedGroup, PlannedTask, substitute_tokens
-from app.spec.quantities import format_bytes
+from app.spec.quantities import format_bytes, format_duration
 from app.spec.template import TemplateRenderer
 from app.workflows.filters import NO_FILTER, WorkflowFilter
 from app.workflows.schemas import WorkflowHead
@@ -99,14 +101,15 @@ class WorkflowService:
                 f"you may not submit to pool '{pool_name}' (workflow:Create on "
                 f"pool/{pool_name}); your pools: {names}"
             )
-        defaults = pool_row["defaults"]
-        default_resources = _pool_resources(defaults)
-        await self._check_fit(parsed, pool_row, default_resources)
-        exec_timeout = parsed.plan.exec_timeout or int(
-            defaults.get("exec_timeout") or self.default_exec_timeout
+        config = pool_row
+        default_resources = _pool_resources(config)
+        limits = _pool_limit_issues(parsed, pool_name, config)
+        await self._check_fit(parsed, pool_name, config, default_resources, limits)
+        exec_timeout = parsed.plan.exec_timeout or _default_timeout(
+            config.default_exec_timeout, config.max_exec_timeout, self.default_exec_timeout
         )
-        queue_timeout = parsed.plan.queue_timeout or int(
-            defaults.get("queue_timeout") or self.default_queue_timeout
+        queue_timeout = parsed.plan.queue_timeout or _default_timeout(
+            config.default_queue_timeout, config.max_queue_timeout, self.default_queue_timeout
         )
         if dry_run:
             name, rendered = parsed.plan.name, parsed.rendered
@@ -143,17 +146,25 @@ class WorkflowService:
         return await self.get(principal, workflow_id)
 
     async def _check_fit(
-        self, parsed: ParsedSpec, pool: dict[str, Any], default: Resources
+        self,
+        parsed: ParsedSpec,
+        pool: str,
+        config: PoolConfig,
+        default: Resources,
+        issues: list[SpecIssue],
     ) -> None:
-        """Refuse what no node (or, for a group, no backend) of the pool could ever hold."""
-        backends = [b for b in await self.pools.backends([pool["name"]])]
+        """Refuse what no node (or, for a group, no backend) of the pool could ever hold,
+        with ``issues`` (the pool's limits the spec passes): every problem in one answer."""
+        backends = [b for b in await self.pools.backends([pool])]
         if not backends:
             raise Invalid(
-                f"pool '{pool['name']}' has no backends, so nothing submitted to it could run",
-                [SpecIssue("pool", None, "choose a pool that has a backend")],
+                f"pool '{pool}' has no backends, so nothing submitted to it could run",
+                [SpecIssue("pool", None, "choose a pool that has a backend"), *issues],
             )
         # 10,000 tasks to judge: in a thread, not on the event loop.
-        issues = await asyncio.to_thread(_fit_issues, parsed, pool, default, backends)
+        issues = issues + await asyncio.to_thread(
+            _fit_issues, parsed, pool, config, default, backends
+        )
         if issues:
             raise Invalid(
                 issues[0].message,
@@ -690,7 +701,7 @@ def _task_columns(plan: Plan, default: Resources, workflow_id: str) -> list[list
     for g in plan.groups:
         initial = _initial(g.upstream)
         for t in g.tasks:
-            r = t.resources or default
+            r = _resolved(t.resources, default)
             group.append(g.position)
             name.append(t.name)
             lead.append(t.lead)
@@ -708,15 +719,55 @@ def _initial(upstream: list[int]) -> str:
     return Status.WAITING if upstream else Status.PROCESSING
 
 
-def _pool_resources(defaults: dict[str, Any]) -> Resources:
-    r = defaults.get("resources") or {}
+def _pool_resources(config: PoolConfig) -> Resources:
+    """What a task without resources gets; its platform is the pool's default platform."""
+    r = config.default_resources
     return Resources(
-        cpu=r.get("cpu"),
-        gpu=r.get("gpu"),
-        memory=r.get("memory"),
-        storage=r.get("storage"),
-        platform=r.get("platform"),
+        cpu=r.cpu, gpu=r.gpu, memory=r.memory, storage=r.storage, platform=config.default_platform
     )
+
+
+def _resolved(asked: Resources | None, default: Resources) -> Resources:
+    """A task's resources: its own (or the pool's defaults), on the pool's default platform
+    when it names none. Nodes that report no platform are on that platform too."""
+    r = asked or default
+    if r.platform is None and default.platform is not None:
+        return dataclasses.replace(r, platform=default.platform)
+    return r
+
+
+def _default_timeout(pool_default: int | None, pool_max: int | None, service: int) -> int:
+    """The pool's default, else the service's, but never past the pool's maximum."""
+    chosen = pool_default or service
+    return min(chosen, pool_max) if pool_max else chosen
+
+
+def _pool_limit_issues(parsed: ParsedSpec, pool: str, config: PoolConfig) -> list[SpecIssue]:
+    """Where the spec passes the pool's own limits: its timeouts' maxima, its task count."""
+    issues = []
+    for kind, asked in (("exec", parsed.plan.exec_timeout), ("queue", parsed.plan.queue_timeout)):
+        most = getattr(config, f"max_{kind}_timeout")
+        if asked is not None and most is not None and asked > most:
+            where: Path = ("workflow", "timeout", f"{kind}_timeout")
+            issues.append(
+                SpecIssue(
+                    format_path(where),
+                    parsed.loaded.line(where),
+                    f"{kind}_timeout {format_duration(asked)} is longer than pool '{pool}' "
+                    f"allows ({format_duration(most)}, its max_{kind}_timeout)",
+                )
+            )
+    most_tasks = config.max_tasks_per_workflow
+    if most_tasks is not None and parsed.plan.task_count > most_tasks:
+        issues.append(
+            SpecIssue(
+                "workflow",
+                parsed.loaded.line(("workflow",)),
+                f"the workflow has {parsed.plan.task_count:,} tasks; pool '{pool}' takes at "
+                f"most {most_tasks:,} per workflow (its max_tasks_per_workflow)",
+            )
+        )
+    return issues
 
 
 def _task_spec(task: PlannedTask, workflow_id: str) -> dict[str, Any]:
@@ -771,8 +822,8 @@ def _iter_plan_groups(plan: Plan, default: Resources) -> Iterator[dict[str, Any]
         tasks = []
         for t in g.tasks:
             d = t.as_dict()
-            if t.resources is None:
-                r = default
+            r = _resolved(t.resources, default)
+            if t.resources is None or t.resources.platform != r.platform:
                 d["resources"] = {
                     "cpu": r.cpu,
                     "gpu": r.gpu,
@@ -815,7 +866,11 @@ def _shortfalls(r: Resources, nodes: list[dict[str, Any]]) -> list[str]:
 
 
 def _fit_issues(
-    parsed: ParsedSpec, pool: dict[str, Any], default: Resources, backends: list[dict[str, Any]]
+    parsed: ParsedSpec,
+    pool: str,
+    config: PoolConfig,
+    default: Resources,
+    backends: list[dict[str, Any]],
 ) -> list[SpecIssue]:
     """What no node (or, for a group, no backend) of ``backends`` could ever hold.
 
@@ -823,18 +878,18 @@ def _fit_issues(
     once, and a task's shortfall is worked out once per distinct resource request.
     """
     issues: list[SpecIssue] = []
-    platforms = set(pool["platforms"] or [])
+    platforms = set(config.platforms)
     spec_tasks = {t.name: t for g in parsed.spec.groups for t in g.tasks}
     reported = [b for b in backends if b["capacity"].get("nodes")]
     nodes_of: dict[str | None, list[dict[str, Any]]] = {}
     for b in reported:
         for n in b["capacity"]["nodes"]:
-            nodes_of.setdefault(n.get("platform"), []).append(n)
-    totals = [room_of(b["capacity"].get("nodes", [])) for b in reported]
+            nodes_of.setdefault(n.get("platform") or default.platform, []).append(n)
+    totals = [room_of(b["capacity"].get("nodes", []), default.platform) for b in reported]
     short_of: dict[Resources, list[str]] = {}
     for group in parsed.plan.groups:
         for task in group.tasks:
-            r = task.resources or default
+            r = _resolved(task.resources, default)
             if r.platform is not None and r.platform not in platforms:
                 have = ", ".join(sorted(platforms)) or "none"
                 where = _resource_path(spec_tasks[task.name])
@@ -843,7 +898,7 @@ def _fit_issues(
                         format_path(where),
                         parsed.loaded.line(where),
                         f"task '{task.name}' asks for platform '{r.platform}', which pool "
-                        f"'{pool['name']}' does not have (its platforms: {have})",
+                        f"'{pool}' does not have (its platforms: {have})",
                     )
                 )
                 continue
@@ -859,7 +914,7 @@ def _fit_issues(
                         format_path(where),
                         parsed.loaded.line(where),
                         f"task '{task.name}' asks for more than any node of pool "
-                        f"'{pool['name']}' has: " + "; ".join(short),
+                        f"'{pool}' has: " + "; ".join(short),
                     )
                 )
         if reported and not issues:
@@ -871,8 +926,7 @@ def _fit_issues(
                         format_path(gpath),
                         parsed.loaded.line(gpath),
                         f"group '{group.name}' runs its {len(group.tasks)} tasks at once and "
-                        f"needs more than any backend of pool '{pool['name']}' has: "
-                        + "; ".join(short),
+                        f"needs more than any backend of pool '{pool}' has: " + "; ".join(short),
                     )
                 )
     return issues
@@ -900,7 +954,7 @@ def _group_shortfalls(
     """
     need: dict[str | None, Amount] = {}
     for task in group.tasks:
-        r = task.resources or default
+        r = _resolved(task.resources, default)
         need[r.platform] = need.get(r.platform, Amount()) + _amount(r)
     best: list[str] | None = None
     for b, have in zip(backends, totals, strict=True):

@@ -78,6 +78,10 @@ WORKFLOW_TERMINAL: tuple[str, ...] = tuple(
 )
 PRIORITIES = {"HIGH": 0, "NORMAL": 1, "LOW": 2}
 
+# OSMO's exit codes for ends the control plane decides (OSMO-REFERENCE.md §3.4).
+UPSTREAM_EXIT = 3000  # never ran: an upstream group failed
+START_TIMEOUT_EXIT = 3005  # did not start running within the pool's start_timeout
+
 
 def is_failure(status: str) -> bool:
     return status.startswith("FAILED")

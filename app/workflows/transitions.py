@@ -19,7 +19,14 @@ from typing import Any
 import asyncpg
 
 from app.db import notify
-from app.workflows.states import ALIVE, TERMINAL, WORKFLOW_ALIVE, Status, is_failure
+from app.workflows.states import (
+    ALIVE,
+    TERMINAL,
+    UPSTREAM_EXIT,
+    WORKFLOW_ALIVE,
+    Status,
+    is_failure,
+)
 
 __all__ = (
     "end_groups",
@@ -29,6 +36,7 @@ __all__ = (
     "record_events",
     "settle_group",
     "settle_workflow",
+    "stop_attempt",
     "task_progress",
 )
 
@@ -52,7 +60,10 @@ async def record_events(
     rows: Sequence[tuple[int, str, str, str | None, int | None]],
     source: str,
 ) -> None:
-    """Append ``(task id, workflow id, status, reason, exit code)`` rows to the event trail."""
+    """Append ``(task id, workflow id, status, reason, exit code)`` rows to the event trail,
+    and tell the workflows' live views (a task that ended while its siblings ran was shown
+    running until its group ended: a review found). PostgreSQL sends a notification repeated
+    within one transaction once."""
     if not rows:
         return
     await conn.execute(
@@ -68,6 +79,7 @@ async def record_events(
         [r[3] for r in rows],
         [r[4] for r in rows],
     )
+    await notify(conn, "wfs", *sorted({f"wf:{r[1]}" for r in rows}))
 
 
 async def task_progress(
@@ -238,6 +250,28 @@ async def _stop_alive_tasks(
     )
     await notify(conn, *(f"stop:{b}" for b in row["backends"] or ()))
     return int(row["n"])
+
+
+async def stop_attempt(
+    conn: asyncpg.Connection,
+    task_id: int,
+    group_id: int,
+    status: str,
+    reason: str,
+    source: str,
+    exit_code: int | None = None,
+) -> bool:
+    """End one alive attempt from the control plane's side (a timeout), asking its runner to
+    stop it, then apply its group's rules; False if it had ended already. The caller holds
+    the workflow's and the group's locks."""
+    stopped = await _stop_alive_tasks(
+        conn, "id = $1", [task_id], status, reason, source, exit_code=exit_code
+    )
+    if stopped:
+        workflow = await conn.fetchval("SELECT workflow FROM task WHERE id = $1", task_id)
+        await notify(conn, "wfs", f"wf:{workflow}")
+        await settle_group(conn, group_id, source)
+    return bool(stopped)
 
 
 async def settle_group(conn: asyncpg.Connection, group_id: int, source: str) -> None:
@@ -440,7 +474,7 @@ async def _fail_downstream(
             # The control plane's decision, whoever reported the failure upstream: the page
             # said "by runner" for a task no runner ever saw.
             "scheduler",
-            exit_code=3000,  # OSMO's code for "never ran: an upstream group failed"
+            exit_code=UPSTREAM_EXIT,
         )
 
 

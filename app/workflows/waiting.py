@@ -75,6 +75,14 @@ async def why_waiting(
         names = ", ".join(f"'{r['name']}'" for r in upstream) or "its upstream groups"
         return f"group '{group['name']}' waits for {names} to complete"
     pool = workflow["pool"]
+    if await conn.fetchval(
+        "SELECT coalesce((config ->> 'maintenance')::boolean, false) FROM pool WHERE name = $1",
+        pool,
+    ):
+        return (
+            f"pool '{pool}' is in maintenance: nothing new starts there until an admin ends it "
+            "(what runs goes on)"
+        )
     backends = await connected_backends(conn, pool, lease_ttl)
     if not backends:
         known = await conn.fetchval("SELECT count(*) FROM backend WHERE pool = $1", pool)

@@ -102,6 +102,9 @@ class LocalExecutor(Executor):
         not installed, ``""`` switches pasta off). ``mask``: more folders tasks must not see
         (the control plane's data directory); this runner's own data directory always is.
         ``max_processes``: an attempt's pids limit (GANTRY_TASK_MAX_PROCESSES)."""
+        # Absolute: tasks and their supervisors run elsewhere, so a relative directory (the
+        # default `.gantry/runner-<backend>`) made every task fail to find its argv.json.
+        data_dir = data_dir.resolve()
         self.root = data_dir / "attempts"
         # Per attempt, where in its timeline the records not yet shipped begin.
         self._timeline_at: dict[int, int] = {}

@@ -11,6 +11,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import yaml
 
 from tests.cli.conftest import Cli
@@ -88,6 +89,13 @@ def test_signing_in_and_out_and_the_exit_codes_of_credentials(cli: Cli) -> None:
     wrong = cli.run("login", cli.stack.base, "--password", "--username", "admin",
                     input="not the password\n")  # fmt: skip
     assert wrong.returncode == 3 and "wrong username or password" in wrong.stderr
+    # A piped password without --username: read as the username, it was refused and kept in
+    # the audit log as the name that tried (a new user's review). Now refused before sending.
+    piped = cli.run("login", cli.stack.base, "--password", input="a-secret-password\n")
+    assert piped.returncode == 2 and "--username" in piped.stderr, piped.stderr
+    audit = httpx.get(f"{cli.stack.base}/api/v1/audit",
+                      headers={"authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
+    assert audit.status_code == 200 and "a-secret-password" not in audit.text
 
     # GANTRY_URL and GANTRY_TOKEN override the file (scripts, CI).
     env = {"GANTRY_URL": cli.stack.base, "GANTRY_TOKEN": "gnt_wrong"}

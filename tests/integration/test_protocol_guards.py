@@ -254,3 +254,48 @@ async def test_a_report_time_no_clock_gives_is_refused_and_the_page_stays_up(
         assert page.status_code == 200
     finally:
         await runner.close()
+
+
+PAIR = """\
+workflow:
+  name: pair
+  groups:
+  - name: g
+    tasks:
+    - {name: a, image: x, command: [sleep, '60'], lead: true}
+    - {name: b, image: x, command: [echo, done]}
+"""
+
+
+async def test_a_task_that_ends_before_its_group_reaches_the_live_views_at_once(
+    server: InProcessServer, api: httpx.AsyncClient
+) -> None:
+    """Found by a new user: the event stream said nothing of a task's end until its whole
+    group ended, and the page showed it running meanwhile."""
+    runner = FakeRunner(server)
+    try:
+        await runner.hello()
+        wid = await submit(api, PAIR)
+        launches = {launch.attempt.task: launch for launch in await runner.launches(2)}
+        for launch in launches.values():
+            await runner.report(launch.attempt.id, "RUNNING", launch.epoch)
+        async with api.stream("GET", f"/api/v1/workflows/{wid}/events") as r:
+            lines = r.aiter_lines()
+            async with asyncio.timeout(10):
+                async for line in lines:
+                    if line.startswith("event: snapshot"):
+                        break
+            b = launches["b"]
+            await runner.report(b.attempt.id, "COMPLETED", b.epoch, exit_code=0)
+            seen = []
+            async with asyncio.timeout(5):
+                async for line in lines:
+                    if line.startswith("data:") and '"COMPLETED"' in line:
+                        seen.append(line)
+                        if '"name":"b"' in line.replace(" ", ""):
+                            break
+            assert any('"name":"b"' in s.replace(" ", "") for s in seen), seen
+        wf = (await api.get(f"/api/v1/workflows/{wid}")).json()
+        assert task_of(wf, "a")["status"] == "RUNNING" and task_of(wf, "b")["status"] == "COMPLETED"
+    finally:
+        await runner.close()

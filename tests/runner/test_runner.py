@@ -206,3 +206,18 @@ async def _until_log(
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{text!r} not in log: {log!r}")
         await asyncio.sleep(0.1)
+
+
+RELATIVE = "workflow:\n  name: rel\n  tasks:\n  - {name: t, image: x, command: [echo, hi]}\n"
+
+
+async def test_a_relative_data_directory_runs_tasks(
+    server: InProcessServer, api: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's default data directory is relative (`.gantry/runner-<backend>`); tasks
+    run elsewhere and could not find their files (a new user's second runner failed them all)."""
+    monkeypatch.chdir(tmp_path)
+    async with runner_in_loop(server.base, Path(".gantry/runner-local")):
+        wid = await submit(api, RELATIVE)
+        wf = await wait_for(api, wid, timeout=30)
+    assert wf["status"] == "COMPLETED", wf

@@ -166,6 +166,14 @@ async def _create_pool(ctx: Ctx) -> Request:
     return "POST", "/api/v1/pools", {"json": {"name": f"p{_n()}"}}
 
 
+async def _put_pool(ctx: Ctx) -> Request:
+    return "PUT", "/api/v1/pools/default", {"json": {"description": "matrix"}}
+
+
+async def _patch_pool(ctx: Ctx) -> Request:
+    return "PATCH", "/api/v1/pools/default", {"json": {"maintenance": False}}
+
+
 async def _create_backend(ctx: Ctx) -> Request:
     return "POST", "/api/v1/backends", {"json": {"name": f"b{_n()}", "pool": "default"}}
 
@@ -351,6 +359,10 @@ MATRIX: dict[str, Row] = {
     ),
     "POST /api/v1/workflows/{workflow_id:str}/cancel": Row("owner", _cancel_api),
     "GET /api/v1/pools": Row("person", get("/api/v1/pools")),
+    "GET /api/v1/pools/{name:str}": Row("pool", get("/api/v1/pools/default")),
+    # Changing it takes pool:Admin; carol, who may not list the pool, is told nothing of it.
+    "PUT /api/v1/pools/{name:str}": Row("admin", _put_pool, {"pool_b": "notfound"}),
+    "PATCH /api/v1/pools/{name:str}": Row("admin", _patch_pool, {"pool_b": "notfound"}),
     "POST /api/v1/pools": Row("admin", _create_pool),
     "GET /api/v1/backends": Row("person", get("/api/v1/backends")),
     "POST /api/v1/backends": Row("admin", _create_backend),

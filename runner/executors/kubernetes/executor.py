@@ -81,6 +81,7 @@ class KubernetesExecutor(Executor):
         self.settings = settings
         self.slots = slots
         self.connect = connect
+        data_dir = data_dir.resolve()  # as the local executor's: independent of the cwd
         self.launch_dir = data_dir / "launches"
         self.log_dir = data_dir / "logs"
         self.launch_dir.mkdir(parents=True, exist_ok=True)
