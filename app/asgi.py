@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import re
+import traceback
 from collections.abc import AsyncIterator
 from html import escape
 from http import HTTPStatus
@@ -477,7 +479,37 @@ def _statement_timeout(
     return response
 
 
+def _parsing_error(exc: BaseException) -> ValueError | None:
+    """A ValueError raised while Litestar turned the request into the handler's arguments.
+
+    msgspec raises a plain ValueError, not a ValidationError, for a time past the year 9999
+    given as a number of seconds (``submitted_after=253402300800``, ``"expires_at":
+    253402300800``), so Litestar passed it on as a 500 (a hostile review). Only errors raised
+    from within that parsing count: anywhere else a ValueError is a bug and stays a 500."""
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_parsing_error(e) for e in exc.exceptions]
+        return next((e for e in found if e is not None), None)
+    if not isinstance(exc, ValueError):
+        return None
+    frames = [f.f_code.co_filename for f, _ in traceback.walk_tb(exc.__traceback__)]
+    return exc if any(f.endswith(_PARSING_MODULES) for f in frames) else None
+
+
+_PARSING_MODULES = (
+    os.path.join("litestar", "_signature", "model.py"),
+    os.path.join("litestar", "serialization", "msgspec_hooks.py"),
+)
+
+
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if (parsing := _parsing_error(exc)) is not None:
+        return _http_error(
+            request,
+            ValidationException(
+                detail=str(parsing),
+                extra=[{"key": "", "source": "request", "message": f"out of range: {parsing}"}],
+            ),
+        )
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     detail = "Something went wrong on the server; it has been logged."
     if _is_api(request):

@@ -42,7 +42,7 @@ def _after(items: list[Any], key: str, cursor: str) -> int:
     """Where a cursor whose item is gone (deleted meanwhile) would have been: for numeric keys
     (ids, newest first) past every larger one, else by name order. Any text is a cursor."""
     if items and isinstance(_key(items[0], key), int):
-        if not cursor.isdigit() or len(cursor) > 19:
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19:  # not "²"
             return len(items)  # no such id: nothing after it
         return sum(1 for item in items if int(_key(item, key)) > int(cursor))
     return sum(1 for item in items if str(_key(item, key)) <= cursor)

@@ -22,7 +22,7 @@ def newer(a: str, b: str) -> bool:
     def parts(v: str) -> tuple[int, ...]:
         out = []
         for piece in v.split("+")[0].split("."):
-            digits = "".join(c for c in piece if c.isdigit())
+            digits = "".join(c for c in piece if c in "0123456789")
             out.append(int(digits) if digits else 0)
         return tuple(out)
 

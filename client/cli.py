@@ -136,7 +136,10 @@ def login(
     if before is not None and before.minted_id is not None and before.url == url:
         _revoke_minted(before)  # the token an earlier `login --password|--sso` made here
     print(
-        f"signed in to {url} as {me['name']} (saved as {server.name!r} in {config.config_path()})"
+        # The name is the server's to choose: cleaned, as everything from a server is (a
+        # hostile server's escape sequences retitled and cleared the terminal).
+        f"signed in to {clean(url)} as {clean(me['name'])} (saved as {clean(server.name)!r} in "
+        f"{config.config_path()})"
     )
 
 
@@ -163,8 +166,15 @@ def _sso_token(anonymous: Api) -> tuple[str, int]:
 
 
 def _server_name(url: str) -> str:
+    """What a server is saved as: its host's first label (``prod`` for prod.example.com),
+    unless that name is saved for another server (then the whole host): logging in to
+    prod.evil.example must not replace, and so drop the token of, a saved prod.corp.com."""
     host = httpx.URL(url).host or "server"
-    return host.split(".")[0] if not host.replace(".", "").isdigit() else host
+    if host.replace(".", "").isdigit():
+        return host
+    short = host.split(".")[0]
+    saved = config.saved(short)
+    return short if saved is None or saved.url == url else host
 
 
 @app.command()
@@ -422,7 +432,7 @@ def _when(text: str | None, option: str) -> str | None:
     """An age (``2h``: that long ago) or a time (ISO 8601), as the API's ISO 8601 in UTC."""
     if text is None:
         return None
-    if text[-1:] in "smhd" and text[:-1].isdigit():
+    if text[-1:] in "smhd" and text[:-1].isascii() and text[:-1].isdigit():
         return (datetime.now(UTC) - _duration(text, option)).isoformat()
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -694,7 +704,7 @@ def _capacity(capacity: dict[str, Any]) -> str:
 def _duration(text: str, option: str = "--expires") -> timedelta:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     number, unit = text[:-1], text[-1:]
-    if unit not in units or not number.isdigit() or len(number) > 9:
+    if unit not in units or not (number.isascii() and number.isdigit()) or len(number) > 9:
         raise CliError(f"{option} {text!r}: give a number and s, m, h or d (such as 30d)", USAGE)
     return timedelta(seconds=int(number) * units[unit])
 

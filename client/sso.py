@@ -40,6 +40,18 @@ DEFAULT_INTERVAL = 5  # seconds between polls when the provider does not say (RF
 SLOW_DOWN = 5  # seconds added to the interval at each slow_down (§3.5)
 INTERRUPTED = 130  # as client.cli.main answers Ctrl-C
 DEFAULT_EXPIRES_IN = 600  # the code's life when the provider omits expires_in (it must not)
+MAX_INTERVAL = 60  # seconds between polls at most, whatever the provider asks
+MAX_EXPIRES_IN = 3600  # a code is waited for an hour at most
+
+
+def _bounded(value: object, default: int, low: int, high: int) -> int:
+    """A provider's number of seconds, as an int within [low, high]; refused when not one."""
+    if value is None or value == "":
+        return default
+    number = float(value)  # type: ignore[arg-type]  # ValueError, TypeError: refused above
+    if number != number:  # NaN
+        raise ValueError("a number of seconds")
+    return int(min(max(number, low), high))
 
 
 @dataclass(frozen=True)
@@ -90,8 +102,8 @@ def discover(http: httpx.Client, issuer: str) -> Endpoints:
     what = f"the identity provider {issuer}"
     try:
         response = http.get(url)
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the identity provider {issuer}: {exc}") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise CliError(f"cannot reach the identity provider {clean(issuer)}: {exc}") from None
     if response.status_code != 200:
         raise CliError(f"{what} answered {response.status_code} for {url}")
     doc = _json(response, f"{what}'s discovery document")
@@ -116,8 +128,10 @@ def start(http: httpx.Client, endpoints: Endpoints, client_id: str, scopes: list
         response = http.post(
             endpoints.device_authorization, data={"client_id": client_id, "scope": scope}
         )
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the identity provider {endpoints.issuer}: {exc}") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise CliError(
+            f"cannot reach the identity provider {clean(endpoints.issuer)}: {exc}"
+        ) from None
     body = _json(response, f"{what}'s device authorization")
     if response.status_code != 200:
         raise CliError(f"{what} refused the device sign-in for client {client_id!r}: "
@@ -130,10 +144,12 @@ def start(http: httpx.Client, endpoints: Endpoints, client_id: str, scopes: list
             user_code=str(body["user_code"]),
             verification_uri=str(uri),
             verification_uri_complete=body.get("verification_uri_complete") or None,
-            interval=max(1, int(body.get("interval") or DEFAULT_INTERVAL)),
-            expires_in=int(body.get("expires_in") or DEFAULT_EXPIRES_IN),
+            # Bounded: a server names the provider, and "interval": 1e999 or 10**12 (a
+            # review) must not make the CLI sleep for days or raise a traceback.
+            interval=_bounded(body.get("interval"), DEFAULT_INTERVAL, 1, MAX_INTERVAL),
+            expires_in=_bounded(body.get("expires_in"), DEFAULT_EXPIRES_IN, 1, MAX_EXPIRES_IN),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CliError(f"{what}'s device authorization answer lacks {exc}") from None
 
 
@@ -173,11 +189,12 @@ def wait_for_token(
         try:
             response = http.post(endpoints.token, data=form)
         except httpx.TimeoutException:
-            interval *= 2  # §3.5: a connection timeout halves the polling rate, then retries
+            # §3.5: a connection timeout halves the polling rate, then retries.
+            interval = min(interval * 2, MAX_INTERVAL)
             continue
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise CliError(
-                f"cannot reach the identity provider {endpoints.issuer}: {exc}"
+                f"cannot reach the identity provider {clean(endpoints.issuer)}: {exc}"
             ) from None
         body = _json(response, f"{what}'s token endpoint")
         if response.status_code == 200:
@@ -189,7 +206,7 @@ def wait_for_token(
         if error == "authorization_pending":
             continue
         if error == "slow_down":
-            interval += SLOW_DOWN
+            interval = min(interval + SLOW_DOWN, MAX_INTERVAL)
             continue
         if error == "access_denied":
             raise CliError("sign-in refused at the provider", NOT_SIGNED_IN)

@@ -117,7 +117,7 @@ class AuthViews(Controller):
         refuse_nul({"name": 100, "days": 5}, name=data.get("name"), days=data.get("days"))
         name = (data.get("name") or "").strip() or "token"
         days = (data.get("days") or "").strip()
-        if days and not days.isdigit():
+        if days and not (days.isascii() and days.isdigit()):  # "²".isdigit() is True
             raise Invalid(f"expires in {days!r} days is not a number of days")
         # A life past GANTRY_TOKEN_MAX_LIFETIME is refused by token_expiry, naming the setting.
         asked = datetime.now(UTC) + timedelta(days=int(days)) if days else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -11,12 +12,12 @@ import asyncpg
 from app.auth.service import Principal
 from app.db import Database, Hub
 from app.errors import NotFound
+from app.logs.text import TextLog, chunk_page
 from app.pools.service import PoolService
 from app.workflows.states import TERMINAL
 
 __all__ = ("Attempt", "LogService")
 
-_PAGE = 500
 STREAM_NAMES = {1: "stdout", 2: "stderr"}
 
 
@@ -82,22 +83,11 @@ class LogService:
             )
         return missing == 0
 
-    async def chunks(
-        self, task_id: int, after: int = 0, limit: int = _PAGE
-    ) -> list[asyncpg.Record]:
-        """Chunks after chunk id ``after``, in arrival order (stdout and stderr interleaved)."""
+    async def chunks(self, task_id: int, after: int = 0) -> tuple[list[asyncpg.Record], bool]:
+        """A page of chunks after chunk id ``after``, in arrival order (stdout and stderr
+        interleaved; bounded in bytes), and whether more follow."""
         async with self.db.connection() as conn:
-            return list(
-                await conn.fetch(
-                    """
-                    SELECT id, stream, data, coalesce(printed_at, received_at) AS at
-                    FROM log_chunk WHERE task = $1 AND id > $2 ORDER BY id LIMIT $3
-                    """,
-                    task_id,
-                    after,
-                    limit,
-                )
-            )
+            return await chunk_page(conn, [task_id], after)
 
     async def removed_notice(self, workflow_id: str) -> str | None:
         """A line saying the workflow's logs were removed by retention, or None."""
@@ -113,13 +103,13 @@ class LogService:
         if attempt.get("logs_removed_at") is not None:
             yield _removed_line(attempt["logs_removed_at"]).encode()
             return
-        text = _TextLines(timestamps)
+        text = TextLog(timestamps)
         after = 0
         while True:
-            rows = await self.chunks(attempt["id"], after)
+            rows, more = await self.chunks(attempt["id"], after)
             if rows:
-                yield text.feed(rows)
-            if len(rows) < _PAGE:
+                yield await asyncio.to_thread(text.feed, rows)
+            if not more:
                 yield text.flush()  # what exists so far, an unfinished line included
                 return
             after = rows[-1]["id"]
@@ -143,11 +133,11 @@ class LogService:
             while True:
                 complete = await self.is_complete(attempt["id"])
                 while True:
-                    rows = await self.chunks(attempt["id"], after)
+                    rows, more = await self.chunks(attempt["id"], after)
                     if rows:
                         after = rows[-1]["id"]
                         yield rows
-                    if len(rows) < _PAGE:
+                    if not more:
                         break
                 if complete:
                     return
@@ -160,49 +150,10 @@ class LogService:
         if attempt.get("logs_removed_at") is not None:
             yield _removed_line(attempt["logs_removed_at"]).encode()
             return
-        text = _TextLines(timestamps)
+        text = TextLog(timestamps)
         async for rows in self.follow(attempt):
-            yield text.feed(rows)
+            yield await asyncio.to_thread(text.feed, rows)
         yield text.flush()  # the attempt ended: its unfinished lines are finished
-
-
-class _TextLines:
-    """An attempt's log as text: whole lines in the order their ends arrived, so a line one
-    stream has not finished is never glued to the other stream's next line (a task's last
-    `printf` without a newline came out as `no newline at enderr 1`). With ``timestamps``
-    each line starts with the time its first byte was written. Unfinished lines come last
-    (``flush``), as the log page shows them."""
-
-    def __init__(self, timestamps: bool) -> None:
-        self.timestamps = timestamps
-        self.partial: dict[int, bytes] = {}
-        self.began: dict[int, datetime] = {}
-
-    def _line(self, stream: int, body: bytes) -> bytes:
-        if not self.timestamps:
-            return body
-        when = self.began[stream].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
-        return when.encode() + body
-
-    def feed(self, rows: list[asyncpg.Record]) -> bytes:
-        out: list[bytes] = []
-        for r in rows:
-            stream = r["stream"]
-            if not self.partial.get(stream):
-                self.began[stream] = r["at"]
-            *ended, rest = bytes(r["data"]).split(b"\n")
-            for piece in ended:
-                out.append(self._line(stream, self.partial.pop(stream, b"") + piece) + b"\n")
-                self.began[stream] = r["at"]
-            if rest:
-                self.partial[stream] = self.partial.get(stream, b"") + rest
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        """The unfinished lines, oldest first, as they are (no line end is added)."""
-        open_ = sorted((s for s, b in self.partial.items() if b), key=lambda s: self.began[s])
-        out = [self._line(s, self.partial.pop(s)) for s in open_]
-        return b"\n".join(out)
 
 
 async def _check_visible(conn: asyncpg.Connection, pools: list[str], workflow_id: str) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any
 
 import asyncpg
@@ -20,8 +19,15 @@ import regex
 
 from app.db import Database, Hub
 from app.logs.lines import Key, Line, LineAssembler
+from app.logs.text import TextLog, chunk_page
 
-__all__ = ("BUDGET", "Resume", "Window", "Windows", "merged_text")
+__all__ = ("BUDGET", "Resume", "Window", "Windows")
+
+# A live view reads at most this much per step: each line of it becomes an object with its
+# HTML (a page of 64 MiB of empty lines made millions of them).
+_LIVE_BYTES = 256 * 1024
+# Seconds a text follower waits after a hint for more to come, so that it reads in batches.
+_COALESCE = 0.25
 
 BUDGET = 512 * 1024  # bytes of log per window
 MAX_MATCHES = 5000
@@ -316,7 +322,7 @@ class Windows:
         while len(matches) < MAX_MATCHES:
             keep.check_time()
             async with self.db.connection() as conn:
-                page = await _chunks_after(conn, attempts, cursor)
+                page, _ = await chunk_page(conn, attempts, cursor)
             if not page:
                 break
             matches += await asyncio.to_thread(_match_page, assembler, page, keep)
@@ -328,33 +334,52 @@ class Windows:
     async def text(
         self, attempts: list[int], names: dict[int, str], timestamps: bool = False
     ) -> AsyncIterator[bytes]:
-        """The whole log as text, every line prefixed with its task (the merged download);
-        each page of chunks is cut into lines in a thread."""
-        assembler = LineAssembler()
+        """The whole log as text, every line prefixed with its task (the merged download and
+        ``GET /api/v1/workflows/{id}/logs``); each page is cut into lines in a thread."""
+        log = TextLog(timestamps, names)
         cursor = 0
         while True:
             async with self.db.connection() as conn:
-                page = await _chunks_after(conn, attempts, cursor)
+                page, _ = await chunk_page(conn, attempts, cursor)
             if not page:
                 break
-            lines = await asyncio.to_thread(_lines, assembler, page)
-            yield merged_text(lines, names, timestamps)
+            yield await asyncio.to_thread(log.feed, page)
             cursor = page[-1]["id"]
-        yield merged_text(assembler.flush(), names, timestamps)
+        yield log.flush(newline=True)
 
     async def follow_text(
         self,
         attempts: list[int],
         names: dict[int, str],
-        is_complete: Callable[[], object],
+        is_complete: Callable[[], Awaitable[bool]],
         topics: list[str],
         timestamps: bool = False,
     ) -> AsyncIterator[bytes]:
         """The merged log as text from its start, then new lines as they come, until every
         attempt has ended (``GET /api/v1/workflows/{id}/logs?follow=true``)."""
-        async for batch in self.follow(attempts, Resume(0, 0), is_complete, topics):
-            if batch:
-                yield merged_text(batch, names, timestamps)
+        log = TextLog(timestamps, names)
+        cursor = 0
+        with self.hub.subscribe(*topics) as sub:
+            while True:
+                complete = await is_complete()  # before reading: nothing is missed after it
+                async with self.db.connection() as conn:
+                    page, more = await chunk_page(conn, attempts, cursor)
+                if page:
+                    cursor = page[-1]["id"]
+                    text = await asyncio.to_thread(log.feed, page)
+                    if text:
+                        yield text
+                    if more:
+                        continue
+                if complete:
+                    yield log.flush(newline=True)
+                    return
+                await sub.get(timeout=15)
+                # A workflow of 2,000 tasks sends hints all the time: each follower reads at
+                # most a few times a second however many come (50 followers multiplied the
+                # server's CPU fourfold: a hostile review).
+                await asyncio.sleep(_COALESCE)
+                sub.drain()
 
     async def follow(
         self,
@@ -394,13 +419,13 @@ class Windows:
             while True:
                 complete = await is_complete()  # type: ignore[misc]
                 async with self.db.connection() as conn:
-                    rows = await _chunks_after(conn, attempts, cursor)
+                    rows, more = await chunk_page(conn, attempts, cursor, budget=_LIVE_BYTES)
                 if rows:
                     cursor = rows[-1]["id"]
                     batch = await asyncio.to_thread(self._feed, assembler, offsets, rows)
                     if batch:
                         yield batch
-                    if len(rows) == 256:
+                    if more:
                         continue
                 if complete:
                     last = assembler.flush()
@@ -430,31 +455,6 @@ class Windows:
         return lines
 
 
-async def _chunks_after(
-    conn: asyncpg.Connection, attempts: list[int], cursor: int, limit: int = 256
-) -> list[asyncpg.Record]:
-    """The next chunks of ``attempts`` after chunk ``cursor``, in arrival order."""
-    return list(
-        await conn.fetch(
-            """
-            SELECT id, task, stream, start, data, coalesce(printed_at, received_at) AS at
-                FROM log_chunk
-            WHERE task = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT $3
-            """,
-            attempts,
-            cursor,
-            limit,
-        )
-    )
-
-
-def _lines(assembler: LineAssembler, page: list[asyncpg.Record]) -> list[Line]:
-    lines: list[Line] = []
-    for r in page:
-        lines += assembler.feed((r["task"], r["stream"]), r["start"], bytes(r["data"]), at=r["at"])
-    return lines
-
-
 def _match_page(
     assembler: LineAssembler, page: list[asyncpg.Record], keep: LineFilter
 ) -> list[Line]:
@@ -466,15 +466,3 @@ def _match_page(
         if len(out) >= MAX_MATCHES:
             break
     return out
-
-
-def merged_text(lines: list[Line], names: dict[int, str], timestamps: bool) -> bytes:
-    """Lines of several tasks as text: ``[task] text``, as ``kubectl logs --prefix``; with
-    ``timestamps`` the time each was written follows the prefix (RFC 3339, UTC)."""
-    out = []
-    for x in lines:
-        stamp = ""
-        if timestamps and x.at is not None:
-            stamp = x.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
-        out.append(f"[{names.get(x.key[0], '?')}] {stamp}{x.text}\n")
-    return "".join(out).encode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -1126,17 +1127,40 @@ def _encode_cursor(sort: str, key: Any, workflow_id: str, now: datetime) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+_CURSOR_YEARS = (1970, 9000)
+
+
+def _cursor_time(value: Any) -> datetime:
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("not a time this API gives")
+    moment = moment.astimezone(UTC)  # OverflowError at the ends of the calendar
+    if not _CURSOR_YEARS[0] <= moment.year <= _CURSOR_YEARS[1]:
+        raise ValueError("not a time this API gives")
+    return moment
+
+
+def _cursor_number(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > 1e11:  # seconds: some 3,000 years
+        raise ValueError("not a duration this API gives")
+    return number
+
+
 def _decode_cursor(cursor: str, sort: str) -> tuple[tuple[Any, str], datetime]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         cursor_sort, value, workflow_id, now = msgspec.json.decode(raw)
         if cursor_sort != sort:
             raise ValueError("the cursor belongs to another sort order")
-        key: Any = float(value) if sort == "duration" else datetime.fromisoformat(value)
+        # A cursor is the client's to send back, so a crafted one must not reach a query with
+        # values the database refuses (year 1 at +14:00, an interval past its range: 500s a
+        # hostile review found): times are aware and within a plausible range, numbers finite.
+        key: Any = _cursor_number(value) if sort == "duration" else _cursor_time(value)
         if not isinstance(workflow_id, str) or len(workflow_id) > 80 or "\x00" in workflow_id:
-            raise ValueError("not a workflow id")  # a crafted cursor must not reach a query
-        return (key, workflow_id), datetime.fromisoformat(now)
-    except (ValueError, TypeError, msgspec.DecodeError):
+            raise ValueError("not a workflow id")
+        return (key, workflow_id), _cursor_time(now)
+    except (ValueError, TypeError, OverflowError, msgspec.DecodeError):
         raise Invalid(
             "cursor is not one this API returned for this sort order",
             [SpecIssue("cursor", None, "pass next_cursor from the previous page")],

@@ -11,7 +11,7 @@ import asyncio
 import html
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -270,6 +270,9 @@ class WorkflowViews(Controller):
         shown = filters.query()
         try:
             newest = datetime.fromisoformat(since) if since else None
+            if newest is not None and newest.tzinfo is None:
+                # Compared with aware times below: a naive one ended the stream (a review).
+                newest = newest.replace(tzinfo=UTC)
         except ValueError:
             newest = None
         query = urlencode({**shown, "sort": sort})

@@ -388,3 +388,56 @@ async def test_a_time_filter_without_a_utc_date_is_refused_naming_it(
     # Several statuses, comma-separated, as `gantry workflow list --status A --status B` sends.
     every = ",".join(["FAILED_EXEC_TIMEOUT", "FAILED_QUEUE_TIMEOUT", "FAILED_START_TIMEOUT"] * 4)
     assert (await api.get("/api/v1/workflows", params={"status": every})).status_code == 200
+
+
+async def test_crafted_cursors_and_times_past_the_calendar_are_400_not_500(
+    api: httpx.AsyncClient,
+) -> None:
+    """Found by a hostile review: a cursor is the client's to send back, and msgspec raises
+    a plain ValueError for a number of seconds past the year 9999; each was a 500."""
+    import base64
+    import json
+
+    def cursor(*parts: str) -> str:
+        return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+
+    crafted = [
+        ("submitted", cursor("submitted", "0001-01-01T00:00:00+14:00", "x", "2026-01-01T00:00:00+00:00")),
+        ("submitted", cursor("submitted", "9999-12-31T23:59:59-14:00", "x", "2026-01-01T00:00:00+00:00")),
+        ("duration", cursor("duration", "1", "x", "0001-01-01T00:00:00+00:00")),
+        ("duration", cursor("duration", "1e308", "x", "2026-01-01T00:00:00+00:00")),
+        ("submitted", cursor("submitted", "2026-01-01T00:00:00", "x", "2026-01-01T00:00:00+00:00")),
+    ]  # fmt: skip
+    for sort, value in crafted:
+        r = await api.get("/api/v1/workflows", params={"sort": sort, "cursor": value})
+        assert r.status_code == 422 and "cursor" in r.text, (value, r.status_code, r.text)
+        page = await api.get("/workflows", params={"sort": sort, "cursor": value})
+        assert page.status_code == 422, (value, page.status_code)
+    for params in ({"submitted_after": "253402300800"}, {"submitted_before": "299999999999"}):
+        r = await api.get("/api/v1/workflows", params=params)
+        assert r.status_code == 400 and "out of range" in r.text, (params, r.status_code, r.text)
+    for expires in (253402300800, "253402300800"):
+        r = await api.post("/api/v1/tokens", json={"name": "x", "expires_at": expires})
+        assert r.status_code == 400, (expires, r.status_code, r.text)
+    long_name = await api.get("/api/v1/audit", params={"principal": "x" * 201})
+    assert long_name.status_code == 400 and "principal" in long_name.json()["detail"]
+
+
+async def test_the_token_form_refuses_digits_that_are_not_ascii(server: InProcessServer) -> None:
+    """ "²".isdigit() is True and int("²") raises: the form answered 500."""
+    async with server.client(ADMIN_TOKEN) as api:
+        r = await api.post("/tokens", data={"name": "t", "days": "²"})
+        assert r.status_code == 422, r.status_code
+        listed = await api.get("/api/v1/tokens", params={"cursor": "²"})
+        assert listed.status_code == 200, listed.status_code
+
+
+async def test_the_live_list_takes_a_time_without_a_zone(api: httpx.AsyncClient) -> None:
+    """A `since` without a zone was compared with aware times and ended the stream."""
+    async with api.stream("GET", "/workflows/live", params={"since": "2026-01-01T00:00:00"}) as r:
+        assert r.status_code == 200
+        await submit(api, HELLO)
+        async with asyncio.timeout(10):
+            async for line in r.aiter_lines():
+                if line.startswith("event: rows"):
+                    break

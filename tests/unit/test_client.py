@@ -90,3 +90,17 @@ def test_localpath_takes_regular_files_of_a_spec_s_size_only(tmp_path: Path) -> 
     (tmp_path / "big").write_bytes(b"x" * (MAX_FILE_BYTES + 1))
     with pytest.raises(CliError, match="at most"):
         inline_localpaths("- localpath: big\n", tmp_path / "s.yaml")
+
+
+def test_a_second_server_of_the_same_short_name_does_not_replace_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saved as `prod`, prod.corp.example's token was dropped (and not revoked) by a login to
+    prod.evil.example (a hostile review): that one is saved by its whole host."""
+    from client.cli import _server_name
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert _server_name("https://prod.corp.example") == "prod"
+    config.remember("prod", "https://prod.corp.example", "gnt_corp")
+    assert _server_name("https://prod.corp.example") == "prod"  # the same server again
+    assert _server_name("https://prod.evil.example") == "prod.evil.example"

@@ -148,3 +148,24 @@ def test_the_device_authorization_asks_for_openid_and_says_where_to_go() -> None
 
     with pytest.raises(CliError, match="refused the device sign-in for client 'gantry-cli'"):
         start(_client(refusing), ENDPOINTS, "gantry-cli", ["openid"])
+
+
+def test_a_hostile_providers_numbers_and_urls_end_in_one_line_not_a_hang() -> None:
+    """The server names the provider; a provider's `interval: 1e999` raised a traceback and
+    `interval: 10**12` would have slept for days (a hostile review)."""
+
+    def answering(extra: str) -> Callable[[httpx.Request], httpx.Response]:
+        def handler(request: httpx.Request) -> httpx.Response:
+            body = f'{{"device_code": "d", "user_code": "U", "verification_uri": "{ISSUER}/d"'
+            return httpx.Response(200, content=body + extra + "}")
+
+        return handler
+
+    huge = start(
+        _client(answering(', "interval": 1000000000000, "expires_in": 1e999')), ENDPOINTS, "c", []
+    )
+    assert huge.interval == 60 and huge.expires_in == 3600
+    with pytest.raises(CliError, match="lacks"):
+        start(_client(answering(', "interval": "soon"')), ENDPOINTS, "c", [])
+    with pytest.raises(CliError, match="cannot reach the identity provider"):
+        discover(httpx.Client(), "http://bad\x07host")

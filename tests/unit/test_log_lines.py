@@ -105,7 +105,7 @@ def test_the_text_log_keeps_each_stream_s_lines_whole() -> None:
     comes last; with timestamps each line starts with the time its first byte was written."""
     from datetime import UTC, datetime
 
-    from app.logs.service import _TextLines
+    from app.logs.text import TextLog
 
     t = [datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in range(4)]
     rows = [
@@ -114,11 +114,90 @@ def test_the_text_log_keeps_each_stream_s_lines_whole() -> None:
         {"stream": 1, "data": b" yet\nout 2\npartial", "at": t[2]},
         {"stream": 2, "data": b"err 2 unfinished", "at": t[3]},
     ]
-    plain = _TextLines(False)
+    plain = TextLog(False)
     assert plain.feed(rows) + plain.flush() == (
         b"out 1\nerr 1\nno newline yet\nout 2\npartial\nerr 2 unfinished"
     )
-    stamped = _TextLines(True)
+    stamped = TextLog(True)
     lines = (stamped.feed(rows) + stamped.flush()).decode().split("\n")
     assert lines[2] == "2026-01-01T00:00:00.000000Z no newline yet"  # when it began
     assert lines[3] == "2026-01-01T00:00:02.000000Z out 2"
+    merged = TextLog(True, {7: "a", 8: "b"})
+    two = [{**r, "task": 7 if i % 2 == 0 else 8} for i, r in enumerate(rows)]
+    text = (merged.feed(two) + merged.flush(newline=True)).decode().splitlines()
+    stamp = [f"2026-01-01T00:00:0{s}.000000Z" for s in range(4)]
+    assert text == [
+        f"[a] {stamp[0]} out 1",
+        f"[b] {stamp[1]} err 1",
+        f"[a] {stamp[0]} no newline yet",
+        f"[a] {stamp[2]} out 2",
+        f"[a] {stamp[2]} partial",
+        f"[b] {stamp[3]} err 2 unfinished",
+    ], text
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([(1, 1), (1, 2), (2, 1)]),
+            st.binary(max_size=40).map(lambda b: b.replace(b"x", b"\n")),
+        ),
+        max_size=30,
+    ),
+    st.booleans(),
+)
+def test_the_text_log_is_what_cutting_every_line_by_hand_gives(
+    pieces: list[tuple[tuple[int, int], bytes]], timestamps: bool
+) -> None:
+    """The bytes-at-once TextLog (app/logs/text.py) against a line-at-a-time model."""
+    from datetime import UTC, datetime, timedelta
+
+    from app.logs.text import TextLog
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        {"task": task, "stream": stream, "data": data, "at": start + timedelta(seconds=i)}
+        for i, ((task, stream), data) in enumerate(pieces)
+    ]
+    names = {1: "one", 2: "two"}
+    log = TextLog(timestamps, names)
+    got = b"".join(log.feed(rows[i : i + 3]) for i in range(0, len(rows), 3))
+    got += log.flush(newline=True)
+
+    want, partial, began = b"", {}, {}
+    for r in rows:
+        key = (r["task"], r["stream"])
+        if not r["data"]:
+            continue  # an empty chunk says nothing
+        for j, piece in enumerate(r["data"].split(b"\n")):
+            if j > 0:  # a line ended; one with no byte before its end began now
+                when = began[key] if key in partial else r["at"]
+                stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ ").encode() if timestamps else b""
+                want += f"[{names[key[0]]}] ".encode() + stamp + partial.pop(key, b"") + b"\n"
+            if key not in partial:  # a line begins when its first byte comes
+                partial[key], began[key] = b"", r["at"]
+            partial[key] += piece
+            if not partial[key]:
+                del partial[key]  # nothing of the next line yet
+    for key in sorted((k for k in partial if partial[k]), key=lambda k: began[k]):
+        stamp = began[key].strftime("%Y-%m-%dT%H:%M:%S.%fZ ").encode() if timestamps else b""
+        want += f"[{names[key[0]]}] ".encode() + stamp + partial[key] + b"\n"
+    assert got == want
+
+
+def test_a_very_long_line_is_written_as_it_comes_not_held() -> None:
+    """A line of 1 GiB without a newline was held whole per reader (a hostile review): past
+    LONG_LINE it is written as it comes, and its end still ends it."""
+    from datetime import UTC, datetime
+
+    from app.logs.text import LONG_LINE, TextLog
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    log = TextLog(False, {1: "t"})
+    out = b""
+    for _ in range(12):  # 3 MiB
+        out += log.feed([{"task": 1, "stream": 1, "data": b"x" * (256 * 1024), "at": now}])
+        assert all(len(held) <= LONG_LINE for held in log.partial.values())
+    out += log.feed([{"task": 1, "stream": 1, "data": b"y\nnext\n", "at": now}])
+    out += log.flush(newline=True)
+    assert out == b"[t] " + b"x" * (3 * 2**20) + b"y\n[t] next\n"
