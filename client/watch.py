@@ -67,6 +67,9 @@ def watch_workflow(api: Api, workflow_id: str, quiet: bool = False) -> str:
     """Follows the workflow's events until its ``end``; returns its last status."""
     console = Console(file=sys.stderr if quiet else sys.stdout, highlight=False, markup=False)
     live_view = console.is_terminal
+    if not live_view:  # piped: whole lines, never wrapped at rich's 80 columns (a review)
+        console = Console(file=console.file, highlight=False, markup=False, soft_wrap=True,
+                          width=100_000)  # fmt: skip
     snapshot: dict[str, Any] = {}
     tasks: dict[str, dict[str, Any]] = {}
     status = "UNKNOWN"
