@@ -451,6 +451,8 @@ def _workflow_get(workflow_id: str, output: Format, server: str | None) -> None:
     emit(output, wf, [wf], _WORKFLOW_COLUMNS, _WORKFLOW_WIDE)
     if wf.get("reason"):
         _say(f"reason: {wf['reason']}")
+    if wf.get("canceled_by"):
+        _say(f"canceled by: {wf['canceled_by']}")
     if wf.get("waiting"):
         _say(f"waiting: {wf['waiting']}")
     rows = [{"group": g["name"], **t} for g in wf["groups"] for t in g["tasks"]]

@@ -56,6 +56,8 @@ ACTIONS = {
     "POST /admin/roles": "role:Admin",
     "POST /admin/roles/{name}/delete": "role:Admin",
     "POST /api/v1/pools": "pool:Admin",
+    "PUT /api/v1/pools/{name}": "pool:Admin",
+    "PATCH /api/v1/pools/{name}": "pool:Admin",
     "POST /api/v1/backends": "backend:Admin",
     "POST /api/v1/backends/{name}/token": "backend:Admin",
     "POST /api/v1/tokens": "credentials:Token",

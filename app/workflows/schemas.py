@@ -115,6 +115,7 @@ class WorkflowOut(msgspec.Struct):
     labels: dict[str, str]
     tasks_total: int
     tasks_completed: int
+    canceled_by: str | None = None  # who cancelled it (its reason says why)
 
 
 class WorkflowHead(WorkflowOut):

@@ -439,7 +439,7 @@ class WorkflowService:
             row = await conn.fetchrow(
                 """
                 SELECT id, name, status, pool, owner, priority, priority_rank, submitted_at,
-                       started_at, ended_at, reason, labels,
+                       started_at, ended_at, reason, labels, canceled_by,
                        left(spec_text, $2) AS spec, length(spec_text) AS spec_length,
                        left(rendered_spec, $2) AS rendered_spec,
                        length(rendered_spec) AS rendered_spec_length
@@ -997,6 +997,7 @@ def _workflow_out(row: asyncpg.Record, total: int, completed: int) -> dict[str, 
         "labels": msgspec.json.decode(row["labels"] or "{}"),
         "tasks_total": total,
         "tasks_completed": completed,
+        "canceled_by": row["canceled_by"],
         "terminal": row["status"] not in ("PENDING", "RUNNING"),
     }
 

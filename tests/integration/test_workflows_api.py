@@ -135,6 +135,10 @@ async def test_get_unknown_is_404_and_cancel_ends_failed_canceled(api: httpx.Asy
     wf = (await api.get(f"/api/v1/workflows/{wid}")).json()
     task = wf["groups"][0]["tasks"][0]
     assert task["status"] == "FAILED_CANCELED" and "changed my mind" in task["reason"]
+    # Who cancelled it, and why, wherever the workflow is shown (OSMO issue #755).
+    assert wf["canceled_by"] == "admin" and "changed my mind" in wf["reason"], wf
+    listed = (await api.get("/api/v1/workflows")).json()["items"]
+    assert next(w for w in listed if w["id"] == wid)["canceled_by"] == "admin"
     # Cancelling twice changes nothing.
     assert (await api.post(f"/api/v1/workflows/{wid}/cancel")).json()["status"] == "FAILED_CANCELED"
 
