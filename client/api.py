@@ -121,7 +121,11 @@ class Api:
         return self.request("GET", path, what, **kw).json()
 
     def post(self, path: str, what: str = "", **kw: Any) -> Any:
-        response = self.request("POST", path, what, **kw)
+        return self.send("POST", path, what, **kw)
+
+    def send(self, method: str, path: str, what: str = "", **kw: Any) -> Any:
+        """A request that changes something (POST, PUT, PATCH); its JSON answer, if any."""
+        response = self.request(method, path, what, **kw)
         return response.json() if response.content else None
 
     @contextmanager

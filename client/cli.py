@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import click
 import httpx
 import typer
+import yaml
 from httpx_sse import EventSource
 
 from client import COMMANDS, __version__, config
@@ -679,6 +680,80 @@ def pool_list(output: Output = Format.table, server: ServerName = None) -> None:
         items = api.pages("/api/v1/pools", {}, None)
     emit(output, items, items, [("NAME", lambda p: p["name"]),
                                 ("DESCRIPTION", lambda p: p.get("description"))])  # fmt: skip
+
+
+PoolName = Annotated[str, typer.Argument(help="the pool")]
+
+
+@pool_app.command("get")
+def pool_get(name: PoolName, output: Output = Format.table, server: ServerName = None) -> None:
+    """A pool's configuration (`-o yaml` gives what `gantry pool apply` takes back)."""
+    with _api(server) as api:
+        pool = api.get(f"/api/v1/pools/{_segment(name)}")
+    _print_pool(pool, output)
+
+
+@pool_app.command("apply")
+def pool_apply(
+    name: PoolName,
+    file: Annotated[Path, typer.Option("-f", "--file", help="YAML or JSON, or - for stdin")],
+    output: Output = Format.table,
+    server: ServerName = None,
+) -> None:
+    """Replace a pool's configuration with a file's (pool:Admin), as `kubectl apply`."""
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+        document = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(f"{file}: {exc}", USAGE) from None
+    if not isinstance(document, dict):
+        raise CliError(f"{file}: give a pool's configuration as a mapping", USAGE)
+    with _api(server) as api:
+        pool = api.send("PUT", f"/api/v1/pools/{_segment(name)}", "not applied", json=document)
+    _print_pool(pool, output)
+
+
+@pool_app.command("set")
+def pool_set(
+    name: PoolName,
+    values: Annotated[list[str], typer.Argument(help="FIELD=VALUE (YAML: true, 3600, null)")],
+    output: Output = Format.table,
+    server: ServerName = None,
+) -> None:
+    """Change some top-level fields of a pool's configuration (pool:Admin), such as
+    `maintenance=true` or `max_exec_timeout=86400`."""
+    changes = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"{item!r}: give FIELD=VALUE", USAGE)
+        try:
+            changes[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise CliError(f"{item!r}: {exc}", USAGE) from None
+    with _api(server) as api:
+        pool = api.send("PATCH", f"/api/v1/pools/{_segment(name)}", "not changed", json=changes)
+    _print_pool(pool, output)
+
+
+def _print_pool(pool: dict[str, Any], output: Format) -> None:
+    rows = [{"field": k, "value": v} for k, v in pool.items()]
+    emit(output, pool, rows, [("FIELD", lambda r: r["field"]),
+                              ("VALUE", lambda r: _plain(r["value"]))])  # fmt: skip
+
+
+def _plain(value: Any) -> str:
+    """A configuration value in one line: JSON for maps and lists."""
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _segment(name: str) -> str:
+    """A name as one path segment (a name with / or ? cannot reach another route)."""
+    from urllib.parse import quote
+
+    return quote(name, safe="")
 
 
 @backend_app.command("list")

@@ -335,3 +335,24 @@ def test_logs_of_every_task_merge_on_the_server_past_any_stream_limit(
     assert datetime.fromisoformat(when.replace("Z", "+00:00")).tzinfo is not None
     missing = cli.run("workflow", "logs", "nope-1")
     assert missing.returncode == 4, (missing.stdout, missing.stderr)
+
+
+def test_a_pool_s_configuration_round_trips_through_get_set_and_apply(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """`pool get -o yaml` gives what `pool apply` takes back; `pool set` changes one field;
+    refusals name the field (issue 10, item 9)."""
+    _login(cli)
+    saved = tmp_path / "pool.yaml"
+    saved.write_text(cli.ok("pool", "get", "default", "-o", "yaml"))
+    assert yaml.safe_load(saved.read_text())["name"] == "default"
+    changed = cli.json("pool", "set", "default", "max_exec_timeout=86400", "maintenance=false")
+    assert changed["max_exec_timeout"] == 86400
+    table = cli.ok("pool", "get", "default")
+    assert "max_exec_timeout" in table and "86400" in table
+    applied = cli.json("pool", "apply", "default", "-f", str(saved))
+    assert applied["max_exec_timeout"] is None, "apply replaces the whole configuration"
+    refused = cli.run("pool", "set", "default", "quota={guarantee: 4}")
+    assert refused.returncode == 1 and "quota" in refused.stderr, refused.stderr
+    assert cli.run("pool", "set", "default", "nonsense").returncode == 2
+    assert cli.run("pool", "get", "nope").returncode == 4
