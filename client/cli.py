@@ -567,12 +567,39 @@ def workflow_events(
     output: Output = Format.table,
     server: ServerName = None,
 ) -> None:
-    """The workflow's state now, and with -f every change until it ends."""
-    with _api(server) as api, api.stream(f"/api/v1/workflows/{workflow_id}/events") as response:
-        for sse in EventSource(response).iter_sse():
-            _print_event(sse.event, sse.json() if sse.data else {}, output)
-            if sse.event == "end" or not follow:
-                return
+    """The workflow's events so far, oldest first (as its page's timeline), and with -f
+    every change after them until it ends."""
+    with _api(server) as api:
+        history = api.pages(f"/api/v1/workflows/{workflow_id}/history", {}, None)
+        for item in reversed(history):
+            _print_past(item, output)
+        if not follow:
+            return
+        with api.stream(f"/api/v1/workflows/{workflow_id}/events") as response:
+            for sse in EventSource(response).iter_sse():
+                data = sse.json() if sse.data else {}
+                if sse.event == "snapshot":  # its tasks: the history above said it
+                    keep = ("id", "status", "waiting")
+                    _print_event("workflow", {k: data.get(k) for k in keep}, output)
+                else:
+                    _print_event(sse.event, data, output)
+                if sse.event == "end":
+                    return
+
+
+def _print_past(item: dict[str, Any], output: Format) -> None:
+    """One event of the history, at the time it happened."""
+    import json
+
+    if output in (Format.json, Format.yaml):
+        sys.stdout.write(json.dumps({"event": "history", "data": item}) + "\n")
+        return
+    at = datetime.fromisoformat(str(item["at"]).replace("Z", "+00:00")).astimezone(UTC)
+    code = f" exit {item['exit_code']}" if item.get("exit_code") is not None else ""
+    retry = f" retry {item['retry']}" if item.get("retry") else ""
+    reason = f": {item['reason']}" if item.get("reason") else ""
+    line = f"task {item['task']}{retry} {item['status']}{code} by {item['source']}{reason}"
+    sys.stdout.write(f"{at:%H:%M:%S}  {clean(line)}\n")
 
 
 def clean_lines(text: str) -> str:

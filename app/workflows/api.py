@@ -16,16 +16,19 @@ from litestar.response import Response, ServerSentEvent, Stream
 from app.audit.middleware import Note
 from app.auth.service import Principal
 from app.bounds import count_query, text_query
-from app.errors import NotFound
+from app.errors import Invalid, NotFound
 from app.live.events import workflow_events
 from app.live.watch import WatchRegistry
 from app.logs.service import LogService
 from app.logs.windows import Windows
 from app.problems import problems, text_answer
+from app.spec.errors import SpecIssue
 from app.workflows.filters import FILTER, WorkflowFilter
 from app.workflows.schemas import (
     CancelRequest,
     DryRunPlan,
+    EventOut,
+    EventPage,
     SubmitRequest,
     WorkflowDetail,
     WorkflowOut,
@@ -255,6 +258,37 @@ class WorkflowController(Controller):
             body = log_windows.text(attempts, names, timestamps)
         headers = {"x-accel-buffering": "no", "cache-control": "no-cache"}
         return Stream(body, media_type="text/plain; charset=utf-8", headers=headers)
+
+    @get(
+        "/{workflow_id:str}/history",
+        summary="The workflow's events so far, newest first (the page's timeline), in pages",
+        responses=problems(404, 422),
+    )
+    async def history(
+        self,
+        workflows: NamedDependency[WorkflowService],
+        principal: NamedDependency[Principal],
+        workflow_id: str = WORKFLOW_ID,
+        limit: int = Parameter(default=100, ge=1, le=500),
+        cursor: str | None = text_query(20, default=None, description="the next_cursor given"),
+    ) -> EventPage:
+        await workflows.check_visible(principal, workflow_id)
+        before = None
+        if cursor is not None:
+            if not (cursor.isascii() and cursor.isdigit()) or not 0 < int(cursor) < 2**63:
+                raise Invalid(
+                    "cursor is not one this API returned",
+                    [SpecIssue("cursor", None, "pass next_cursor from the previous page")],
+                )
+            before = int(cursor)
+        rows = await workflows.events_page(workflow_id, before, limit + 1)
+        items = [
+            EventOut(r["id"], r["at"], r["name"], r["retry"], r["status"], r["source"],
+                     r["reason"], r["exit_code"])
+            for r in rows[:limit]
+        ]  # fmt: skip
+        more = len(rows) > limit
+        return EventPage(items, str(items[-1].id) if more else None)
 
     @get(
         "/{workflow_id:str}/events",

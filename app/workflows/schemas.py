@@ -13,6 +13,8 @@ from app.spec.parse import MAX_SPEC_BYTES
 __all__ = (
     "CancelRequest",
     "DryRunPlan",
+    "EventOut",
+    "EventPage",
     "GroupOut",
     "PlanGroup",
     "SubmitRequest",
@@ -139,3 +141,21 @@ class WorkflowSpecOut(msgspec.Struct):
 class WorkflowPage(msgspec.Struct):
     items: list[WorkflowOut]
     next_cursor: str | None
+
+
+class EventOut(msgspec.Struct):
+    """One change of one task attempt, as the workflow page's timeline shows it."""
+
+    id: int
+    at: datetime
+    task: str
+    retry: int
+    status: str
+    source: str  # who made the change: the runner, the scheduler, the sweeper, a cancel
+    reason: str | None
+    exit_code: int | None
+
+
+class EventPage(msgspec.Struct):
+    items: list[EventOut]  # newest first
+    next_cursor: str | None  # the events before these

@@ -165,8 +165,13 @@ def test_submit_watch_logs_events_spec_resubmit_and_cancel(cli: Cli, tmp_path: P
 
     events = cli.ok("workflow", "events", wid, "-f")
     assert "workflow " + wid + " COMPLETED" in events and "end: COMPLETED" in events
-    stream = [json.loads(x) for x in cli.ok("workflow", "events", wid, "-o", "json").splitlines()]
-    assert stream[0]["event"] == "snapshot" and stream[0]["data"]["id"] == wid
+    # Without -f: the history, oldest first, at the times it happened (as the page's timeline).
+    past = [json.loads(x) for x in cli.ok("workflow", "events", wid, "-o", "json").splitlines()]
+    assert past and {p["event"] for p in past} == {"history"}
+    statuses = [p["data"]["status"] for p in past]
+    assert statuses[-1] == "COMPLETED" and "RUNNING" in statuses, statuses
+    told = cli.ok("workflow", "events", wid)
+    assert "task hello RUNNING by runner" in told and "task hello COMPLETED exit 0" in told, told
 
     assert cli.ok("workflow", "spec", wid) == PASSING
     again = cli.ok("workflow", "resubmit", wid).strip()

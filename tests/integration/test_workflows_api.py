@@ -445,3 +445,22 @@ async def test_the_live_list_takes_a_time_without_a_zone(api: httpx.AsyncClient)
             async for line in r.aiter_lines():
                 if line.startswith("event: rows"):
                     break
+
+
+async def test_the_history_pages_through_a_workflow_s_events_newest_first(
+    api: httpx.AsyncClient,
+) -> None:
+    wid = await submit(api, HELLO)
+    await api.post(f"/api/v1/workflows/{wid}/cancel", json={"reason": "enough"})
+    first = (await api.get(f"/api/v1/workflows/{wid}/history", params={"limit": 1})).json()
+    (newest,) = first["items"]
+    assert newest["status"] == "FAILED_CANCELED" and "enough" in newest["reason"], newest
+    assert newest["source"] == "cancel" and first["next_cursor"] == str(newest["id"])
+    rest = await api.get(
+        f"/api/v1/workflows/{wid}/history", params={"cursor": first["next_cursor"]}
+    )
+    assert rest.status_code == 200 and all(e["id"] < newest["id"] for e in rest.json()["items"])
+    for bad in ("²", "0", "x" * 21, "-1"):
+        r = await api.get(f"/api/v1/workflows/{wid}/history", params={"cursor": bad})
+        assert r.status_code in (400, 422) and "cursor" in r.text, (bad, r.status_code)
+    assert (await api.get("/api/v1/workflows/nope-1/history")).status_code == 404

@@ -348,6 +348,9 @@ MATRIX: dict[str, Row] = {
     "GET /api/v1/workflows/{workflow_id:str}/spec": Row(
         "pool", get(_wf("/api/v1/workflows/{id}/spec"))
     ),
+    "GET /api/v1/workflows/{workflow_id:str}/history": Row(
+        "pool", get(_wf("/api/v1/workflows/{id}/history"))
+    ),
     "GET /api/v1/workflows/{workflow_id:str}/events": Row(
         "pool", get(_wf("/api/v1/workflows/{id}/events")), stream=True
     ),
