@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+from litestar.exceptions import ValidationException
 from litestar.params import Parameter
 
 from app.errors import Invalid
@@ -31,6 +32,7 @@ __all__ = (
     "count_query",
     "id_path",
     "int8_query",
+    "query_refused",
     "refuse_nul",
     "role_path",
     "text_query",
@@ -102,3 +104,11 @@ def refuse_nul(limits: dict[str, int], **fields: Any) -> None:
             )
     if issues:
         raise Invalid("; ".join(i.message for i in issues), issues, title="Invalid form")
+
+
+def query_refused(name: str, message: str) -> ValidationException:
+    """A 400 for query parameter ``name``, checked by a handler rather than by Litestar (a
+    bound Litestar cannot say, or whose message would name the Python parameter)."""
+    return ValidationException(
+        detail=f"{name}: {message}", extra=[{"key": name, "source": "query", "message": message}]
+    )

@@ -10,6 +10,7 @@ import getpass
 import os
 import socket
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -264,13 +265,18 @@ def _coerce(value: str) -> Any:
     return value
 
 
-def _pairs(values: list[str], option: str, coerce: bool) -> dict[str, Any]:
+def _pairs(values: list[str], option: str, parse: Callable[[str], Any]) -> dict[str, Any]:
+    """``KEY=VALUE`` arguments as a mapping, each value read by ``parse``."""
     out = {}
     for item in values:
         key, sep, value = item.partition("=")
+        where = f"{option} {item!r}".strip()
         if not sep or not key:
-            raise CliError(f"{option} {item!r}: give KEY=VALUE", USAGE)
-        out[key] = _coerce(value) if coerce else value
+            raise CliError(f"{where}: give KEY=VALUE", USAGE)
+        try:
+            out[key] = parse(value)
+        except yaml.YAMLError as exc:
+            raise CliError(f"{where}: {exc}", USAGE) from None
     return out
 
 
@@ -310,8 +316,8 @@ def _submit(
     """Posts the spec (localpaths inlined, values coerced); the server's answer."""
     inlined = _read_spec(file)
     values = {
-        **_pairs(sets or [], "--set", True),
-        **_pairs(set_strings or [], "--set-string", False),
+        **_pairs(sets or [], "--set", _coerce),
+        **_pairs(set_strings or [], "--set-string", str),
     }
     body: dict[str, Any] = {"spec": inlined.text, "dry_run": dry_run}
     if values:
@@ -716,7 +722,7 @@ PoolName = Annotated[str, typer.Argument(help="the pool")]
 def pool_get(name: PoolName, output: Output = Format.table, server: ServerName = None) -> None:
     """A pool's configuration (`-o yaml` gives what `gantry pool apply` takes back)."""
     with _api(server) as api:
-        pool = api.get(f"/api/v1/pools/{_segment(name)}")
+        pool = api.get(f"/api/v1/pools/{name}")
     _print_pool(pool, output)
 
 
@@ -736,7 +742,7 @@ def pool_apply(
     if not isinstance(document, dict):
         raise CliError(f"{file}: give a pool's configuration as a mapping", USAGE)
     with _api(server) as api:
-        pool = api.send("PUT", f"/api/v1/pools/{_segment(name)}", "not applied", json=document)
+        pool = api.send("PUT", f"/api/v1/pools/{name}", "not applied", json=document)
     _print_pool(pool, output)
 
 
@@ -749,17 +755,9 @@ def pool_set(
 ) -> None:
     """Change some top-level fields of a pool's configuration (pool:Admin), such as
     `maintenance=true` or `max_exec_timeout=86400`."""
-    changes = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(f"{item!r}: give FIELD=VALUE", USAGE)
-        try:
-            changes[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise CliError(f"{item!r}: {exc}", USAGE) from None
+    changes = _pairs(values, "", yaml.safe_load)
     with _api(server) as api:
-        pool = api.send("PATCH", f"/api/v1/pools/{_segment(name)}", "not changed", json=changes)
+        pool = api.send("PATCH", f"/api/v1/pools/{name}", "not changed", json=changes)
     _print_pool(pool, output)
 
 
@@ -774,13 +772,6 @@ def _plain(value: Any) -> str:
     import json
 
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _segment(name: str) -> str:
-    """A name as one path segment (a name with / or ? cannot reach another route)."""
-    from urllib.parse import quote
-
-    return quote(name, safe="")
 
 
 @backend_app.command("list")

@@ -4,8 +4,7 @@ Written by hand: composite, unique-across-columns and partial indexes that the h
 (keyset listing, dispatch, capacity accounting, log reads) rely on.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
+from app.migrating import raw_sql
 
 ID = "2026-11-26T23:50:00:000000"
 VERSION = "1.38.0"
@@ -32,23 +31,8 @@ _EXTRA_SQL = [
 ]
 
 _INDEXES = [sql.split(" ON ")[0].split()[-1] for sql in _EXTRA_SQL[1:]]
-_DROP_SQL = ["DROP SEQUENCE IF EXISTS launch_seq"] + [f"DROP INDEX IF EXISTS {name}" for name in _INDEXES]
+_DROP_SQL = ["DROP SEQUENCE IF EXISTS launch_seq"] + [
+    f"DROP INDEX IF EXISTS {name}" for name in _INDEXES
+]
 
-class _Any(Table, tablename="migration"):
-    """Only a handle for running raw SQL on the migration engine."""
-
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="gantry", description=DESCRIPTION)
-
-    async def create() -> None:
-        for sql in _EXTRA_SQL:
-            await _Any.raw(sql)
-
-    async def drop() -> None:
-        for sql in _DROP_SQL:
-            await _Any.raw(sql)
-
-    manager.add_raw(create)
-    manager.add_raw_backwards(drop)
-    return manager
+forwards = raw_sql(ID, DESCRIPTION, _EXTRA_SQL, _DROP_SQL)

@@ -4,8 +4,7 @@ alive workflows, and when a finished workflow's logs were removed.
 Written by hand, in the style of gantry_2026_11_26t23_50_00_000000.py.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
+from app.migrating import raw_sql
 
 ID = "2026-12-01T15:00:00:000000"
 VERSION = "1.38.0"
@@ -31,21 +30,4 @@ _BACKWARDS = [
 ]
 
 
-class _Any(Table, tablename="migration"):
-    """Only a handle for running raw SQL on the migration engine."""
-
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="gantry", description=DESCRIPTION)
-
-    async def create() -> None:
-        for sql in _FORWARDS:
-            await _Any.raw(sql)
-
-    async def drop() -> None:
-        for sql in _BACKWARDS:
-            await _Any.raw(sql)
-
-    manager.add_raw(create)
-    manager.add_raw_backwards(drop)
-    return manager
+forwards = raw_sql(ID, DESCRIPTION, _FORWARDS, _BACKWARDS)

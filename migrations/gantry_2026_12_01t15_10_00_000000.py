@@ -3,8 +3,7 @@
 Written by hand, like the index migration: two small tables and their indexes.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
+from app.migrating import raw_sql
 
 ID = "2026-12-01T15:10:00:000000"
 VERSION = "1.38.0"
@@ -38,21 +37,4 @@ _CREATE_SQL = [
 _DROP_SQL = ["DROP TABLE IF EXISTS sign_in_attempt", "DROP TABLE IF EXISTS web_session"]
 
 
-class _Any(Table, tablename="migration"):
-    """Only a handle for running raw SQL on the migration engine."""
-
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="gantry", description=DESCRIPTION)
-
-    async def create() -> None:
-        for sql in _CREATE_SQL:
-            await _Any.raw(sql)
-
-    async def drop() -> None:
-        for sql in _DROP_SQL:
-            await _Any.raw(sql)
-
-    manager.add_raw(create)
-    manager.add_raw_backwards(drop)
-    return manager
+forwards = raw_sql(ID, DESCRIPTION, _CREATE_SQL, _DROP_SQL)

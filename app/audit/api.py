@@ -8,12 +8,11 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import ValidationException
 from litestar.params import QueryParameter
 
 from app.audit.service import AuditService, Filters
 from app.auth.middleware import allowed
-from app.bounds import text_query
+from app.bounds import query_refused, text_query
 from app.paging import cursor_query, limit_query
 from app.problems import problems
 
@@ -51,10 +50,7 @@ def _moment(name: str, value: str | None) -> datetime | None:
         except OverflowError:
             pass
     message = "give an ISO 8601 time with an offset, like 2026-12-01T19:00:00Z"
-    raise ValidationException(
-        detail=f"{name}: {message}",
-        extra=[{"key": name, "source": "query", "message": message}],
-    )
+    raise query_refused(name, message)
 
 
 # Its bound is checked below, not by Litestar, whose message would name the Python parameter
@@ -87,11 +83,7 @@ def provide_filters(
     """The audit log's filters, from the query parameters the API and the page share (their
     bounds are the columns')."""
     if who is not None and len(who) > 200:  # NUL is refused for every route (app/asgi.py)
-        message = "at most 200 characters"
-        raise ValidationException(
-            detail=f"principal: {message}",
-            extra=[{"key": "principal", "source": "query", "message": message}],
-        )
+        raise query_refused("principal", "at most 200 characters")
     return Filters(
         principal=who or None,
         action=action or None,

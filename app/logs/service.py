@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +11,7 @@ import asyncpg
 from app.auth.service import Principal
 from app.db import Database, Hub
 from app.errors import NotFound
-from app.logs.text import TextLog, chunk_page
+from app.logs.text import TextLog, follow_text, once, read_text
 from app.pools.service import PoolService
 from app.workflows.states import TERMINAL
 
@@ -83,12 +82,6 @@ class LogService:
             )
         return missing == 0
 
-    async def chunks(self, task_id: int, after: int = 0) -> tuple[list[asyncpg.Record], bool]:
-        """A page of chunks after chunk id ``after``, in arrival order (stdout and stderr
-        interleaved; bounded in bytes), and whether more follow."""
-        async with self.db.connection() as conn:
-            return await chunk_page(conn, [task_id], after)
-
     async def removed_notice(self, workflow_id: str) -> str | None:
         """A line saying the workflow's logs were removed by retention, or None."""
         async with self.db.connection() as conn:
@@ -97,63 +90,28 @@ class LogService:
             )
         return None if removed is None else _removed_line(removed)
 
-    async def all_bytes(self, attempt: Attempt, timestamps: bool = False) -> AsyncIterator[bytes]:
+    def all_bytes(self, attempt: Attempt, timestamps: bool = False) -> AsyncIterator[bytes]:
         """The attempt's log as it is now; with ``timestamps`` each line starts with the time
-        it was written (RFC 3339, as ``kubectl logs --timestamps``)."""
+        it was written (RFC 3339, as ``kubectl logs --timestamps``). An unfinished line comes
+        last, as it is."""
         if attempt.get("logs_removed_at") is not None:
-            yield _removed_line(attempt["logs_removed_at"]).encode()
-            return
-        text = TextLog(timestamps)
-        after = 0
-        while True:
-            rows, more = await self.chunks(attempt["id"], after)
-            if rows:
-                yield await asyncio.to_thread(text.feed, rows)
-            if not more:
-                yield text.flush()  # what exists so far, an unfinished line included
-                return
-            after = rows[-1]["id"]
+            return once(_removed_line(attempt["logs_removed_at"]).encode())
+        return read_text(self.db, [attempt["id"]], TextLog(timestamps), newline=False)
 
-    async def is_complete(self, task_id: int) -> bool:
-        """The attempt ended and no more log can arrive for it."""
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT status, runner_ended_at, launch_seq FROM task WHERE id = $1", task_id
-            )
-        return (
-            row is not None
-            and row["status"] in TERMINAL
-            and (row["runner_ended_at"] is not None or row["launch_seq"] is None)
+    def follow_bytes(self, attempt: Attempt, timestamps: bool = False) -> AsyncIterator[bytes]:
+        """The attempt's log, then what it writes, until it ended and its log is complete."""
+        if attempt.get("logs_removed_at") is not None:
+            return once(_removed_line(attempt["logs_removed_at"]).encode())
+        ids = [attempt["id"]]
+        return follow_text(
+            self.db,
+            self.hub,
+            ids,
+            TextLog(timestamps),
+            lambda: self.all_complete(ids),
+            [f"log:{attempt['id']}", f"wf:{attempt['workflow']}"],
+            newline=False,
         )
-
-    async def follow(self, attempt: Attempt) -> AsyncIterator[list[asyncpg.Record]]:
-        """Batches of new chunks until the attempt ended and its log is complete."""
-        after = 0
-        with self.hub.subscribe(f"log:{attempt['id']}", f"wf:{attempt['workflow']}") as sub:
-            while True:
-                complete = await self.is_complete(attempt["id"])
-                while True:
-                    rows, more = await self.chunks(attempt["id"], after)
-                    if rows:
-                        after = rows[-1]["id"]
-                        yield rows
-                    if not more:
-                        break
-                if complete:
-                    return
-                await sub.get(timeout=5)
-                sub.drain()
-
-    async def follow_bytes(
-        self, attempt: Attempt, timestamps: bool = False
-    ) -> AsyncIterator[bytes]:
-        if attempt.get("logs_removed_at") is not None:
-            yield _removed_line(attempt["logs_removed_at"]).encode()
-            return
-        text = TextLog(timestamps)
-        async for rows in self.follow(attempt):
-            yield await asyncio.to_thread(text.feed, rows)
-        yield text.flush()  # the attempt ended: its unfinished lines are finished
 
 
 async def _check_visible(conn: asyncpg.Connection, pools: list[str], workflow_id: str) -> None:

@@ -10,13 +10,16 @@ feeds pages of bounded size (``PAGE_BYTES``) and does so in a thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-__all__ = ("PAGE_BYTES", "TextLog", "chunk_page")
+from app.db import Database, Hub
+
+__all__ = ("PAGE_BYTES", "TextLog", "chunk_page", "follow_text", "once", "read_text")
 
 # Bytes of chunks read per page. A page of empty lines with prefix and time comes out some
 # 30 times larger (8 MB for 256 KiB), built in one step of a thread that holds the GIL.
@@ -124,3 +127,61 @@ class TextLog:
         ends = b"\n" * len(self.open) if newline else b""  # long lines already written
         self.open.clear()
         return ends + (b"".join(p + b"\n" for p in parts) if newline else b"\n".join(parts))
+
+
+async def once(body: bytes) -> AsyncIterator[bytes]:
+    """A text answer of one piece (a notice in place of a log)."""
+    yield body
+
+
+async def read_text(
+    db: Database, attempts: list[int], log: TextLog, newline: bool
+) -> AsyncIterator[bytes]:
+    """The attempts' log as it is now, page after page, each cut in a thread; the
+    unfinished lines last (``TextLog.flush``)."""
+    cursor = 0
+    while True:
+        async with db.connection() as conn:
+            page, more = await chunk_page(conn, attempts, cursor)
+        if page:
+            cursor = page[-1]["id"]
+            yield await asyncio.to_thread(log.feed, page)
+        if not more:
+            break
+    yield log.flush(newline)
+
+
+async def follow_text(
+    db: Database,
+    hub: Hub,
+    attempts: list[int],
+    log: TextLog,
+    is_complete: Callable[[], Awaitable[bool]],
+    topics: list[str],
+    newline: bool,
+    coalesce: float = 0.0,
+) -> AsyncIterator[bytes]:
+    """The attempts' log from its start, then new lines as they come, until every attempt
+    has ended and its log is complete. ``coalesce``: seconds to wait after a hint for more,
+    so that a follower of many attempts reads in batches (2,000 tasks' hints woke each of 50
+    followers every time, and multiplied the server's CPU fourfold: a hostile review)."""
+    cursor = 0
+    with hub.subscribe(*topics) as sub:
+        while True:
+            complete = await is_complete()  # before reading: nothing is missed after it
+            async with db.connection() as conn:
+                page, more = await chunk_page(conn, attempts, cursor)
+            if page:
+                cursor = page[-1]["id"]
+                text = await asyncio.to_thread(log.feed, page)
+                if text:
+                    yield text
+                if more:
+                    continue
+            if complete:
+                yield log.flush(newline)
+                return
+            await sub.get(timeout=5)
+            if coalesce:
+                await asyncio.sleep(coalesce)
+            sub.drain()

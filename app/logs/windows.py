@@ -19,7 +19,7 @@ import regex
 
 from app.db import Database, Hub
 from app.logs.lines import Key, Line, LineAssembler
-from app.logs.text import TextLog, chunk_page
+from app.logs.text import TextLog, chunk_page, follow_text, read_text
 
 __all__ = ("BUDGET", "Resume", "Window", "Windows")
 
@@ -331,23 +331,14 @@ class Windows:
             matches += await asyncio.to_thread(assembler.flush, keep)
         return Window(matches[:MAX_MATCHES], last_id=cursor)
 
-    async def text(
+    def text(
         self, attempts: list[int], names: dict[int, str], timestamps: bool = False
     ) -> AsyncIterator[bytes]:
         """The whole log as text, every line prefixed with its task (the merged download and
-        ``GET /api/v1/workflows/{id}/logs``); each page is cut into lines in a thread."""
-        log = TextLog(timestamps, names)
-        cursor = 0
-        while True:
-            async with self.db.connection() as conn:
-                page, _ = await chunk_page(conn, attempts, cursor)
-            if not page:
-                break
-            yield await asyncio.to_thread(log.feed, page)
-            cursor = page[-1]["id"]
-        yield log.flush(newline=True)
+        ``GET /api/v1/workflows/{id}/logs``)."""
+        return read_text(self.db, attempts, TextLog(timestamps, names), newline=True)
 
-    async def follow_text(
+    def follow_text(
         self,
         attempts: list[int],
         names: dict[int, str],
@@ -358,28 +349,9 @@ class Windows:
         """The merged log as text from its start, then new lines as they come, until every
         attempt has ended (``GET /api/v1/workflows/{id}/logs?follow=true``)."""
         log = TextLog(timestamps, names)
-        cursor = 0
-        with self.hub.subscribe(*topics) as sub:
-            while True:
-                complete = await is_complete()  # before reading: nothing is missed after it
-                async with self.db.connection() as conn:
-                    page, more = await chunk_page(conn, attempts, cursor)
-                if page:
-                    cursor = page[-1]["id"]
-                    text = await asyncio.to_thread(log.feed, page)
-                    if text:
-                        yield text
-                    if more:
-                        continue
-                if complete:
-                    yield log.flush(newline=True)
-                    return
-                await sub.get(timeout=15)
-                # A workflow of 2,000 tasks sends hints all the time: each follower reads at
-                # most a few times a second however many come (50 followers multiplied the
-                # server's CPU fourfold: a hostile review).
-                await asyncio.sleep(_COALESCE)
-                sub.drain()
+        return follow_text(
+            self.db, self.hub, attempts, log, is_complete, topics, newline=True, coalesce=_COALESCE
+        )
 
     async def follow(
         self,

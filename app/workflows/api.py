@@ -20,6 +20,7 @@ from app.errors import Invalid, NotFound
 from app.live.events import workflow_events
 from app.live.watch import WatchRegistry
 from app.logs.service import LogService
+from app.logs.text import once
 from app.logs.windows import Windows
 from app.problems import problems, text_answer
 from app.spec.errors import SpecIssue
@@ -248,7 +249,7 @@ class WorkflowController(Controller):
         removed = await logs.removed_notice(workflow_id)
         body: AsyncIterator[bytes]
         if removed is not None:
-            body = _one(removed.encode())
+            body = once(removed.encode())
         elif follow:
             topics = [f"log:{a}" for a in attempts] + [f"wf:{workflow_id}"]
             body = log_windows.follow_text(
@@ -314,10 +315,6 @@ class WorkflowController(Controller):
 
 
 _json = msgspec.json.Encoder()
-
-
-async def _one(body: bytes) -> AsyncIterator[bytes]:
-    yield body
 
 
 def _encode_dry_run(plan: dict[str, Any]) -> bytes:

@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 
 import msgspec
 from litestar.di import Provide
-from litestar.exceptions import ValidationException
 from litestar.params import Parameter
 
-from app.bounds import text_query
+from app.bounds import query_refused, text_query
 
 __all__ = ("FILTER", "NO_FILTER", "WorkflowFilter", "provide_workflow_filter")
 
@@ -45,11 +44,7 @@ def _utc(name: str, moment: datetime | None) -> datetime | None:
     try:
         return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except OverflowError:
-        message = "give a time between the years 1 and 9999 in UTC"
-        raise ValidationException(
-            detail=f"{name}: {message}",
-            extra=[{"key": name, "source": "query", "message": message}],
-        ) from None
+        raise query_refused(name, "give a time between the years 1 and 9999 in UTC") from None
 
 
 _SUBMITTED_AFTER = Parameter(

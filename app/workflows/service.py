@@ -89,10 +89,10 @@ class WorkflowService:
         except SpecError as exc:
             raise Invalid(exc.detail, exc.issues, title=exc.title) from None
         pool_name = pool or parsed.plan.pool or "default"
-        pool_row = await self.pools.get(pool_name)
+        config = await self.pools.get(pool_name)
         allowed = await self.pools.accessible(principal, "workflow:Create")
         names = ", ".join(allowed) or "none"
-        if pool_row is None:
+        if config is None:
             raise Invalid(
                 f"pool '{pool_name}' does not exist (your pools: {names})",
                 [SpecIssue("pool", None, f"choose one of: {names}")],
@@ -102,7 +102,6 @@ class WorkflowService:
                 f"you may not submit to pool '{pool_name}' (workflow:Create on "
                 f"pool/{pool_name}); your pools: {names}"
             )
-        config = pool_row
         default_resources = _pool_resources(config)
         limits = _pool_limit_issues(parsed, pool_name, config)
         await self._check_fit(parsed, pool_name, config, default_resources, limits)
